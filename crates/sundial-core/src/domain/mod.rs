@@ -1,0 +1,25 @@
+//! The domain words of DESIGN.md as types: job, trigger, run, worker, lease.
+//!
+//! These types are also the wire shapes of API.md: a [`Job`], [`Run`] or [`Worker`] serializes
+//! to exactly the JSON the HTTP API returns, so there is one definition of each field.
+
+pub mod duration;
+pub mod job;
+pub mod run;
+pub mod trigger;
+pub mod validate;
+pub mod worker;
+
+pub use job::{Job, JobSpec, Overlap, RetryPolicy};
+pub use run::{Lease, Run, RunState};
+pub use trigger::{Misfire, Trigger, TriggerKind, TriggerSpec};
+pub use validate::FieldError;
+pub use worker::{Worker, WorkerState};
+
+/// A new opaque, time-ordered identifier (UUIDv7), used for jobs, triggers, runs and workers.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Timestamps are UTC instants everywhere; the store keeps them as microseconds since the epoch.
+pub type Timestamp = chrono::DateTime<chrono::Utc>;

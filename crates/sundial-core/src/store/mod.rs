@@ -1,0 +1,328 @@
+//! The `Store` trait: every read and write sundial makes, as domain operations.
+//!
+//! Two implementations share this contract, [`sqlite::SqliteStore`] (one node, one file) and
+//! [`postgres::PostgresStore`] (a cluster of stateless nodes); the conformance suite in
+//! [`conformance`] runs against both. No driver type appears in this API: backends map driver
+//! errors to [`StoreError`] in one function each.
+//!
+//! Methods take `now` from the caller's [`Clock`](crate::clock::Clock) rather than reading the
+//! database clock, so every time-dependent behaviour is testable with a manual clock.
+//!
+//! The guarantees live here:
+//! * durable submit: [`Store::job_create_many`] returns only after its transaction commits;
+//! * once per due time: [`Store::trigger_fire_due`] inserts runs and advances the trigger in one
+//!   transaction, under `UNIQUE(trigger_id, fire_time)`;
+//! * fenced leases: [`Store::run_heartbeat`] and [`Store::run_complete_many`] change a run only
+//!   while it is `running` under the caller's `(worker_id, attempt)`.
+
+pub mod postgres;
+pub(crate) mod fire;
+pub(crate) mod rows;
+pub mod sqlite;
+
+use crate::domain::{Job, JobSpec, Run, RunState, Timestamp, Worker};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What went wrong, in domain terms.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No such job, run or worker.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The name or idempotency key is taken by a different definition.
+    #[error("{message}")]
+    Conflict {
+        /// `name_conflict` or `idempotency_conflict`.
+        code: &'static str,
+        /// Human sentence.
+        message: String,
+    },
+    /// The run is no longer held by this `(worker_id, attempt)`.
+    #[error("run {0} is not held by this worker at this attempt")]
+    StaleAttempt(String),
+    /// The run already finished.
+    #[error("run {0} already finished")]
+    AlreadyFinished(String),
+    /// The database cannot be reached.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else (a bug or corrupted data).
+    #[error("store error: {0}")]
+    Internal(String),
+}
+
+/// Result alias.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What a backend can do, so callers adapt without naming the backend.
+#[derive(Debug, Clone, Copy)]
+pub struct Capabilities {
+    /// Several processes may share the database (PostgreSQL); SQLite is single node.
+    pub multi_node: bool,
+}
+
+/// A submission to store.
+#[derive(Debug, Clone)]
+pub struct JobCreate {
+    /// Validated definition.
+    pub spec: JobSpec,
+    /// Key derived by the ingest path when the message carried none (e.g. Kafka offsets).
+    pub derived_idempotency_key: Option<String>,
+}
+
+/// Outcome of one submission.
+#[derive(Debug, Clone)]
+pub struct JobCreated {
+    /// The stored job.
+    pub job: Job,
+    /// False when the submission matched an existing job (idempotent replay → HTTP 200).
+    pub created: bool,
+}
+
+/// Filters for listing jobs (newest first).
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    /// Only this namespace.
+    pub namespace: Option<String>,
+    /// Only this handler.
+    pub handler: Option<String>,
+    /// Only paused or only unpaused.
+    pub paused: Option<bool>,
+    /// Page size.
+    pub limit: u32,
+    /// From a previous page.
+    pub cursor: Option<String>,
+}
+
+/// Filters for listing runs (newest `scheduled_for` first).
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    /// Only this job's runs.
+    pub job_id: Option<String>,
+    /// Only runs in this state.
+    pub state: Option<RunState>,
+    /// `scheduled_for >= since`.
+    pub since: Option<Timestamp>,
+    /// `scheduled_for < until`.
+    pub until: Option<Timestamp>,
+    /// Only this namespace.
+    pub namespace: Option<String>,
+    /// Page size.
+    pub limit: u32,
+    /// From a previous page.
+    pub cursor: Option<String>,
+}
+
+/// One page of a list.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    /// Items.
+    pub items: Vec<T>,
+    /// Cursor for the next page; `None` at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// What the scheduler did in one pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FireReport {
+    /// Triggers advanced.
+    pub triggers: u64,
+    /// Runs created `pending`.
+    pub runs_pending: u64,
+    /// Runs created `skipped` (overlap or misfire).
+    pub runs_skipped: u64,
+    /// Running runs asked to stop by `cancel_other`.
+    pub runs_cancel_requested: u64,
+}
+
+/// A claim request from a worker.
+#[derive(Debug, Clone)]
+pub struct ClaimParams {
+    /// The claiming worker.
+    pub worker_id: String,
+    /// At most this many runs.
+    pub max: u32,
+    /// Lease length.
+    pub lease: Duration,
+    /// Now.
+    pub now: Timestamp,
+}
+
+/// A run handed to a worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedRun {
+    /// The run.
+    pub run_id: String,
+    /// Fencing token part: this claim's attempt.
+    pub attempt: u32,
+    /// Its job.
+    pub job_id: String,
+    /// Handler to call.
+    pub handler: String,
+    /// Handler input.
+    pub payload: serde_json::Value,
+    /// Per-attempt timeout.
+    pub timeout: Option<Duration>,
+    /// When it was due.
+    pub scheduled_for: Timestamp,
+    /// Lease end.
+    pub lease_expires_at: Timestamp,
+}
+
+/// Answer to a heartbeat.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HeartbeatOutcome {
+    /// New lease end for the runs still held.
+    pub lease_expires_at: Option<Timestamp>,
+    /// Runs to stop and complete as `cancelled`.
+    pub cancel: Vec<String>,
+    /// Runs no longer this worker's: stop them, do not complete them.
+    pub lost: Vec<String>,
+}
+
+/// A worker's report that an attempt ended.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// Run and fencing token.
+    pub run_id: String,
+    /// Fencing token.
+    pub worker_id: String,
+    /// Fencing token.
+    pub attempt: u32,
+    /// `succeeded`, `failed`, `timed_out` or `cancelled`.
+    pub state: RunState,
+    /// Handler output.
+    pub output: Option<serde_json::Value>,
+    /// Error text.
+    pub error: Option<String>,
+}
+
+/// Counts for metrics and the dashboard.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// Runs per state.
+    pub runs_by_state: Vec<(RunState, u64)>,
+    /// Pending runs already due.
+    pub runs_due: u64,
+    /// Seconds the oldest due pending run has waited.
+    pub oldest_due_wait_s: f64,
+    /// Jobs stored.
+    pub jobs: u64,
+    /// Triggers with a fire left.
+    pub triggers_active: u64,
+    /// Workers per state.
+    pub workers_by_state: Vec<(crate::domain::WorkerState, u64)>,
+}
+
+/// Settings the reaper passes to [`Store::run_reap`].
+#[derive(Debug, Clone, Copy)]
+pub struct ReapParams {
+    /// Now.
+    pub now: Timestamp,
+    /// How long past its timeout a running run may go unreported before the server records
+    /// `timed_out` itself.
+    pub timeout_grace: Duration,
+    /// Workers silent this long are `dead`.
+    pub dead_after: Duration,
+    /// Batch size.
+    pub limit: u32,
+}
+
+/// What the reaper did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReapReport {
+    /// Runs whose lease expired (or whose worker died), by the state they went to.
+    pub expired: Vec<(String, RunState)>,
+    /// Runs the server timed out itself.
+    pub timed_out: Vec<(String, RunState)>,
+    /// Workers marked dead.
+    pub workers_dead: u64,
+}
+
+/// The persistence seam. See the module docs for which method keeps which guarantee.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// What this backend can do.
+    fn capabilities(&self) -> Capabilities;
+    /// Cheap round trip, for `/readyz`.
+    async fn ping(&self) -> Result<()>;
+
+    /// Stores submissions in one transaction (group commit); each item succeeds or fails alone.
+    /// Returns after the commit: an `Ok` item is durable.
+    async fn job_create_many(&self, jobs: Vec<JobCreate>, now: Timestamp) -> Result<Vec<Result<JobCreated>>>;
+    /// One job with its triggers and derived fields (`now` shows a paused job's next fire).
+    async fn job_get(&self, id: &str, now: Timestamp) -> Result<Job>;
+    /// Jobs, newest first.
+    async fn job_list(&self, filter: &JobFilter, now: Timestamp) -> Result<Page<Job>>;
+    /// Replaces the definition (triggers as a whole).
+    async fn job_update(&self, id: &str, spec: JobSpec, now: Timestamp) -> Result<Job>;
+    /// Deletes the job and its triggers; its pending runs become `cancelled` (`job deleted`).
+    async fn job_delete(&self, id: &str, now: Timestamp) -> Result<()>;
+    /// Pauses or resumes.
+    async fn job_set_paused(&self, id: &str, paused: bool, now: Timestamp) -> Result<Job>;
+    /// A manual run, due now (runs even when the job is paused).
+    async fn job_run_now(&self, id: &str, now: Timestamp) -> Result<Run>;
+
+    /// Fires up to `limit` due triggers: creates their runs (overlap and misfire applied) and
+    /// advances them, each trigger in one transaction with its runs.
+    async fn trigger_fire_due(&self, now: Timestamp, limit: u32, misfire_threshold: Duration) -> Result<FireReport>;
+    /// The earliest `next_fire_at` of an unpaused trigger, so the scheduler sleeps until then.
+    async fn trigger_next_due(&self) -> Result<Option<Timestamp>>;
+
+    /// One run.
+    async fn run_get(&self, id: &str) -> Result<Run>;
+    /// Runs, newest `scheduled_for` first.
+    async fn run_list(&self, filter: &RunFilter) -> Result<Page<Run>>;
+    /// Cancels a pending run at once; marks a running one `cancel_requested`.
+    async fn run_cancel(&self, id: &str, now: Timestamp) -> Result<Run>;
+    /// Claims due pending runs of the worker's handlers, priority then `scheduled_for` order.
+    /// Each claim bumps `attempt` and sets a lease. Counts as the worker's sign of life.
+    async fn run_claim(&self, params: &ClaimParams) -> Result<Vec<ClaimedRun>>;
+    /// Extends the leases of the listed runs still held at those attempts; a sign of life.
+    async fn run_heartbeat(
+        &self,
+        worker_id: &str,
+        runs: &[(String, u32)],
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<HeartbeatOutcome>;
+    /// Records ended attempts, fenced by `(worker_id, attempt)`; failures with attempts left go
+    /// back to `pending` after the backoff. One transaction for the batch.
+    async fn run_complete_many(&self, completions: Vec<Completion>, now: Timestamp) -> Result<Vec<Result<Run>>>;
+    /// Expired leases, overrun timeouts and silent workers: retry or finish, with a reason.
+    async fn run_reap(&self, params: &ReapParams) -> Result<ReapReport>;
+    /// The earliest `scheduled_for` among pending unheld runs (future ones included), so idle
+    /// claimers know when to look again.
+    async fn run_next_pending(&self) -> Result<Option<Timestamp>>;
+    /// Deletes finished runs that finished before `before`, at most `limit`.
+    async fn run_prune(&self, before: Timestamp, limit: u32) -> Result<u64>;
+
+    /// Registers a worker.
+    async fn worker_register(&self, name: &str, handlers: &[String], capacity: u32, now: Timestamp) -> Result<Worker>;
+    /// One worker.
+    async fn worker_get(&self, id: &str) -> Result<Worker>;
+    /// All workers not deregistered, newest first.
+    async fn worker_list(&self) -> Result<Vec<Worker>>;
+    /// Deregisters: the worker drains (claims nothing new); it is forgotten once it holds nothing.
+    async fn worker_deregister(&self, id: &str, now: Timestamp) -> Result<()>;
+
+    /// Counts for metrics.
+    async fn stats(&self, now: Timestamp) -> Result<Stats>;
+}
+
+/// A shared store handle.
+pub type SharedStore = Arc<dyn Store>;
+
+/// Opens the store a URL names: `sqlite://path` (created if missing) or `postgres://…`.
+pub async fn open(url: &str) -> Result<SharedStore> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Err(StoreError::Internal(format!("{:?}", postgres::PostgresStore::connect(url).await.err())))
+    } else {
+        Err(StoreError::Internal(format!(
+            "unsupported database URL {url:?}: use sqlite://path or postgres://…"
+        )))
+    }
+}
