@@ -62,7 +62,9 @@ pub fn decide(policy: Overlap, active: &mut ActiveRuns, new_run_id: &str) -> Dec
     };
     match &decision {
         Decision::Pending { blocked: true } => active.blocked.push(new_run_id.to_string()),
-        Decision::Pending { blocked: false } | Decision::Supersede { .. } => active.pending.push(new_run_id.to_string()),
+        Decision::Pending { blocked: false } | Decision::Supersede { .. } => {
+            active.pending.push(new_run_id.to_string())
+        }
         Decision::Skipped(_) => {}
     }
     decision

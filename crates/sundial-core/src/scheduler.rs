@@ -48,7 +48,8 @@ impl Scheduler {
     pub async fn tick(&self) -> Result<FireReport> {
         let mut total = FireReport::default();
         loop {
-            let r = self.store.trigger_fire_due(self.clock.now(), self.config.batch, self.config.misfire_threshold).await?;
+            let r =
+                self.store.trigger_fire_due(self.clock.now(), self.config.batch, self.config.misfire_threshold).await?;
             total.triggers += r.triggers;
             total.runs_pending += r.runs_pending;
             total.runs_skipped += r.runs_skipped;

@@ -1,1 +1,56 @@
-//! placeholder
+//! sundial-server: the HTTP face of a sundial node.
+//!
+//! # Layout
+//! * [`api`] — `/v1`: jobs, runs and the worker protocol, one module each.
+//! * [`body`], [`error`] — request parsing and the `{"error": {...}}` shape.
+//! * [`batcher`] — group commit for submissions and completions.
+//! * [`local`] — the in-process worker transport behind `serve --workers N`.
+//! * [`ops`] — health, readiness, metrics, auth; [`openapi`]; [`dashboard`].
+//! * [`node`] — starts one node: store, scheduler, reaper, HTTP, in-process workers.
+
+pub mod api;
+pub mod batcher;
+pub mod body;
+pub mod dashboard;
+pub mod error;
+pub mod local;
+pub mod node;
+pub mod openapi;
+pub mod ops;
+pub mod state;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+use axum::Router;
+pub use state::{ApiConfig, AppState};
+
+/// The router of a node.
+pub fn app(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/jobs", post(api::jobs::create).get(api::jobs::list))
+        .route("/jobs/batch", post(api::jobs::batch))
+        .route("/jobs/{id}", get(api::jobs::get).patch(api::jobs::patch).delete(api::jobs::delete))
+        .route("/jobs/{id}/pause", post(api::jobs::pause))
+        .route("/jobs/{id}/resume", post(api::jobs::resume))
+        .route("/jobs/{id}/run", post(api::jobs::run_now))
+        .route("/runs", get(api::runs::list))
+        .route("/runs/{id}", get(api::runs::get))
+        .route("/runs/{id}/cancel", post(api::runs::cancel))
+        .route("/runs/{id}/complete", post(api::workers::complete))
+        .route("/workers", post(api::workers::register).get(api::workers::list))
+        .route("/workers/{id}", delete(api::workers::deregister))
+        .route("/workers/{id}/claim", post(api::workers::claim))
+        .route("/workers/{id}/heartbeat", post(api::workers::heartbeat))
+        .fallback(|| async { error::ApiError::not_found("route") })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), ops::auth));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route("/", get(dashboard::index))
+        .fallback(|| async { error::ApiError::not_found("route") })
+        .layer(DefaultBodyLimit::max(state.config.max_body))
+        .with_state(state)
+}

@@ -1,1 +1,65 @@
-fn main() {}
+//! `sundial`: one binary for the server (`serve`), remote workers (`worker`), thin API clients
+//! (`job`, `run`, `workers`), `cron next`, and `bench`.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+
+/// A distributed, durable job scheduler.
+#[derive(Parser)]
+#[command(name = "sundial", version, about)]
+pub struct Cli {
+    /// Server URL for client commands.
+    #[arg(long, global = true, env = "SUNDIAL_SERVER", default_value = "http://127.0.0.1:7070")]
+    pub server: String,
+    /// Bearer token for client commands and workers.
+    #[arg(long = "auth-token", global = true, env = "SUNDIAL_AUTH_TOKEN")]
+    pub auth_token: Option<String>,
+    /// Output format of client commands.
+    #[arg(long, global = true, value_enum, default_value_t = cli::client::Output::Table)]
+    pub output: cli::client::Output,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run a node: API, scheduler, dispatcher, reaper, and an in-process worker pool.
+    Serve(cli::serve::ServeArgs),
+    /// Run a remote worker process serving the built-in handlers.
+    Worker(cli::worker::WorkerArgs),
+    /// Manage jobs.
+    #[command(subcommand)]
+    Job(cli::client::JobCmd),
+    /// Inspect and cancel runs.
+    #[command(subcommand)]
+    Run(cli::client::RunCmd),
+    /// List workers.
+    Workers,
+    /// Cron helpers.
+    #[command(subcommand)]
+    Cron(cli::cron::CronCmd),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => cli::serve::run(args).await,
+            Command::Worker(args) => cli::worker::run(args, cli.server, cli.auth_token).await,
+            Command::Job(cmd) => cli::client::Client::new(&cli.server, cli.auth_token, cli.output).job(cmd).await,
+            Command::Run(cmd) => cli::client::Client::new(&cli.server, cli.auth_token, cli.output).run(cmd).await,
+            Command::Workers => cli::client::Client::new(&cli.server, cli.auth_token, cli.output).workers().await,
+            Command::Cron(cmd) => cli::cron::run(cmd),
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -96,8 +96,8 @@ pub struct Trigger {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerWire {
-    /// Output only.
-    #[serde(default, skip_deserializing)]
+    /// Output only (accepted and ignored on input, so a trigger read back can be sent again).
+    #[serde(default)]
     pub id: Option<String>,
     /// `once`, `cron` or `interval`.
     pub kind: String,
@@ -129,11 +129,11 @@ pub struct TriggerWire {
     /// `catch_up` only.
     #[serde(default)]
     pub catch_up_limit: Option<u32>,
-    /// Output only.
-    #[serde(default, skip_deserializing)]
+    /// Output only (ignored on input).
+    #[serde(default)]
     pub next_fire_at: Option<DateTime<Utc>>,
-    /// Output only.
-    #[serde(default, skip_deserializing)]
+    /// Output only (ignored on input).
+    #[serde(default)]
     pub fires: Option<u64>,
 }
 
@@ -161,9 +161,7 @@ impl TriggerSpec {
         }
         let misfire = w.misfire.unwrap_or(Misfire::FireOnce);
         match (misfire, w.catch_up_limit) {
-            (Misfire::CatchUp, Some(0)) => {
-                return Err(FieldError::new("catch_up_limit", "must be at least 1"))
-            }
+            (Misfire::CatchUp, Some(0)) => return Err(FieldError::new("catch_up_limit", "must be at least 1")),
             (Misfire::FireOnce | Misfire::Skip, Some(_)) => {
                 return Err(FieldError::new("catch_up_limit", "applies only when misfire is catch_up"))
             }
@@ -182,17 +180,12 @@ impl TriggerSpec {
                 TriggerKind::Once { at }
             }
             "cron" => {
-                let expr = w
-                    .expr
-                    .clone()
-                    .ok_or_else(|| FieldError::new("expr", "is required for a cron trigger"))?;
+                let expr = w.expr.clone().ok_or_else(|| FieldError::new("expr", "is required for a cron trigger"))?;
                 let timezone = w.timezone.clone().unwrap_or_else(|| "UTC".to_string());
                 TriggerKind::Cron { expr, timezone }
             }
             "interval" => {
-                let every = w
-                    .every
-                    .ok_or_else(|| FieldError::new("every", "is required for an interval trigger"))?;
+                let every = w.every.ok_or_else(|| FieldError::new("every", "is required for an interval trigger"))?;
                 if every.is_zero() {
                     return Err(FieldError::new("every", "must be greater than zero"));
                 }

@@ -6,7 +6,7 @@
 //! faults: searching from an instant inside the second occurrence of a repeated hour returns
 //! times *before* the start (their first occurrences again), and a gap longer than an hour (e.g.
 //! Pacific/Apia skipping 2011-12-30) is an error that ends the schedule. So croner only matches
-//! naive wall times (handed over as UTC, where no DST exists) and [`resolve`] maps them:
+//! naive wall times (handed over as UTC, where no DST exists) and `resolve` maps them:
 //! - a repeated wall time → its first occurrence; a search that starts in the second occurrence
 //!   steps over those earlier instants, so each wall time fires once;
 //! - a nonexistent wall time → the first instant after the gap; several such times in one gap
@@ -37,9 +37,7 @@ impl CronSchedule {
         let cron = Cron::new(expr)
             .with_seconds_optional()
             .parse()
-            .map_err(|e| {
-                FieldError::new("expr", format!("invalid cron expression {expr:?}: {e}"))
-            })?;
+            .map_err(|e| FieldError::new("expr", format!("invalid cron expression {expr:?}: {e}")))?;
         let tz: Tz = timezone.parse().map_err(|_| {
             FieldError::new(
                 "timezone",
@@ -50,10 +48,7 @@ impl CronSchedule {
         // but only invalid input pays it.
         let wall = anchor.with_timezone(&tz).naive_local();
         if cron.find_next_occurrence(&wall.and_utc(), true).is_err() {
-            return Err(FieldError::new(
-                "expr",
-                format!("cron expression {expr:?} never fires"),
-            ));
+            return Err(FieldError::new("expr", format!("cron expression {expr:?} never fires")));
         }
         Ok(Self { cron, tz })
     }
@@ -67,11 +62,7 @@ impl CronSchedule {
     pub fn next_after(&self, t: Timestamp) -> Option<Timestamp> {
         let mut wall = t.with_timezone(&self.tz).naive_local().with_nanosecond(0)?;
         for _ in 0..FOLD_STEP_LIMIT {
-            let next = self
-                .cron
-                .find_next_occurrence(&wall.and_utc(), false)
-                .ok()?
-                .naive_utc();
+            let next = self.cron.find_next_occurrence(&wall.and_utc(), false).ok()?.naive_utc();
             let at = resolve(&self.tz, next)?;
             // Only not after `t` when `t` is in the second occurrence of a repeated hour and
             // `next` is a wall time there: it already fired in the first occurrence.
@@ -105,10 +96,7 @@ fn gap_end(tz: &Tz, wall: NaiveDateTime) -> Option<Timestamp> {
     // UTC offsets stay within ±18 h, so the wall clock is before `wall` at `lo` and past it at
     // `hi`; zone transitions fall on whole seconds.
     const SPAN: i64 = 18 * 3600;
-    let (mut lo, mut hi) = (
-        wall.and_utc().timestamp() - SPAN,
-        wall.and_utc().timestamp() + SPAN,
-    );
+    let (mut lo, mut hi) = (wall.and_utc().timestamp() - SPAN, wall.and_utc().timestamp() + SPAN);
     while hi - lo > 1 {
         let mid = lo + (hi - lo) / 2;
         if tz.timestamp_opt(mid, 0).single()?.naive_local() > wall {
@@ -190,21 +178,10 @@ mod tests {
 
     #[test]
     fn bad_expression_is_an_expr_error_with_croners_reason() {
-        for expr in [
-            "61 * * * *",
-            "* * *",
-            "a b c d e",
-            "",
-            "0 0 * * MON#6",
-            "1 2 3 4 5 6 7",
-        ] {
+        for expr in ["61 * * * *", "* * *", "a b c d e", "", "0 0 * * MON#6", "1 2 3 4 5 6 7"] {
             let err = CronSchedule::new(expr, "UTC", ts("2026-01-01T00:00:00Z")).unwrap_err();
             assert_eq!(err.path, "expr", "{expr:?}");
-            assert!(
-                err.message.starts_with("invalid cron expression"),
-                "{}",
-                err.message
-            );
+            assert!(err.message.starts_with("invalid cron expression"), "{}", err.message);
         }
         let err = CronSchedule::new("61 * * * *", "UTC", ts("2026-01-01T00:00:00Z")).unwrap_err();
         assert!(err.message.contains("out of bounds"), "{}", err.message);
@@ -222,11 +199,7 @@ mod tests {
         for zone in ["Mars/Olympus", "europe/berlin", "", "CEST"] {
             let err = CronSchedule::new("0 * * * *", zone, ts("2026-01-01T00:00:00Z")).unwrap_err();
             assert_eq!(err.path, "timezone");
-            assert!(
-                err.message.contains(&format!("{zone:?}")),
-                "{}",
-                err.message
-            );
+            assert!(err.message.contains(&format!("{zone:?}")), "{}", err.message);
         }
     }
 
@@ -236,11 +209,7 @@ mod tests {
     fn five_fields_fire_on_the_minute() {
         assert_eq!(
             fires("*/20 * * * *", "UTC", "2026-05-01T10:05:30Z", 3),
-            [
-                "2026-05-01T10:20:00+00:00",
-                "2026-05-01T10:40:00+00:00",
-                "2026-05-01T11:00:00+00:00"
-            ]
+            ["2026-05-01T10:20:00+00:00", "2026-05-01T10:40:00+00:00", "2026-05-01T11:00:00+00:00"]
         );
     }
 
@@ -248,11 +217,7 @@ mod tests {
     fn six_fields_have_leading_seconds() {
         assert_eq!(
             fires("*/20 * * * * *", "UTC", "2026-05-01T10:05:30Z", 3),
-            [
-                "2026-05-01T10:05:40+00:00",
-                "2026-05-01T10:06:00+00:00",
-                "2026-05-01T10:06:20+00:00"
-            ]
+            ["2026-05-01T10:05:40+00:00", "2026-05-01T10:06:00+00:00", "2026-05-01T10:06:20+00:00"]
         );
         assert_eq!(
             fires("0 */5 * * * *", "Europe/Berlin", "2026-05-01T10:05:30Z", 2),
@@ -273,11 +238,7 @@ mod tests {
         );
         assert_eq!(
             fires("15,45 6 1 JAN,JUL *", "UTC", "2026-05-01T00:00:00Z", 3),
-            [
-                "2026-07-01T06:15:00+00:00",
-                "2026-07-01T06:45:00+00:00",
-                "2027-01-01T06:15:00+00:00"
-            ]
+            ["2026-07-01T06:15:00+00:00", "2026-07-01T06:45:00+00:00", "2027-01-01T06:15:00+00:00"]
         );
     }
 
@@ -305,39 +266,18 @@ mod tests {
     #[test]
     fn nth_weekday_and_last_weekday_and_nearest_weekday() {
         // Second Friday; last Friday; weekday nearest the 15th (2026-08-15 is a Saturday).
-        assert_eq!(
-            fires("0 0 * * FRI#2", "UTC", "2026-05-01T00:00:00Z", 1),
-            ["2026-05-08T00:00:00+00:00"]
-        );
-        assert_eq!(
-            fires("0 0 * * 5L", "UTC", "2026-05-01T00:00:00Z", 1),
-            ["2026-05-29T00:00:00+00:00"]
-        );
-        assert_eq!(
-            fires("0 0 15W * *", "UTC", "2026-08-01T00:00:00Z", 1),
-            ["2026-08-14T00:00:00+00:00"]
-        );
+        assert_eq!(fires("0 0 * * FRI#2", "UTC", "2026-05-01T00:00:00Z", 1), ["2026-05-08T00:00:00+00:00"]);
+        assert_eq!(fires("0 0 * * 5L", "UTC", "2026-05-01T00:00:00Z", 1), ["2026-05-29T00:00:00+00:00"]);
+        assert_eq!(fires("0 0 15W * *", "UTC", "2026-08-01T00:00:00Z", 1), ["2026-08-14T00:00:00+00:00"]);
     }
 
     #[test]
     fn next_at_or_after_includes_an_exact_match_and_skips_a_fraction_past_it() {
         let s = sched("0 * * * *", "UTC");
-        assert_eq!(
-            s.next_at_or_after(ts("2026-05-01T10:00:00Z")),
-            Some(ts("2026-05-01T10:00:00Z"))
-        );
-        assert_eq!(
-            s.next_at_or_after(ts("2026-05-01T10:00:00.001Z")),
-            Some(ts("2026-05-01T11:00:00Z"))
-        );
-        assert_eq!(
-            s.next_after(ts("2026-05-01T10:00:00Z")),
-            Some(ts("2026-05-01T11:00:00Z"))
-        );
-        assert_eq!(
-            s.next_after(ts("2026-05-01T09:59:59.999Z")),
-            Some(ts("2026-05-01T10:00:00Z"))
-        );
+        assert_eq!(s.next_at_or_after(ts("2026-05-01T10:00:00Z")), Some(ts("2026-05-01T10:00:00Z")));
+        assert_eq!(s.next_at_or_after(ts("2026-05-01T10:00:00.001Z")), Some(ts("2026-05-01T11:00:00Z")));
+        assert_eq!(s.next_after(ts("2026-05-01T10:00:00Z")), Some(ts("2026-05-01T11:00:00Z")));
+        assert_eq!(s.next_after(ts("2026-05-01T09:59:59.999Z")), Some(ts("2026-05-01T10:00:00Z")));
     }
 
     // --- DST: spring forward (gap) ---
@@ -347,33 +287,19 @@ mod tests {
         // 2026-03-29 02:00 CET → 03:00 CEST: 02:30 does not exist.
         assert_eq!(
             fires("30 2 * * *", "Europe/Berlin", "2026-03-28T12:00:00Z", 3),
-            [
-                "2026-03-29T03:00:00+02:00",
-                "2026-03-30T02:30:00+02:00",
-                "2026-03-31T02:30:00+02:00"
-            ]
+            ["2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00", "2026-03-31T02:30:00+02:00"]
         );
     }
 
     #[test]
     fn berlin_several_gap_times_fire_once_at_the_end_of_the_gap() {
         assert_eq!(
-            fires_between(
-                "*/15 2 * * *",
-                "Europe/Berlin",
-                "2026-03-28T12:00:00Z",
-                "2026-03-30T00:00:00Z"
-            ),
+            fires_between("*/15 2 * * *", "Europe/Berlin", "2026-03-28T12:00:00Z", "2026-03-30T00:00:00Z"),
             ["2026-03-29T03:00:00+02:00"]
         );
         // Seconds resolution: 3600 nonexistent times, one fire.
         assert_eq!(
-            fires_between(
-                "* * 2 * * *",
-                "Europe/Berlin",
-                "2026-03-28T23:00:00Z",
-                "2026-03-29T01:00:05Z"
-            ),
+            fires_between("* * 2 * * *", "Europe/Berlin", "2026-03-28T23:00:00Z", "2026-03-29T01:00:05Z"),
             ["2026-03-29T03:00:00+02:00"]
         );
     }
@@ -381,12 +307,7 @@ mod tests {
     #[test]
     fn berlin_hourly_across_the_gap_fires_three_oclock_once() {
         assert_eq!(
-            fires_between(
-                "0 * * * *",
-                "Europe/Berlin",
-                "2026-03-29T00:00:00+01:00",
-                "2026-03-29T05:00:00+02:00"
-            ),
+            fires_between("0 * * * *", "Europe/Berlin", "2026-03-29T00:00:00+01:00", "2026-03-29T05:00:00+02:00"),
             [
                 "2026-03-29T00:00:00+01:00",
                 "2026-03-29T01:00:00+01:00",
@@ -404,12 +325,7 @@ mod tests {
             ["2026-03-08T03:00:00-04:00", "2026-03-09T02:30:00-04:00"]
         );
         assert_eq!(
-            fires_between(
-                "*/15 2 * * *",
-                "America/New_York",
-                "2026-03-07T12:00:00Z",
-                "2026-03-09T00:00:00Z"
-            ),
+            fires_between("*/15 2 * * *", "America/New_York", "2026-03-07T12:00:00Z", "2026-03-09T00:00:00Z"),
             ["2026-03-08T03:00:00-04:00"]
         );
     }
@@ -437,12 +353,7 @@ mod tests {
     #[test]
     fn new_york_hourly_across_fall_back_fires_one_oclock_once() {
         assert_eq!(
-            fires_between(
-                "0 * * * *",
-                "America/New_York",
-                "2026-11-01T00:00:00-04:00",
-                "2026-11-01T04:00:00-05:00"
-            ),
+            fires_between("0 * * * *", "America/New_York", "2026-11-01T00:00:00-04:00", "2026-11-01T04:00:00-05:00"),
             [
                 "2026-11-01T00:00:00-04:00",
                 "2026-11-01T01:00:00-04:00",
@@ -456,30 +367,12 @@ mod tests {
     fn berlin_repeated_hour_fires_only_in_the_first_occurrence() {
         // 2026-10-25 03:00 CEST → 02:00 CET: 02:00–02:59 happen twice.
         assert_eq!(
-            fires_between(
-                "*/20 2 * * *",
-                "Europe/Berlin",
-                "2026-10-25T00:00:00Z",
-                "2026-10-25T03:00:00Z"
-            ),
-            [
-                "2026-10-25T02:00:00+02:00",
-                "2026-10-25T02:20:00+02:00",
-                "2026-10-25T02:40:00+02:00"
-            ]
+            fires_between("*/20 2 * * *", "Europe/Berlin", "2026-10-25T00:00:00Z", "2026-10-25T03:00:00Z"),
+            ["2026-10-25T02:00:00+02:00", "2026-10-25T02:20:00+02:00", "2026-10-25T02:40:00+02:00"]
         );
         assert_eq!(
-            fires_between(
-                "0 * * * *",
-                "Europe/Berlin",
-                "2026-10-25T01:00:00+02:00",
-                "2026-10-25T04:00:00+01:00"
-            ),
-            [
-                "2026-10-25T01:00:00+02:00",
-                "2026-10-25T02:00:00+02:00",
-                "2026-10-25T03:00:00+01:00",
-            ]
+            fires_between("0 * * * *", "Europe/Berlin", "2026-10-25T01:00:00+02:00", "2026-10-25T04:00:00+01:00"),
+            ["2026-10-25T01:00:00+02:00", "2026-10-25T02:00:00+02:00", "2026-10-25T03:00:00+01:00",]
         );
     }
 
@@ -487,18 +380,10 @@ mod tests {
     fn search_starting_in_the_second_occurrence_does_not_go_back() {
         // 01:10 EST is the second 01:10; 01:15–01:45 already fired (EDT), so next is 02:00 EST.
         assert_eq!(
-            fires(
-                "*/15 * * * *",
-                "America/New_York",
-                "2026-11-01T01:10:00-05:00",
-                2
-            ),
+            fires("*/15 * * * *", "America/New_York", "2026-11-01T01:10:00-05:00", 2),
             ["2026-11-01T02:00:00-05:00", "2026-11-01T02:15:00-05:00"]
         );
         let s = sched("*/15 * * * *", "America/New_York");
-        assert_eq!(
-            s.next_at_or_after(ts("2026-11-01T01:15:00-05:00")),
-            Some(ts("2026-11-01T02:00:00-05:00"))
-        );
+        assert_eq!(s.next_at_or_after(ts("2026-11-01T01:15:00-05:00")), Some(ts("2026-11-01T02:00:00-05:00")));
     }
 }

@@ -93,39 +93,18 @@ mod tests {
     #[test]
     fn grid_extends_both_ways_through_the_anchor() {
         let g = grid("2026-01-01T00:00:10Z", Duration::from_secs(15));
-        assert_eq!(
-            g.at_or_after(ts("2026-01-01T00:00:10Z")),
-            Some(ts("2026-01-01T00:00:10Z"))
-        );
-        assert_eq!(
-            g.after(ts("2026-01-01T00:00:10Z")),
-            Some(ts("2026-01-01T00:00:25Z"))
-        );
-        assert_eq!(
-            g.at_or_after(ts("2026-01-01T00:00:11Z")),
-            Some(ts("2026-01-01T00:00:25Z"))
-        );
-        assert_eq!(
-            g.at_or_after(ts("2026-01-01T00:00:00Z")),
-            Some(ts("2026-01-01T00:00:10Z"))
-        );
-        assert_eq!(
-            g.at_or_after(ts("2025-12-31T23:59:50Z")),
-            Some(ts("2025-12-31T23:59:55Z"))
-        );
-        assert_eq!(
-            g.after(ts("2025-12-31T23:59:55Z")),
-            Some(ts("2026-01-01T00:00:10Z"))
-        );
+        assert_eq!(g.at_or_after(ts("2026-01-01T00:00:10Z")), Some(ts("2026-01-01T00:00:10Z")));
+        assert_eq!(g.after(ts("2026-01-01T00:00:10Z")), Some(ts("2026-01-01T00:00:25Z")));
+        assert_eq!(g.at_or_after(ts("2026-01-01T00:00:11Z")), Some(ts("2026-01-01T00:00:25Z")));
+        assert_eq!(g.at_or_after(ts("2026-01-01T00:00:00Z")), Some(ts("2026-01-01T00:00:10Z")));
+        assert_eq!(g.at_or_after(ts("2025-12-31T23:59:50Z")), Some(ts("2025-12-31T23:59:55Z")));
+        assert_eq!(g.after(ts("2025-12-31T23:59:55Z")), Some(ts("2026-01-01T00:00:10Z")));
     }
 
     #[test]
     fn sub_second_periods_stay_exact() {
         let g = grid("2026-01-01T00:00:00Z", Duration::from_millis(250));
-        assert_eq!(
-            g.after(ts("2026-01-01T00:00:00.3Z")),
-            Some(ts("2026-01-01T00:00:00.5Z"))
-        );
+        assert_eq!(g.after(ts("2026-01-01T00:00:00.3Z")), Some(ts("2026-01-01T00:00:00.5Z")));
         assert_eq!(g.count_through(ts("2026-01-01T00:00:01Z")), 5);
         assert_eq!(g.count_before(ts("2026-01-01T00:00:01Z")), 4);
     }

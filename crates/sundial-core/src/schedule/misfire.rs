@@ -48,11 +48,7 @@ pub(super) fn plan(
     now: Timestamp,
     misfire_threshold: Duration,
 ) -> FirePlan {
-    let empty = FirePlan {
-        fires: Vec::new(),
-        fires_added: 0,
-        next_fire_at: None,
-    };
+    let empty = FirePlan { fires: Vec::new(), fires_added: 0, next_fire_at: None };
     // A stored spec was validated; one that no longer compiles has no fire left.
     let Ok(schedule) = Schedule::compile(&spec.kind, next_fire_at) else {
         return empty;
@@ -64,17 +60,11 @@ pub(super) fn plan(
     let bounds = Bounds {
         until: spec.end_at.map_or(now, |end| end.min(now)),
         end_at: spec.end_at,
-        remaining: spec
-            .max_fires
-            .map_or(u64::MAX, |max| max.saturating_sub(fires)),
+        remaining: spec.max_fires.map_or(u64::MAX, |max| max.saturating_sub(fires)),
         // A threshold reaching before the calendar starts misses nothing.
-        missed_before: TimeDelta::from_std(misfire_threshold)
-            .ok()
-            .and_then(|d| now.checked_sub_signed(d)),
+        missed_before: TimeDelta::from_std(misfire_threshold).ok().and_then(|d| now.checked_sub_signed(d)),
         replay_max: match spec.misfire {
-            Misfire::CatchUp => {
-                u64::from(spec.catch_up_limit.unwrap_or(DEFAULT_CATCH_UP_LIMIT)).min(PLAN_LIMIT)
-            }
+            Misfire::CatchUp => u64::from(spec.catch_up_limit.unwrap_or(DEFAULT_CATCH_UP_LIMIT)).min(PLAN_LIMIT),
             Misfire::FireOnce | Misfire::Skip => 0,
         },
     };
@@ -92,10 +82,7 @@ pub(super) fn plan(
 fn count_interval(grid: Grid, b: &Bounds) -> Passed {
     let cap = |n: u128| u64::try_from(n.min(u128::from(b.remaining))).unwrap_or(u64::MAX);
     let due = cap(grid.count_through(b.until));
-    let missed = b
-        .missed_before
-        .map_or(0, |m| cap(grid.count_before(m)))
-        .min(due);
+    let missed = b.missed_before.map_or(0, |m| cap(grid.count_before(m))).min(due);
     let total = missed + (due - missed).min(PLAN_LIMIT);
     let nth = |k: u64| grid.nth(i128::from(k));
     Passed {
@@ -109,11 +96,7 @@ fn count_interval(grid: Grid, b: &Bounds) -> Passed {
 }
 
 /// Due times stepped one by one from `first` (cron, once), at most [`PLAN_LIMIT`].
-fn step(
-    first: Option<Timestamp>,
-    mut next_after: impl FnMut(Timestamp) -> Option<Timestamp>,
-    b: &Bounds,
-) -> Passed {
+fn step(first: Option<Timestamp>, mut next_after: impl FnMut(Timestamp) -> Option<Timestamp>, b: &Bounds) -> Passed {
     let mut p = Passed::default();
     let mut cur = first;
     while let Some(t) = cur {
@@ -169,30 +152,15 @@ fn apply_policy(policy: Misfire, p: Passed) -> FirePlan {
                     let mut reason = format!("misfired: caught up missed fire time {i} of {n}");
                     if i == replayed && n > replayed {
                         let rest = n - replayed;
-                        reason.push_str(&format!(
-                            "; {rest} more missed fire {} not replayed",
-                            noun(rest)
-                        ));
+                        reason.push_str(&format!("; {rest} more missed fire {} not replayed", noun(rest)));
                     }
-                    PlannedFire {
-                        scheduled_for: t,
-                        skipped: false,
-                        reason: Some(reason),
-                    }
+                    PlannedFire { scheduled_for: t, skipped: false, reason: Some(reason) }
                 }));
             }
         }
     }
-    fires.extend(p.on_time.into_iter().map(|t| PlannedFire {
-        scheduled_for: t,
-        skipped: false,
-        reason: None,
-    }));
-    FirePlan {
-        fires,
-        fires_added: p.total,
-        next_fire_at: p.next,
-    }
+    fires.extend(p.on_time.into_iter().map(|t| PlannedFire { scheduled_for: t, skipped: false, reason: None }));
+    FirePlan { fires, fires_added: p.total, next_fire_at: p.next }
 }
 
 fn noun(n: u64) -> &'static str {
@@ -226,24 +194,15 @@ mod tests {
     }
 
     fn every(secs: u64) -> TriggerKind {
-        TriggerKind::Interval {
-            every: Duration::from_secs(secs),
-        }
+        TriggerKind::Interval { every: Duration::from_secs(secs) }
     }
 
     fn cron(expr: &str, tz: &str) -> TriggerKind {
-        TriggerKind::Cron {
-            expr: expr.into(),
-            timezone: tz.into(),
-        }
+        TriggerKind::Cron { expr: expr.into(), timezone: tz.into() }
     }
 
     fn on_time(t: &str) -> PlannedFire {
-        PlannedFire {
-            scheduled_for: ts(t),
-            skipped: false,
-            reason: None,
-        }
+        PlannedFire { scheduled_for: ts(t), skipped: false, reason: None }
     }
 
     fn times(plan: &FirePlan) -> Vec<Timestamp> {
@@ -253,13 +212,7 @@ mod tests {
     /// Every minute from 10:00 to 11:00 is due at 11:00:30 (61 times); with a 60 s threshold
     /// 10:00–10:59 (60) are missed and 11:00 is on time.
     fn an_hour_behind(misfire: Misfire) -> FirePlan {
-        plan(
-            &spec(every(60), misfire),
-            ts("2026-05-01T10:00:00Z"),
-            0,
-            ts("2026-05-01T11:00:30Z"),
-            MINUTE,
-        )
+        plan(&spec(every(60), misfire), ts("2026-05-01T10:00:00Z"), 0, ts("2026-05-01T11:00:30Z"), MINUTE)
     }
 
     #[test]
@@ -273,11 +226,7 @@ mod tests {
         );
         assert_eq!(
             p.fires,
-            [
-                on_time("2026-05-01T10:00:00Z"),
-                on_time("2026-05-01T10:00:10Z"),
-                on_time("2026-05-01T10:00:20Z")
-            ]
+            [on_time("2026-05-01T10:00:00Z"), on_time("2026-05-01T10:00:10Z"), on_time("2026-05-01T10:00:20Z")]
         );
         assert_eq!(p.fires_added, 3);
         assert_eq!(p.next_fire_at, Some(ts("2026-05-01T10:00:30Z")));
@@ -286,21 +235,9 @@ mod tests {
     #[test]
     fn a_time_exactly_threshold_late_is_on_time_and_one_more_nanosecond_is_missed() {
         let s = spec(every(3600), Misfire::Skip);
-        let p = plan(
-            &s,
-            ts("2026-05-01T10:00:00Z"),
-            0,
-            ts("2026-05-01T10:01:00Z"),
-            MINUTE,
-        );
+        let p = plan(&s, ts("2026-05-01T10:00:00Z"), 0, ts("2026-05-01T10:01:00Z"), MINUTE);
         assert_eq!(p.fires, [on_time("2026-05-01T10:00:00Z")]);
-        let p = plan(
-            &s,
-            ts("2026-05-01T10:00:00Z"),
-            0,
-            ts("2026-05-01T10:01:00.000000001Z"),
-            MINUTE,
-        );
+        let p = plan(&s, ts("2026-05-01T10:00:00Z"), 0, ts("2026-05-01T10:01:00.000000001Z"), MINUTE);
         assert!(p.fires[0].skipped);
     }
 
@@ -313,9 +250,7 @@ mod tests {
                 PlannedFire {
                     scheduled_for: ts("2026-05-01T10:59:00Z"),
                     skipped: false,
-                    reason: Some(
-                        "misfired: fired once for 60 missed fire times (59 earlier skipped)".into()
-                    ),
+                    reason: Some("misfired: fired once for 60 missed fire times (59 earlier skipped)".into()),
                 },
                 on_time("2026-05-01T11:00:00Z"),
             ]
@@ -364,15 +299,10 @@ mod tests {
         let p = an_hour_behind(Misfire::CatchUp);
         assert_eq!(p.fires.len(), 11);
         let replayed: Vec<Timestamp> = p.fires[..10].iter().map(|f| f.scheduled_for).collect();
-        let expected: Vec<Timestamp> = (0..10)
-            .map(|m| ts("2026-05-01T10:00:00Z") + TimeDelta::minutes(m))
-            .collect();
+        let expected: Vec<Timestamp> = (0..10).map(|m| ts("2026-05-01T10:00:00Z") + TimeDelta::minutes(m)).collect();
         assert_eq!(replayed, expected);
         assert!(p.fires.iter().all(|f| !f.skipped));
-        assert_eq!(
-            p.fires[0].reason.as_deref(),
-            Some("misfired: caught up missed fire time 1 of 60")
-        );
+        assert_eq!(p.fires[0].reason.as_deref(), Some("misfired: caught up missed fire time 1 of 60"));
         assert_eq!(
             p.fires[9].reason.as_deref(),
             Some("misfired: caught up missed fire time 10 of 60; 50 more missed fire times not replayed")
@@ -386,45 +316,22 @@ mod tests {
     fn catch_up_with_a_custom_limit_counts_a_single_remainder() {
         let mut s = spec(every(60), Misfire::CatchUp);
         s.catch_up_limit = Some(2);
-        let p = plan(
-            &s,
-            ts("2026-05-01T10:00:00Z"),
-            0,
-            ts("2026-05-01T10:03:30Z"),
-            MINUTE,
-        );
+        let p = plan(&s, ts("2026-05-01T10:00:00Z"), 0, ts("2026-05-01T10:03:30Z"), MINUTE);
         // 10:00, 10:01, 10:02 missed; 10:03 on time.
-        assert_eq!(
-            times(&p),
-            [
-                ts("2026-05-01T10:00:00Z"),
-                ts("2026-05-01T10:01:00Z"),
-                ts("2026-05-01T10:03:00Z")
-            ]
-        );
+        assert_eq!(times(&p), [ts("2026-05-01T10:00:00Z"), ts("2026-05-01T10:01:00Z"), ts("2026-05-01T10:03:00Z")]);
         assert_eq!(
             p.fires[1].reason.as_deref(),
-            Some(
-                "misfired: caught up missed fire time 2 of 3; 1 more missed fire time not replayed"
-            )
+            Some("misfired: caught up missed fire time 2 of 3; 1 more missed fire time not replayed")
         );
         assert_eq!(p.fires_added, 4);
     }
 
     #[test]
     fn catch_up_within_the_limit_replays_every_missed_time() {
-        let p = plan(
-            &spec(every(60), Misfire::CatchUp),
-            ts("2026-05-01T10:00:00Z"),
-            0,
-            ts("2026-05-01T10:03:30Z"),
-            MINUTE,
-        );
+        let p =
+            plan(&spec(every(60), Misfire::CatchUp), ts("2026-05-01T10:00:00Z"), 0, ts("2026-05-01T10:03:30Z"), MINUTE);
         assert_eq!(p.fires.len(), 4);
-        assert_eq!(
-            p.fires[2].reason.as_deref(),
-            Some("misfired: caught up missed fire time 3 of 3")
-        );
+        assert_eq!(p.fires[2].reason.as_deref(), Some("misfired: caught up missed fire time 3 of 3"));
         assert_eq!(p.fires[3].reason, None);
     }
 
@@ -433,13 +340,7 @@ mod tests {
         let mut s = spec(every(60), Misfire::FireOnce);
         s.max_fires = Some(5);
         // 61 times due, 2 already counted: only 3 more, all missed (10:00–10:02).
-        let p = plan(
-            &s,
-            ts("2026-05-01T10:00:00Z"),
-            2,
-            ts("2026-05-01T11:00:30Z"),
-            MINUTE,
-        );
+        let p = plan(&s, ts("2026-05-01T10:00:00Z"), 2, ts("2026-05-01T11:00:30Z"), MINUTE);
         assert_eq!(p.fires_added, 3);
         assert_eq!(p.next_fire_at, None);
         assert_eq!(p.fires.len(), 1);
@@ -454,30 +355,12 @@ mod tests {
     fn max_fires_reached_on_time_ends_the_trigger() {
         let mut s = spec(cron("* * * * *", "UTC"), Misfire::FireOnce);
         s.max_fires = Some(3);
-        let p = plan(
-            &s,
-            ts("2026-05-01T10:00:00Z"),
-            1,
-            ts("2026-05-01T10:01:00Z"),
-            MINUTE,
-        );
-        assert_eq!(
-            p.fires,
-            [
-                on_time("2026-05-01T10:00:00Z"),
-                on_time("2026-05-01T10:01:00Z")
-            ]
-        );
+        let p = plan(&s, ts("2026-05-01T10:00:00Z"), 1, ts("2026-05-01T10:01:00Z"), MINUTE);
+        assert_eq!(p.fires, [on_time("2026-05-01T10:00:00Z"), on_time("2026-05-01T10:01:00Z")]);
         assert_eq!(p.fires_added, 2);
         assert_eq!(p.next_fire_at, None);
         // Already at the cap: nothing more.
-        let p = plan(
-            &s,
-            ts("2026-05-01T10:02:00Z"),
-            3,
-            ts("2026-05-01T10:02:00Z"),
-            MINUTE,
-        );
+        let p = plan(&s, ts("2026-05-01T10:02:00Z"), 3, ts("2026-05-01T10:02:00Z"), MINUTE);
         assert_eq!((p.fires.len(), p.fires_added, p.next_fire_at), (0, 0, None));
     }
 
@@ -485,41 +368,16 @@ mod tests {
     fn end_at_stops_the_trigger() {
         let mut s = spec(every(60), Misfire::CatchUp);
         s.end_at = Some(ts("2026-05-01T10:02:30Z"));
-        let p = plan(
-            &s,
-            ts("2026-05-01T10:00:00Z"),
-            0,
-            ts("2026-05-01T11:00:00Z"),
-            MINUTE,
-        );
-        assert_eq!(
-            times(&p),
-            [
-                ts("2026-05-01T10:00:00Z"),
-                ts("2026-05-01T10:01:00Z"),
-                ts("2026-05-01T10:02:00Z")
-            ]
-        );
+        let p = plan(&s, ts("2026-05-01T10:00:00Z"), 0, ts("2026-05-01T11:00:00Z"), MINUTE);
+        assert_eq!(times(&p), [ts("2026-05-01T10:00:00Z"), ts("2026-05-01T10:01:00Z"), ts("2026-05-01T10:02:00Z")]);
         assert_eq!(p.fires_added, 3);
         assert_eq!(p.next_fire_at, None);
 
         let mut s = spec(cron("0 * * * *", "UTC"), Misfire::FireOnce);
         s.end_at = Some(ts("2026-05-01T12:00:00Z"));
-        let p = plan(
-            &s,
-            ts("2026-05-01T11:00:00Z"),
-            0,
-            ts("2026-05-01T11:00:05Z"),
-            MINUTE,
-        );
+        let p = plan(&s, ts("2026-05-01T11:00:00Z"), 0, ts("2026-05-01T11:00:05Z"), MINUTE);
         assert_eq!(p.next_fire_at, Some(ts("2026-05-01T12:00:00Z")));
-        let p = plan(
-            &s,
-            ts("2026-05-01T12:00:00Z"),
-            1,
-            ts("2026-05-01T12:00:05Z"),
-            MINUTE,
-        );
+        let p = plan(&s, ts("2026-05-01T12:00:00Z"), 1, ts("2026-05-01T12:00:05Z"), MINUTE);
         assert_eq!(p.fires, [on_time("2026-05-01T12:00:00Z")]);
         assert_eq!(p.next_fire_at, None);
     }
@@ -533,22 +391,13 @@ mod tests {
             ts("2026-05-01T11:00:00Z"),
             MINUTE,
         );
-        assert_eq!(
-            (p.fires.len(), p.fires_added, p.next_fire_at),
-            (0, 0, Some(ts("2026-05-01T12:00:00Z")))
-        );
+        assert_eq!((p.fires.len(), p.fires_added, p.next_fire_at), (0, 0, Some(ts("2026-05-01T12:00:00Z"))));
     }
 
     #[test]
     fn once_fires_and_is_consumed() {
         let at = ts("2026-05-01T10:00:00Z");
-        let p = plan(
-            &spec(TriggerKind::Once { at }, Misfire::FireOnce),
-            at,
-            0,
-            ts("2026-05-01T10:00:01Z"),
-            MINUTE,
-        );
+        let p = plan(&spec(TriggerKind::Once { at }, Misfire::FireOnce), at, 0, ts("2026-05-01T10:00:01Z"), MINUTE);
         assert_eq!(p.fires, [on_time("2026-05-01T10:00:00Z")]);
         assert_eq!((p.fires_added, p.next_fire_at), (1, None));
     }
@@ -557,13 +406,7 @@ mod tests {
     fn once_missed_follows_the_policy() {
         let at = ts("2026-05-01T10:00:00Z");
         let later = ts("2026-05-02T10:00:00Z");
-        let p = plan(
-            &spec(TriggerKind::Once { at }, Misfire::Skip),
-            at,
-            0,
-            later,
-            MINUTE,
-        );
+        let p = plan(&spec(TriggerKind::Once { at }, Misfire::Skip), at, 0, later, MINUTE);
         assert_eq!(
             p.fires,
             [PlannedFire {
@@ -573,17 +416,8 @@ mod tests {
             }]
         );
         assert_eq!((p.fires_added, p.next_fire_at), (1, None));
-        let p = plan(
-            &spec(TriggerKind::Once { at }, Misfire::CatchUp),
-            at,
-            0,
-            later,
-            MINUTE,
-        );
-        assert_eq!(
-            p.fires[0].reason.as_deref(),
-            Some("misfired: caught up missed fire time 1 of 1")
-        );
+        let p = plan(&spec(TriggerKind::Once { at }, Misfire::CatchUp), at, 0, later, MINUTE);
+        assert_eq!(p.fires[0].reason.as_deref(), Some("misfired: caught up missed fire time 1 of 1"));
     }
 
     #[test]
@@ -625,10 +459,7 @@ mod tests {
             MINUTE,
         );
         assert_eq!(p.fires_added, 5);
-        assert_eq!(
-            times(&p),
-            [ts("2026-05-01T11:00:00Z"), ts("2026-05-01T12:00:00Z")]
-        );
+        assert_eq!(times(&p), [ts("2026-05-01T11:00:00Z"), ts("2026-05-01T12:00:00Z")]);
         assert_eq!(
             p.fires[0].reason.as_deref(),
             Some("misfired: fired once for 4 missed fire times (3 earlier skipped)")
@@ -685,13 +516,7 @@ mod tests {
     fn start_at_after_the_stored_time_moves_the_first_due_time() {
         let mut s = spec(cron("0 * * * *", "UTC"), Misfire::FireOnce);
         s.start_at = Some(ts("2026-05-01T11:30:00Z"));
-        let p = plan(
-            &s,
-            ts("2026-05-01T10:00:00Z"),
-            0,
-            ts("2026-05-01T12:00:10Z"),
-            MINUTE,
-        );
+        let p = plan(&s, ts("2026-05-01T10:00:00Z"), 0, ts("2026-05-01T12:00:10Z"), MINUTE);
         assert_eq!(p.fires, [on_time("2026-05-01T12:00:00Z")]);
         assert_eq!(p.fires_added, 1);
     }
@@ -706,20 +531,11 @@ mod tests {
     #[test]
     fn interval_a_week_behind_every_second_is_counted_not_enumerated() {
         let start = std::time::Instant::now();
-        let p = plan(
-            &spec(every(1), Misfire::Skip),
-            ts("2026-01-01T00:00:00Z"),
-            0,
-            ts("2026-01-08T00:00:00Z"),
-            MINUTE,
-        );
+        let p = plan(&spec(every(1), Misfire::Skip), ts("2026-01-01T00:00:00Z"), 0, ts("2026-01-08T00:00:00Z"), MINUTE);
         assert_eq!(p.fires_added, 7 * 86_400 + 1);
         // One skipped summary for the 604 740 missed, then the last minute on time.
         assert_eq!(p.fires.len(), 1 + 61);
-        assert_eq!(
-            p.fires[0].reason.as_deref(),
-            Some("misfired: skipped 604740 missed fire times")
-        );
+        assert_eq!(p.fires[0].reason.as_deref(), Some("misfired: skipped 604740 missed fire times"));
         assert_eq!(p.fires[0].scheduled_for, ts("2026-01-07T23:58:59Z"));
         assert_eq!(p.next_fire_at, Some(ts("2026-01-08T00:00:01Z")));
         assert!(start.elapsed() < Duration::from_secs(1));
@@ -733,10 +549,7 @@ mod tests {
         let first = plan(&s, next, 0, now, MINUTE);
         assert_eq!(first.fires_added, PLAN_LIMIT);
         assert_eq!(first.fires.len(), 1);
-        assert_eq!(
-            first.next_fire_at,
-            Some(next + TimeDelta::seconds(PLAN_LIMIT as i64))
-        );
+        assert_eq!(first.next_fire_at, Some(next + TimeDelta::seconds(PLAN_LIMIT as i64)));
 
         let (mut total, mut slices) = (0, 0);
         while next <= now {

@@ -42,17 +42,14 @@ impl Schedule {
     pub fn compile(kind: &TriggerKind, anchor: Timestamp) -> Result<Self, FieldError> {
         match kind {
             TriggerKind::Once { at } => Ok(Schedule::Once(*at)),
-            TriggerKind::Cron { expr, timezone } => Ok(Schedule::Cron(Box::new(
-                CronSchedule::new(expr, timezone, anchor)?,
-            ))),
+            TriggerKind::Cron { expr, timezone } => {
+                Ok(Schedule::Cron(Box::new(CronSchedule::new(expr, timezone, anchor)?)))
+            }
             TriggerKind::Interval { every } => {
                 if every.is_zero() {
                     return Err(FieldError::new("every", "must be greater than zero"));
                 }
-                Ok(Schedule::Interval {
-                    every: *every,
-                    anchor,
-                })
+                Ok(Schedule::Interval { every: *every, anchor })
             }
         }
     }
@@ -143,18 +140,12 @@ pub fn plan(
 /// The first due time at or after `t`, continuing from a trigger's stored `next_fire_at`
 /// (used to show a paused job's next future fire time). Honours `end_at`, not `max_fires`.
 /// A once trigger whose time is before `t` has none.
-pub fn next_fire_from(
-    spec: &TriggerSpec,
-    next_fire_at: Timestamp,
-    t: Timestamp,
-) -> Option<Timestamp> {
+pub fn next_fire_from(spec: &TriggerSpec, next_fire_at: Timestamp, t: Timestamp) -> Option<Timestamp> {
     let next = if next_fire_at >= t {
         next_fire_at
     } else {
         // Anchored at `next_fire_at` so an interval stays on its grid.
-        Schedule::compile(&spec.kind, next_fire_at)
-            .ok()?
-            .next_at_or_after(t)?
+        Schedule::compile(&spec.kind, next_fire_at).ok()?.next_at_or_after(t)?
     };
     within_end(spec, next)
 }
@@ -162,12 +153,7 @@ pub fn next_fire_from(
 /// The next `n` fire times of a cron expression strictly after `after`, in its zone (for
 /// `sundial cron next`, which prints them with the zone's offset). Errors carry the paths
 /// `expr` and `timezone`. Fewer than `n` only past croner's horizon (year 5000).
-pub fn cron_next(
-    expr: &str,
-    timezone: &str,
-    after: Timestamp,
-    n: usize,
-) -> Result<Vec<DateTime<Tz>>, FieldError> {
+pub fn cron_next(expr: &str, timezone: &str, after: Timestamp, n: usize) -> Result<Vec<DateTime<Tz>>, FieldError> {
     let schedule = CronSchedule::new(expr, timezone, after)?;
     let tz = schedule.timezone();
     let mut out = Vec::with_capacity(n.min(1024));
@@ -207,36 +193,19 @@ mod tests {
     }
 
     fn cron(expr: &str, tz: &str) -> TriggerKind {
-        TriggerKind::Cron {
-            expr: expr.into(),
-            timezone: tz.into(),
-        }
+        TriggerKind::Cron { expr: expr.into(), timezone: tz.into() }
     }
 
     fn every(secs: u64) -> TriggerKind {
-        TriggerKind::Interval {
-            every: Duration::from_secs(secs),
-        }
+        TriggerKind::Interval { every: Duration::from_secs(secs) }
     }
 
     #[test]
     fn compile_reports_relative_paths() {
         let now = ts("2026-01-01T00:00:00Z");
-        assert_eq!(
-            Schedule::compile(&cron("nope", "UTC"), now)
-                .unwrap_err()
-                .path,
-            "expr"
-        );
-        assert_eq!(
-            Schedule::compile(&cron("0 * * * *", "Nowhere/City"), now)
-                .unwrap_err()
-                .path,
-            "timezone"
-        );
-        let zero = TriggerKind::Interval {
-            every: Duration::ZERO,
-        };
+        assert_eq!(Schedule::compile(&cron("nope", "UTC"), now).unwrap_err().path, "expr");
+        assert_eq!(Schedule::compile(&cron("0 * * * *", "Nowhere/City"), now).unwrap_err().path, "timezone");
+        let zero = TriggerKind::Interval { every: Duration::ZERO };
         assert_eq!(Schedule::compile(&zero, now).unwrap_err().path, "every");
         assert!(Schedule::compile(&cron("0 */5 * * * *", "Europe/Berlin"), now).is_ok());
     }
@@ -258,33 +227,18 @@ mod tests {
     #[test]
     fn cron_first_fire_is_strictly_after_creation() {
         let s = spec(cron("0 * * * *", "UTC"));
-        assert_eq!(
-            first_fire(&s, ts("2026-05-01T10:00:00Z")),
-            Some(ts("2026-05-01T11:00:00Z"))
-        );
-        assert_eq!(
-            first_fire(&s, ts("2026-05-01T10:00:00.5Z")),
-            Some(ts("2026-05-01T11:00:00Z"))
-        );
-        assert_eq!(
-            first_fire(&s, ts("2026-05-01T09:59:59Z")),
-            Some(ts("2026-05-01T10:00:00Z"))
-        );
+        assert_eq!(first_fire(&s, ts("2026-05-01T10:00:00Z")), Some(ts("2026-05-01T11:00:00Z")));
+        assert_eq!(first_fire(&s, ts("2026-05-01T10:00:00.5Z")), Some(ts("2026-05-01T11:00:00Z")));
+        assert_eq!(first_fire(&s, ts("2026-05-01T09:59:59Z")), Some(ts("2026-05-01T10:00:00Z")));
     }
 
     #[test]
     fn cron_first_fire_is_at_or_after_start_at() {
         let mut s = spec(cron("0 * * * *", "UTC"));
         s.start_at = Some(ts("2026-06-01T12:00:00Z"));
-        assert_eq!(
-            first_fire(&s, ts("2026-05-01T10:30:00Z")),
-            Some(ts("2026-06-01T12:00:00Z"))
-        );
+        assert_eq!(first_fire(&s, ts("2026-05-01T10:30:00Z")), Some(ts("2026-06-01T12:00:00Z")));
         s.start_at = Some(ts("2026-06-01T12:00:01Z"));
-        assert_eq!(
-            first_fire(&s, ts("2026-05-01T10:30:00Z")),
-            Some(ts("2026-06-01T13:00:00Z"))
-        );
+        assert_eq!(first_fire(&s, ts("2026-05-01T10:30:00Z")), Some(ts("2026-06-01T13:00:00Z")));
     }
 
     #[test]
@@ -293,42 +247,27 @@ mod tests {
         s.end_at = Some(ts("2026-12-31T00:00:00Z"));
         assert_eq!(first_fire(&s, ts("2026-05-01T00:00:00Z")), None);
         s.end_at = Some(ts("2027-01-01T00:00:00Z"));
-        assert_eq!(
-            first_fire(&s, ts("2026-05-01T00:00:00Z")),
-            Some(ts("2027-01-01T00:00:00Z"))
-        );
+        assert_eq!(first_fire(&s, ts("2026-05-01T00:00:00Z")), Some(ts("2027-01-01T00:00:00Z")));
     }
 
     #[test]
     fn cron_first_fire_follows_the_zone() {
         let s = spec(cron("0 9 * * *", "Europe/Berlin"));
-        assert_eq!(
-            first_fire(&s, ts("2026-07-01T00:00:00Z")),
-            Some(ts("2026-07-01T07:00:00Z"))
-        );
-        assert_eq!(
-            first_fire(&s, ts("2026-01-01T00:00:00Z")),
-            Some(ts("2026-01-01T08:00:00Z"))
-        );
+        assert_eq!(first_fire(&s, ts("2026-07-01T00:00:00Z")), Some(ts("2026-07-01T07:00:00Z")));
+        assert_eq!(first_fire(&s, ts("2026-01-01T00:00:00Z")), Some(ts("2026-01-01T08:00:00Z")));
     }
 
     #[test]
     fn interval_first_fire_is_creation_plus_every() {
         let s = spec(every(15));
-        assert_eq!(
-            first_fire(&s, ts("2026-05-01T10:00:00Z")),
-            Some(ts("2026-05-01T10:00:15Z"))
-        );
+        assert_eq!(first_fire(&s, ts("2026-05-01T10:00:00Z")), Some(ts("2026-05-01T10:00:15Z")));
     }
 
     #[test]
     fn interval_first_fire_is_start_at_when_set() {
         let mut s = spec(every(15));
         s.start_at = Some(ts("2026-05-02T00:00:00Z"));
-        assert_eq!(
-            first_fire(&s, ts("2026-05-01T10:00:00Z")),
-            Some(ts("2026-05-02T00:00:00Z"))
-        );
+        assert_eq!(first_fire(&s, ts("2026-05-01T10:00:00Z")), Some(ts("2026-05-02T00:00:00Z")));
         s.end_at = Some(ts("2026-05-01T23:00:00Z"));
         assert_eq!(first_fire(&s, ts("2026-05-01T10:00:00Z")), None);
     }
@@ -337,37 +276,22 @@ mod tests {
     fn next_fire_from_continues_the_interval_grid() {
         let s = spec(every(60));
         let stored = ts("2026-05-01T10:00:30Z");
-        assert_eq!(
-            next_fire_from(&s, stored, ts("2026-05-01T09:00:00Z")),
-            Some(stored)
-        );
-        assert_eq!(
-            next_fire_from(&s, stored, ts("2026-05-01T12:00:00Z")),
-            Some(ts("2026-05-01T12:00:30Z"))
-        );
-        assert_eq!(
-            next_fire_from(&s, stored, ts("2026-05-01T12:00:30Z")),
-            Some(ts("2026-05-01T12:00:30Z"))
-        );
+        assert_eq!(next_fire_from(&s, stored, ts("2026-05-01T09:00:00Z")), Some(stored));
+        assert_eq!(next_fire_from(&s, stored, ts("2026-05-01T12:00:00Z")), Some(ts("2026-05-01T12:00:30Z")));
+        assert_eq!(next_fire_from(&s, stored, ts("2026-05-01T12:00:30Z")), Some(ts("2026-05-01T12:00:30Z")));
     }
 
     #[test]
     fn next_fire_from_continues_cron_and_honours_end_at() {
         let mut s = spec(cron("0 0 * * *", "UTC"));
         let stored = ts("2026-05-01T00:00:00Z");
-        assert_eq!(
-            next_fire_from(&s, stored, ts("2026-05-10T08:00:00Z")),
-            Some(ts("2026-05-11T00:00:00Z"))
-        );
+        assert_eq!(next_fire_from(&s, stored, ts("2026-05-10T08:00:00Z")), Some(ts("2026-05-11T00:00:00Z")));
         s.end_at = Some(ts("2026-05-10T12:00:00Z"));
         assert_eq!(next_fire_from(&s, stored, ts("2026-05-10T08:00:00Z")), None);
         // Not max_fires: a paused trigger shows its time even at the cap.
         s.end_at = None;
         s.max_fires = Some(1);
-        assert_eq!(
-            next_fire_from(&s, stored, ts("2026-04-30T00:00:00Z")),
-            Some(stored)
-        );
+        assert_eq!(next_fire_from(&s, stored, ts("2026-04-30T00:00:00Z")), Some(stored));
     }
 
     #[test]
@@ -380,35 +304,15 @@ mod tests {
 
     #[test]
     fn cron_next_prints_times_with_the_zone_offset() {
-        let times =
-            cron_next("30 2 * * *", "Europe/Berlin", ts("2026-03-27T12:00:00Z"), 3).unwrap();
+        let times = cron_next("30 2 * * *", "Europe/Berlin", ts("2026-03-27T12:00:00Z"), 3).unwrap();
         let shown: Vec<String> = times.iter().map(|t| t.to_rfc3339()).collect();
-        assert_eq!(
-            shown,
-            [
-                "2026-03-28T02:30:00+01:00",
-                "2026-03-29T03:00:00+02:00",
-                "2026-03-30T02:30:00+02:00"
-            ]
-        );
+        assert_eq!(shown, ["2026-03-28T02:30:00+01:00", "2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00"]);
     }
 
     #[test]
     fn cron_next_reports_bad_input_by_path() {
-        assert_eq!(
-            cron_next("0 0 32 * *", "UTC", ts("2026-01-01T00:00:00Z"), 1)
-                .unwrap_err()
-                .path,
-            "expr"
-        );
-        assert_eq!(
-            cron_next("0 0 * * *", "Mars/Base", ts("2026-01-01T00:00:00Z"), 1)
-                .unwrap_err()
-                .path,
-            "timezone"
-        );
-        assert!(cron_next("0 0 * * *", "UTC", ts("2026-01-01T00:00:00Z"), 0)
-            .unwrap()
-            .is_empty());
+        assert_eq!(cron_next("0 0 32 * *", "UTC", ts("2026-01-01T00:00:00Z"), 1).unwrap_err().path, "expr");
+        assert_eq!(cron_next("0 0 * * *", "Mars/Base", ts("2026-01-01T00:00:00Z"), 1).unwrap_err().path, "timezone");
+        assert!(cron_next("0 0 * * *", "UTC", ts("2026-01-01T00:00:00Z"), 0).unwrap().is_empty());
     }
 }

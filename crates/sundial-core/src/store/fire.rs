@@ -23,12 +23,11 @@ pub(crate) struct JobSnapshot {
     pub initial_delay_us: i64,
     pub max_delay_us: i64,
     pub overlap: String,
-    pub paused: bool,
 }
 
 /// Columns of [`JobSnapshot`] in the jobs table.
 pub(crate) const JOB_SNAPSHOT_COLUMNS: &str =
-    "id, namespace, handler, payload, priority, timeout_us, max_attempts, initial_delay_us, max_delay_us, overlap, paused";
+    "id, namespace, handler, payload, priority, timeout_us, max_attempts, initial_delay_us, max_delay_us, overlap";
 
 impl JobSnapshot {
     pub(crate) fn from_spec(id: &str, spec: &JobSpec) -> Self {
@@ -43,7 +42,6 @@ impl JobSnapshot {
             initial_delay_us: dur_us(spec.retry.initial_delay),
             max_delay_us: dur_us(spec.retry.max_delay),
             overlap: spec.overlap.as_str().to_string(),
-            paused: spec.paused,
         }
     }
     pub(crate) fn overlap(&self) -> Overlap {

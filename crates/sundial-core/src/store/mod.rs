@@ -15,8 +15,8 @@
 //! * fenced leases: [`Store::run_heartbeat`] and [`Store::run_complete_many`] change a run only
 //!   while it is `running` under the caller's `(worker_id, attempt)`.
 
-pub mod postgres;
 pub(crate) mod fire;
+pub mod postgres;
 pub(crate) mod rows;
 pub mod sqlite;
 
@@ -44,6 +44,9 @@ pub enum StoreError {
     /// The run already finished.
     #[error("run {0} already finished")]
     AlreadyFinished(String),
+    /// A parameter the store cannot use (e.g. a malformed cursor).
+    #[error("{0}")]
+    Invalid(String),
     /// The database cannot be reached.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -321,8 +324,6 @@ pub async fn open(url: &str) -> Result<SharedStore> {
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         Err(StoreError::Internal(format!("{:?}", postgres::PostgresStore::connect(url).await.err())))
     } else {
-        Err(StoreError::Internal(format!(
-            "unsupported database URL {url:?}: use sqlite://path or postgres://…"
-        )))
+        Err(StoreError::Internal(format!("unsupported database URL {url:?}: use sqlite://path or postgres://…")))
     }
 }

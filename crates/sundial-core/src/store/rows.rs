@@ -241,10 +241,8 @@ pub(crate) fn encode_cursor(key: i64, id: &str) -> String {
 
 /// Decodes a cursor; a malformed one is an invalid value for the `cursor` parameter.
 pub(crate) fn decode_cursor(c: &str) -> Result<(i64, String), StoreError> {
-    let (k, id) = c
-        .split_once('_')
-        .ok_or_else(|| StoreError::Internal("cursor: malformed".into()))?;
-    let k = k.parse().map_err(|_| StoreError::Internal("cursor: malformed".into()))?;
+    let (k, id) = c.split_once('_').ok_or_else(|| StoreError::Invalid("cursor: malformed".into()))?;
+    let k = k.parse().map_err(|_| StoreError::Invalid("cursor: malformed".into()))?;
     Ok((k, id.to_string()))
 }
 

@@ -7,8 +7,8 @@
 
 use super::fire::{fire_actions, JobSnapshot, NewRun, JOB_SNAPSHOT_COLUMNS};
 use super::rows::{
-    decode_cursor, dur_us, encode_cursor, fresh_job, trigger_spec_json, ts, us, JobRow, RunRow, TriggerRow,
-    WorkerRow, JOB_SELECT, RUN_COLUMNS, TRIGGER_COLUMNS, WORKER_SELECT,
+    decode_cursor, dur_us, encode_cursor, fresh_job, trigger_spec_json, ts, us, JobRow, RunRow, TriggerRow, WorkerRow,
+    JOB_SELECT, RUN_COLUMNS, TRIGGER_COLUMNS, WORKER_SELECT,
 };
 use super::*;
 use crate::attempt::{settle, AttemptInfo, Ended};
@@ -65,11 +65,8 @@ impl SqliteStore {
             .run(&write)
             .await
             .map_err(|e| StoreError::Internal(format!("migration failed: {e}")))?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts.read_only(true))
-            .await
-            .map_err(db_err)?;
+        let read =
+            SqlitePoolOptions::new().max_connections(4).connect_with(opts.read_only(true)).await.map_err(db_err)?;
         Ok(Self { write, read })
     }
 
@@ -333,11 +330,7 @@ async fn apply_settlement(
     error: Option<&str>,
     now: Timestamp,
 ) -> Result<Option<RunRow>> {
-    let info = AttemptInfo {
-        attempt: row.attempt as u32,
-        retry: row.retry(),
-        cancel_requested: row.cancel_requested,
-    };
+    let info = AttemptInfo { attempt: row.attempt as u32, retry: row.retry(), cancel_requested: row.cancel_requested };
     let s = settle(info, ended, error, now);
     let finished = s.state.is_finished().then_some(us(now));
     let updated: Option<RunRow> = sqlx::query_as(&format!(
@@ -465,13 +458,14 @@ impl Store for SqliteStore {
             .map_err(db_err)?;
         let (old_name, was_paused) = current.ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
         let name = spec.name.clone().unwrap_or(old_name);
-        let taken: Option<(String,)> = sqlx::query_as("SELECT id FROM jobs WHERE namespace = ? AND name = ? AND id != ?")
-            .bind(&spec.namespace)
-            .bind(&name)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        let taken: Option<(String,)> =
+            sqlx::query_as("SELECT id FROM jobs WHERE namespace = ? AND name = ? AND id != ?")
+                .bind(&spec.namespace)
+                .bind(&name)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
         if taken.is_some() {
             return Err(StoreError::Conflict {
                 code: "name_conflict",
@@ -502,11 +496,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
-        sqlx::query("DELETE FROM triggers WHERE job_id = ?")
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        sqlx::query("DELETE FROM triggers WHERE job_id = ?").bind(id).execute(&mut *tx).await.map_err(db_err)?;
         insert_triggers(&mut tx, id, &spec, now).await?;
         if was_paused != spec.paused {
             sqlx::query("UPDATE runs SET held = ? WHERE job_id = ? AND state = 'pending' AND manual = 0")
@@ -522,19 +512,11 @@ impl Store for SqliteStore {
 
     async fn job_delete(&self, id: &str, now: Timestamp) -> Result<()> {
         let mut tx = self.begin().await?;
-        let done = sqlx::query("DELETE FROM jobs WHERE id = ?")
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        let done = sqlx::query("DELETE FROM jobs WHERE id = ?").bind(id).execute(&mut *tx).await.map_err(db_err)?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("job {id}")));
         }
-        sqlx::query("DELETE FROM triggers WHERE job_id = ?")
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        sqlx::query("DELETE FROM triggers WHERE job_id = ?").bind(id).execute(&mut *tx).await.map_err(db_err)?;
         sqlx::query(
             "UPDATE runs SET state = 'cancelled', reason = 'job deleted', finished_at = ? \
              WHERE job_id = ? AND state = 'pending'",
@@ -578,11 +560,12 @@ impl Store for SqliteStore {
 
     async fn job_run_now(&self, id: &str, now: Timestamp) -> Result<Run> {
         let mut tx = self.begin().await?;
-        let snap: Option<JobSnapshot> = sqlx::query_as(&format!("SELECT {JOB_SNAPSHOT_COLUMNS} FROM jobs WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        let snap: Option<JobSnapshot> =
+            sqlx::query_as(&format!("SELECT {JOB_SNAPSHOT_COLUMNS} FROM jobs WHERE id = ?"))
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
         let snap = snap.ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
         let run = insert_untriggered(&mut tx, NewRun::untriggered(snap, now, false, true), us(now)).await?;
         let row = run_row(&mut tx, &run.id).await?.ok_or_else(|| StoreError::Internal("run vanished".into()))?;
@@ -650,12 +633,11 @@ impl Store for SqliteStore {
     }
 
     async fn trigger_next_due(&self) -> Result<Option<Timestamp>> {
-        let next: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(next_fire_at) FROM triggers WHERE paused = 0 AND next_fire_at IS NOT NULL",
-        )
-        .fetch_one(&self.read)
-        .await
-        .map_err(db_err)?;
+        let next: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(next_fire_at) FROM triggers WHERE paused = 0 AND next_fire_at IS NOT NULL")
+                .fetch_one(&self.read)
+                .await
+                .map_err(db_err)?;
         Ok(next.map(ts))
     }
 
@@ -793,15 +775,9 @@ impl Store for SqliteStore {
                 out.push(Err(StoreError::StaleAttempt(c.run_id)));
                 continue;
             }
-            let updated = apply_settlement(
-                &mut tx,
-                &row,
-                Ended::Reported(c.state),
-                c.output.as_ref(),
-                c.error.as_deref(),
-                now,
-            )
-            .await?;
+            let updated =
+                apply_settlement(&mut tx, &row, Ended::Reported(c.state), c.output.as_ref(), c.error.as_deref(), now)
+                    .await?;
             out.push(match updated {
                 Some(r) => r.into_run(),
                 None => Err(StoreError::StaleAttempt(c.run_id)),
@@ -963,10 +939,7 @@ impl Store for SqliteStore {
             .await
             .map_err(db_err)?;
         Ok(Stats {
-            runs_by_state: by_state
-                .into_iter()
-                .filter_map(|(s, n)| Some((RunState::parse(&s)?, n as u64)))
-                .collect(),
+            runs_by_state: by_state.into_iter().filter_map(|(s, n)| Some((RunState::parse(&s)?, n as u64))).collect(),
             runs_due: due as u64,
             oldest_due_wait_s: oldest.map(|o| (us(now) - o) as f64 / 1e6).unwrap_or(0.0),
             jobs: jobs as u64,

@@ -1,0 +1,67 @@
+//! The `/v1` HTTP API: jobs, runs, and the worker protocol.
+
+pub mod jobs;
+pub mod runs;
+pub mod workers;
+
+use crate::error::ApiError;
+use std::collections::HashMap;
+use sundial_core::domain::Timestamp;
+
+/// Query parameters, parsed by hand so bad values get the API's 422 shape.
+pub struct Params(pub HashMap<String, String>);
+
+impl Params {
+    pub(crate) fn str(&self, k: &str) -> Option<String> {
+        self.0.get(k).filter(|v| !v.is_empty()).cloned()
+    }
+    pub(crate) fn bool(&self, k: &str) -> Result<Option<bool>, ApiError> {
+        self.str(k)
+            .map(|v| match v.as_str() {
+                "true" | "1" => Ok(true),
+                "false" | "0" => Ok(false),
+                _ => Err(ApiError::invalid(format!("{k}: expected true or false, got {v:?}"))),
+            })
+            .transpose()
+    }
+    pub(crate) fn time(&self, k: &str) -> Result<Option<Timestamp>, ApiError> {
+        self.str(k)
+            .map(|v| {
+                chrono::DateTime::parse_from_rfc3339(&v)
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .map_err(|e| ApiError::invalid(format!("{k}: expected an RFC 3339 time, got {v:?} ({e})")))
+            })
+            .transpose()
+    }
+    /// `limit`: default 100, at most 1000.
+    pub(crate) fn limit(&self) -> Result<u32, ApiError> {
+        match self.str("limit") {
+            None => Ok(100),
+            Some(v) => match v.parse::<u32>() {
+                Ok(0) | Err(_) => {
+                    Err(ApiError::invalid(format!("limit: expected an integer from 1 to 1000, got {v:?}")))
+                }
+                Ok(n) => Ok(n.min(1000)),
+            },
+        }
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let q = parts.uri.query().unwrap_or("");
+        let map: HashMap<String, String> = serde_urlencoded::from_str(q)
+            .map_err(|e| ApiError::new(axum::http::StatusCode::BAD_REQUEST, "malformed_query", e.to_string()))?;
+        Ok(Params(map))
+    }
+}
+
+/// A list answer: `{"items": [...], "next_cursor": ...}`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ListResponse<T> {
+    /// Items.
+    pub items: Vec<T>,
+    /// Cursor for the next page, or null.
+    pub next_cursor: Option<String>,
+}

@@ -1,0 +1,171 @@
+//! The worker protocol: register, claim (long-poll), heartbeat, complete (fenced), deregister,
+//! and the workers list. The in-process pool reaches the same functions through
+//! [`crate::local::LocalTransport`], so both paths share one implementation.
+
+use crate::body::{IgnoredBody, JsonBody};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use std::time::Duration;
+use sundial_core::domain::{duration, Run, RunState, Worker};
+use sundial_core::store::{ClaimedRun as StoreClaimed, Completion};
+use sundial_worker::protocol::*;
+
+/// Longest long-poll a claim may ask for.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// `POST /v1/workers` body (name and capacity optional).
+#[derive(serde::Deserialize)]
+pub struct RegisterBody {
+    #[serde(default)]
+    name: Option<String>,
+    handlers: Vec<String>,
+    #[serde(default)]
+    capacity: Option<u32>,
+}
+
+pub(crate) async fn do_register(state: &AppState, req: RegisterRequest) -> ApiResult<Registered> {
+    if req.handlers.is_empty() || req.handlers.iter().any(|h| h.trim().is_empty()) {
+        return Err(ApiError::invalid("handlers: must list at least one non-empty handler name"));
+    }
+    if req.capacity == 0 {
+        return Err(ApiError::invalid("capacity: must be at least 1"));
+    }
+    let w = state.store.worker_register(&req.name, &req.handlers, req.capacity, state.clock.now()).await?;
+    let lease = state.config.lease;
+    Ok(Registered { id: w.id, lease: duration::format(lease), heartbeat_interval: duration::format(lease / 3) })
+}
+
+/// Register a worker.
+#[utoipa::path(post, path = "/v1/workers", request_body = Object, responses((status = 201, body = Object)))]
+pub async fn register(
+    State(state): State<AppState>,
+    JsonBody(b): JsonBody<RegisterBody>,
+) -> ApiResult<(StatusCode, Json<Registered>)> {
+    let req = RegisterRequest {
+        name: b.name.unwrap_or_else(|| "worker".into()),
+        handlers: b.handlers,
+        capacity: b.capacity.unwrap_or(1),
+    };
+    Ok((StatusCode::CREATED, Json(do_register(&state, req).await?)))
+}
+
+fn to_wire(c: StoreClaimed) -> ClaimedRun {
+    ClaimedRun {
+        run_id: c.run_id,
+        attempt: c.attempt,
+        job_id: c.job_id,
+        handler: c.handler,
+        payload: c.payload,
+        timeout: c.timeout.map(duration::format),
+        scheduled_for: c.scheduled_for,
+        lease_expires_at: c.lease_expires_at,
+    }
+}
+
+pub(crate) async fn do_claim(state: &AppState, worker_id: &str, req: ClaimRequest) -> ApiResult<ClaimResponse> {
+    let wait = match req.wait.as_deref() {
+        None => Duration::ZERO,
+        Some(w) => duration::parse(w).map_err(|e| ApiError::invalid(format!("wait: {e}")))?.min(MAX_WAIT),
+    };
+    let max = req.max.clamp(1, 1000);
+    let runs = state.dispatcher.claim(worker_id, max, wait).await?;
+    metrics::counter!("sundial_runs_claimed_total").increment(runs.len() as u64);
+    Ok(ClaimResponse { runs: runs.into_iter().map(to_wire).collect() })
+}
+
+/// `POST /v1/workers/{id}/claim` body (`max` default 1, `wait` default none).
+#[derive(serde::Deserialize)]
+pub struct ClaimBody {
+    #[serde(default)]
+    max: Option<u32>,
+    #[serde(default)]
+    wait: Option<String>,
+}
+
+/// Claim due runs of the worker's handlers; long-polls up to `wait`.
+#[utoipa::path(post, path = "/v1/workers/{id}/claim", request_body = Object, responses((status = 200, body = Object), (status = 404)))]
+pub async fn claim(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(b): JsonBody<ClaimBody>,
+) -> ApiResult<Json<ClaimResponse>> {
+    let req = ClaimRequest { max: b.max.unwrap_or(1), wait: b.wait };
+    Ok(Json(do_claim(&state, &id, req).await?))
+}
+
+pub(crate) async fn do_heartbeat(
+    state: &AppState,
+    worker_id: &str,
+    req: HeartbeatRequest,
+) -> ApiResult<HeartbeatResponse> {
+    let runs: Vec<(String, u32)> = req.runs.into_iter().map(|r| (r.run_id, r.attempt)).collect();
+    let out = state.store.run_heartbeat(worker_id, &runs, state.config.lease, state.clock.now()).await?;
+    Ok(HeartbeatResponse { lease_expires_at: out.lease_expires_at, cancel: out.cancel, lost: out.lost })
+}
+
+/// Extend the leases of held runs; answers which to cancel and which are lost.
+#[utoipa::path(post, path = "/v1/workers/{id}/heartbeat", request_body = Object, responses((status = 200, body = Object), (status = 404)))]
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<HeartbeatRequest>,
+) -> ApiResult<Json<HeartbeatResponse>> {
+    Ok(Json(do_heartbeat(&state, &id, req).await?))
+}
+
+pub(crate) async fn do_complete(state: &AppState, run_id: &str, req: CompleteRequest) -> ApiResult<Run> {
+    let reported = match req.state {
+        Outcome::Succeeded => RunState::Succeeded,
+        Outcome::Failed => RunState::Failed,
+        Outcome::TimedOut => RunState::TimedOut,
+        Outcome::Cancelled => RunState::Cancelled,
+    };
+    let run = state
+        .completions
+        .submit(Completion {
+            run_id: run_id.to_string(),
+            worker_id: req.worker_id,
+            attempt: req.attempt,
+            state: reported,
+            output: req.output,
+            error: req.error,
+        })
+        .await?;
+    sundial_core::metrics::completed(reported.as_str(), run.state.as_str());
+    if run.state == RunState::Pending {
+        // A retry is due later; claimers waiting learn its time on their next look.
+        state.signals.runs_ready.notify_waiters();
+    }
+    Ok(run)
+}
+
+/// Report an attempt's end, fenced by `(worker_id, attempt)`: 409 `stale_attempt` otherwise.
+#[utoipa::path(post, path = "/v1/runs/{id}/complete", request_body = Object, responses((status = 200, body = Run), (status = 409)))]
+pub async fn complete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<CompleteRequest>,
+) -> ApiResult<Json<Run>> {
+    Ok(Json(do_complete(&state, &id, req).await?))
+}
+
+/// Deregister: the worker drains (claims nothing new) and leaves.
+#[utoipa::path(delete, path = "/v1/workers/{id}", responses((status = 204), (status = 404)))]
+pub async fn deregister(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    _b: IgnoredBody,
+) -> ApiResult<StatusCode> {
+    state.store.worker_deregister(&id, state.clock.now()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Workers, newest first.
+#[utoipa::path(get, path = "/v1/workers", responses((status = 200, body = Object)))]
+pub async fn list(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+    let workers: Vec<Worker> = state.store.worker_list().await?;
+    Ok(Json(serde_json::json!({ "items": workers, "next_cursor": null })))
+}

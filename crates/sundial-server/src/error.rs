@@ -1,0 +1,79 @@
+//! The API's error shape, `{"error": {"code", "message"}}`, and the mapping from store errors
+//! and body rejections to status codes (400/401/403/404/409/413/422/429/503).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use sundial_core::domain::FieldError;
+use sundial_core::store::StoreError;
+
+/// An error answer.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// snake_case code.
+    pub code: &'static str,
+    /// Human sentence naming the field.
+    pub message: String,
+}
+
+impl ApiError {
+    /// Builds an error.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+    /// 400 malformed JSON.
+    pub fn malformed(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "malformed_json", message)
+    }
+    /// 422 invalid value.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_value", message)
+    }
+    /// 404.
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{} not found", what.into()))
+    }
+}
+
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> Self {
+        ApiError::invalid(e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => ApiError::not_found(what),
+            StoreError::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
+            StoreError::StaleAttempt(run) => ApiError::new(
+                StatusCode::CONFLICT,
+                "stale_attempt",
+                format!("run {run} is no longer held by this worker_id and attempt"),
+            ),
+            StoreError::AlreadyFinished(run) => {
+                ApiError::new(StatusCode::CONFLICT, "already_finished", format!("run {run} already finished"))
+            }
+            StoreError::Invalid(m) => ApiError::invalid(m),
+            StoreError::Unavailable(m) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", format!("store unavailable: {m}"))
+            }
+            StoreError::Internal(m) => {
+                tracing::error!(error = %m, "internal store error");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// Handler result alias.
+pub type ApiResult<T> = Result<T, ApiError>;

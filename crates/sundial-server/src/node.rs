@@ -1,0 +1,147 @@
+//! One sundial node: opens the store, starts the scheduler, reaper, HTTP API and (optionally)
+//! an in-process worker pool, and stops them all in order on shutdown. Nodes share nothing but
+//! the database, so any number can run side by side with no leader.
+
+use crate::local::LocalTransport;
+use crate::{app, ApiConfig, AppState};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use sundial_core::clock::{SharedClock, SystemClock};
+use sundial_core::dispatcher::Signals;
+use sundial_core::reaper::{Reaper, ReaperConfig};
+use sundial_core::scheduler::{Scheduler, SchedulerConfig};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Everything `sundial serve` is configured with.
+#[derive(Clone)]
+pub struct NodeConfig {
+    /// `sqlite://…` or `postgres://…`.
+    pub db: String,
+    /// Address to listen on (`127.0.0.1:0` picks a port).
+    pub listen: String,
+    /// In-process worker slots (0 = none).
+    pub workers: u32,
+    /// Lease length; heartbeats every third of it.
+    pub lease: Duration,
+    /// Serve the `shell` handler in the in-process pool.
+    pub enable_shell: bool,
+    /// Bearer tokens (none = no auth).
+    pub tokens: Vec<String>,
+    /// Fire times later than this are misfires.
+    pub misfire_threshold: Duration,
+    /// Largest request body.
+    pub max_body: usize,
+    /// Finished runs older than this are pruned (`None` = keep).
+    pub retention: Option<Duration>,
+    /// The clock (a manual one in tests).
+    pub clock: SharedClock,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            db: "sqlite://sundial.db".into(),
+            listen: "127.0.0.1:7070".into(),
+            workers: 4,
+            lease: Duration::from_secs(30),
+            enable_shell: false,
+            tokens: Vec::new(),
+            misfire_threshold: Duration::from_secs(60),
+            max_body: 10 * 1024 * 1024,
+            retention: Some(Duration::from_secs(7 * 24 * 3600)),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// A started node.
+pub struct Node {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// Shared state (tests reach the store and clock through it).
+    pub state: AppState,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    pool: Option<(CancellationToken, JoinHandle<()>)>,
+}
+
+impl Node {
+    /// Opens the store, binds the listener and starts every loop.
+    pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
+        let store = sundial_core::store::open(&config.db).await?;
+        let clock = config.clock.clone();
+        let signals = Arc::new(Signals::default());
+        let state = AppState::new(
+            store.clone(),
+            clock.clone(),
+            signals.clone(),
+            ApiConfig { lease: config.lease, tokens: config.tokens.clone(), max_body: config.max_body },
+        );
+        let shutdown = CancellationToken::new();
+        let mut tasks = Vec::new();
+
+        let scheduler = Scheduler::new(
+            store.clone(),
+            clock.clone(),
+            signals.clone(),
+            SchedulerConfig { misfire_threshold: config.misfire_threshold, ..Default::default() },
+        );
+        tasks.push(tokio::spawn(scheduler.run(shutdown.clone())));
+        let reaper = Reaper::new(
+            store.clone(),
+            clock.clone(),
+            signals.clone(),
+            ReaperConfig {
+                lease: config.lease,
+                interval: (config.lease / 10).clamp(Duration::from_millis(100), Duration::from_secs(1)),
+                retention: config.retention,
+                batch: 1000,
+            },
+        );
+        tasks.push(tokio::spawn(reaper.run(shutdown.clone())));
+
+        let listener = tokio::net::TcpListener::bind(&config.listen).await?;
+        let addr = listener.local_addr()?;
+        let router = app(state.clone());
+        let http_shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let serve =
+                axum::serve(listener, router).with_graceful_shutdown(async move { http_shutdown.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        }));
+
+        let pool = if config.workers > 0 {
+            let token = CancellationToken::new();
+            let worker = sundial_worker::Worker::new(Arc::new(LocalTransport::new(state.clone())))
+                .name("in-process")
+                .capacity(config.workers);
+            let worker = sundial_worker::builtin::register_builtins(worker, config.enable_shell);
+            let t = token.clone();
+            let handle = tokio::spawn(async move {
+                if let Err(e) = worker.run(t).await {
+                    tracing::error!(error = %e, "in-process worker pool stopped");
+                }
+            });
+            Some((token, handle))
+        } else {
+            None
+        };
+        Ok(Node { addr, state, shutdown, tasks, pool })
+    }
+
+    /// Drains the in-process workers, then stops the loops and the HTTP server.
+    pub async fn stop(mut self) {
+        if let Some((token, handle)) = self.pool.take() {
+            token.cancel();
+            let _ = handle.await;
+        }
+        self.shutdown.cancel();
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! `sundial serve`: one node. Every flag is also read from `SUNDIAL_<FLAG>`.
+
+use anyhow::Context;
+use clap::Args;
+use std::time::Duration;
+use sundial_server::node::{Node, NodeConfig};
+
+/// `sundial serve` flags.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "SUNDIAL_LISTEN", default_value = "127.0.0.1:7070")]
+    pub listen: String,
+    /// Database: sqlite://path (created if missing) or postgres://…
+    #[arg(long, env = "SUNDIAL_DB", default_value = "sqlite://sundial.db")]
+    pub db: String,
+    /// In-process worker slots (0 = none).
+    #[arg(long, env = "SUNDIAL_WORKERS", default_value_t = 4)]
+    pub workers: u32,
+    /// Lease length; workers heartbeat every third of it.
+    #[arg(long, env = "SUNDIAL_LEASE", default_value = "30s", value_parser = super::parse_duration)]
+    pub lease: Duration,
+    /// Serve the `shell` handler in the in-process pool (it runs commands).
+    #[arg(long, env = "SUNDIAL_ENABLE_SHELL", default_value_t = false, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub enable_shell: bool,
+    /// Bearer token clients must present (repeatable; none = no auth).
+    #[arg(long = "token", env = "SUNDIAL_TOKEN", value_delimiter = ',')]
+    pub tokens: Vec<String>,
+    /// Fire times later than this are misfires.
+    #[arg(long, env = "SUNDIAL_MISFIRE_THRESHOLD", default_value = "60s", value_parser = super::parse_duration)]
+    pub misfire_threshold: Duration,
+    /// Largest request body (B, KiB, MiB, GiB).
+    #[arg(long, env = "SUNDIAL_MAX_BODY", default_value = "10MiB", value_parser = parse_size)]
+    pub max_body: usize,
+    /// Finished runs older than this are pruned ("0s" keeps them forever).
+    #[arg(long, env = "SUNDIAL_RETENTION", default_value = "7days", value_parser = super::parse_duration)]
+    pub retention: Duration,
+}
+
+/// `true`/`false`/`1`/`0`.
+pub fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" | "" => Ok(false),
+        _ => Err(format!("expected true, false, 1 or 0, got {s:?}")),
+    }
+}
+
+/// `10MiB`, `512KiB`, `1GiB`, `1000B`, `1000`.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num.parse().map_err(|_| format!("expected a size like 10MiB, got {s:?}"))?;
+    let mult = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        u => return Err(format!("unknown size unit {u:?}; use B, KiB, MiB or GiB")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+/// Runs a node until SIGTERM, then drains and exits 0.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    super::init_logging();
+    let config = NodeConfig {
+        db: args.db.clone(),
+        listen: args.listen,
+        workers: args.workers,
+        lease: args.lease,
+        enable_shell: args.enable_shell,
+        tokens: args.tokens.into_iter().filter(|t| !t.is_empty()).collect(),
+        misfire_threshold: args.misfire_threshold,
+        max_body: args.max_body,
+        retention: (!args.retention.is_zero()).then_some(args.retention),
+        ..NodeConfig::default()
+    };
+    let node = Node::start(config).await.with_context(|| format!("starting node on {}", args.db))?;
+    tracing::info!(addr = %node.addr, db = %args.db, workers = args.workers, "sundial ready on http://{}", node.addr);
+    super::shutdown_signal().await;
+    tracing::info!("shutting down: draining workers");
+    node.stop().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_size("10MiB"), Ok(10 << 20));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("100B"), Ok(100));
+        assert!(parse_size("10MB").is_err());
+    }
+
+    #[test]
+    fn booleans_take_true_false_one_zero() {
+        assert_eq!(parse_bool("1"), Ok(true));
+        assert_eq!(parse_bool("false"), Ok(false));
+        assert!(parse_bool("maybe").is_err());
+    }
+}
