@@ -1,0 +1,106 @@
+//! Test server: a real node on 127.0.0.1:0 over a temp SQLite file, spoken to over real HTTP.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use sundial_core::clock::SharedClock;
+use sundial_server::node::{Node, NodeConfig};
+
+pub struct TestServer {
+    pub node: Option<Node>,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub token: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl TestServer {
+    pub async fn start(f: impl FnOnce(&mut NodeConfig)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = NodeConfig {
+            db: format!("sqlite://{}/t.db", dir.path().display()),
+            listen: "127.0.0.1:0".into(),
+            workers: 0,
+            ..NodeConfig::default()
+        };
+        f(&mut cfg);
+        let token = cfg.tokens.first().cloned();
+        let node = Node::start(cfg).await.unwrap();
+        let base = format!("http://{}", node.addr);
+        TestServer { node: Some(node), base, http: reqwest::Client::new(), token, _dir: dir }
+    }
+
+    pub async fn with_workers(n: u32) -> TestServer {
+        Self::start(|c| c.workers = n).await
+    }
+
+    pub fn clock(&self) -> SharedClock {
+        self.node.as_ref().unwrap().state.clock.clone()
+    }
+
+    pub async fn req(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
+        self.raw(method, path, body.map(|b| b.to_string().into_bytes())).await
+    }
+
+    pub async fn raw(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Resp {
+        let mut r = self.http.request(method.parse().unwrap(), format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r.header("content-type", "application/json").body(b);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Resp { status, body }
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Resp {
+        self.req("POST", path, Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.req("GET", path, None).await
+    }
+
+    /// Polls `GET path` until `pred` holds (bounded wait for asynchronous execution).
+    pub async fn wait_for(&self, path: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let r = self.get(path).await;
+            if r.status == 200 && pred(&r.body) {
+                return r.body;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: last {}", r.body);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(n) = self.node.take() {
+            n.stop().await;
+        }
+    }
+}
+
+pub fn assert_error(r: &Resp, status: u16, code: &str) {
+    assert_eq!(r.status, status, "body: {}", r.body);
+    assert_eq!(r.body["error"]["code"], code, "body: {}", r.body);
+    assert!(r.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "body: {}", r.body);
+}
+
+pub fn manual_clock() -> (Arc<sundial_core::clock::ManualClock>, SharedClock) {
+    let c = Arc::new(sundial_core::clock::ManualClock::new(
+        chrono::DateTime::parse_from_rfc3339("2026-11-24T08:00:00Z").unwrap().with_timezone(&chrono::Utc),
+    ));
+    let shared: SharedClock = c.clone();
+    (c, shared)
+}
