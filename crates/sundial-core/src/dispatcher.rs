@@ -41,8 +41,10 @@ impl Dispatcher {
     }
 
     /// Claims up to `max` runs for `worker_id`, waiting up to `wait` for one to become due.
-    /// Returns an empty list when the wait ends with nothing due.
-    pub async fn claim(&self, worker_id: &str, max: u32, wait: Duration) -> Result<Vec<ClaimedRun>> {
+    /// Returns an empty list when the wait ends with nothing due, and how long it waited
+    /// before the claim that succeeded (measured on the monotonic clock).
+    pub async fn claim(&self, worker_id: &str, max: u32, wait: Duration) -> Result<(Vec<ClaimedRun>, Duration)> {
+        let started = std::time::Instant::now();
         let deadline = self.clock.now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
         loop {
             // Register interest before looking, so a signal between the look and the wait is kept.
@@ -50,6 +52,7 @@ impl Dispatcher {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let now = self.clock.now();
+            let waited = started.elapsed();
             let runs = self
                 .store
                 .run_claim(&ClaimParams { worker_id: worker_id.to_string(), max, lease: self.lease, now })
@@ -59,7 +62,7 @@ impl Dispatcher {
                     // There may be more: let another idle claimer look too.
                     self.signals.runs_ready.notify_one();
                 }
-                return Ok(runs);
+                return Ok((runs, waited));
             }
             let wake = self.next_wake(now, deadline).await?;
             tokio::select! {

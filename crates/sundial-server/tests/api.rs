@@ -5,17 +5,54 @@ use common::*;
 use serde_json::{json, Value};
 
 const JOB_FIELDS: &[&str] = &[
-    "id", "name", "namespace", "handler", "payload", "priority", "retry", "timeout", "overlap", "paused",
-    "idempotency_key", "triggers", "created_at", "updated_at", "next_fire_time", "running", "last_start_time",
-    "last_end_time", "last_worker",
+    "id",
+    "name",
+    "namespace",
+    "handler",
+    "payload",
+    "priority",
+    "retry",
+    "timeout",
+    "overlap",
+    "paused",
+    "idempotency_key",
+    "triggers",
+    "created_at",
+    "updated_at",
+    "next_fire_time",
+    "running",
+    "last_start_time",
+    "last_end_time",
+    "last_worker",
 ];
 const TRIGGER_FIELDS: &[&str] = &[
-    "id", "kind", "at", "expr", "timezone", "every", "start_at", "end_at", "max_fires", "misfire", "catch_up_limit",
-    "next_fire_at", "fires",
+    "id",
+    "kind",
+    "at",
+    "expr",
+    "timezone",
+    "every",
+    "start_at",
+    "end_at",
+    "max_fires",
+    "misfire",
+    "catch_up_limit",
+    "next_fire_at",
+    "fires",
 ];
 const RUN_FIELDS: &[&str] = &[
-    "id", "job_id", "trigger_id", "scheduled_for", "state", "attempt", "worker_id", "started_at", "finished_at",
-    "output", "error", "reason",
+    "id",
+    "job_id",
+    "trigger_id",
+    "scheduled_for",
+    "state",
+    "attempt",
+    "worker_id",
+    "started_at",
+    "finished_at",
+    "output",
+    "error",
+    "reason",
 ];
 
 fn has_fields(v: &Value, fields: &[&str]) {
@@ -93,9 +130,18 @@ async fn invalid_values_are_422_naming_the_field_path() {
     let s = TestServer::with_workers(0).await;
     let cases = [
         (json!({"payload": {}}), "handler"),
-        (json!({"handler": "echo", "triggers": [{"kind": "interval", "every": "1s"}, {"kind": "cron", "expr": "not a cron"}]}), "triggers[1].expr"),
-        (json!({"handler": "echo", "triggers": [{"kind": "cron", "expr": "* * * * *", "timezone": "Mars/Olympus"}]}), "triggers[0].timezone"),
-        (json!({"handler": "echo", "triggers": [{"kind": "interval", "every": "1s", "start_at": "2030-01-02T00:00:00Z", "end_at": "2030-01-01T00:00:00Z"}]}), "triggers[0].end_at"),
+        (
+            json!({"handler": "echo", "triggers": [{"kind": "interval", "every": "1s"}, {"kind": "cron", "expr": "not a cron"}]}),
+            "triggers[1].expr",
+        ),
+        (
+            json!({"handler": "echo", "triggers": [{"kind": "cron", "expr": "* * * * *", "timezone": "Mars/Olympus"}]}),
+            "triggers[0].timezone",
+        ),
+        (
+            json!({"handler": "echo", "triggers": [{"kind": "interval", "every": "1s", "start_at": "2030-01-02T00:00:00Z", "end_at": "2030-01-01T00:00:00Z"}]}),
+            "triggers[0].end_at",
+        ),
         (json!({"handler": "echo", "priority": "high"}), "priority"),
         (json!({"handler": "echo", "timeout": "soon"}), "timeout"),
         (json!({"handler": "echo", "overlap": "sometimes"}), "overlap"),
@@ -181,17 +227,25 @@ async fn list_jobs_is_newest_first_with_cursor_and_filters() {
 #[tokio::test]
 async fn patch_replaces_fields_and_triggers_and_answers_200() {
     let s = TestServer::with_workers(0).await;
-    let j = s.post("/v1/jobs", json!({"handler": "echo", "name": "p", "triggers": [{"kind": "interval", "every": "1h"}]})).await.body;
+    let j = s
+        .post("/v1/jobs", json!({"handler": "echo", "name": "p", "triggers": [{"kind": "interval", "every": "1h"}]}))
+        .await
+        .body;
     let id = j["id"].as_str().unwrap();
     let r = s
-        .req("PATCH", &format!("/v1/jobs/{id}"), Some(json!({"priority": 7, "triggers": [{"kind": "cron", "expr": "0 0 * * *"}]})))
+        .req(
+            "PATCH",
+            &format!("/v1/jobs/{id}"),
+            Some(json!({"priority": 7, "triggers": [{"kind": "cron", "expr": "0 0 * * *"}]})),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["priority"], 7);
     assert_eq!(r.body["name"], "p");
     assert_eq!(r.body["triggers"].as_array().unwrap().len(), 1);
     assert_eq!(r.body["triggers"][0]["kind"], "cron");
-    let bad = s.req("PATCH", &format!("/v1/jobs/{id}"), Some(json!({"triggers": [{"kind": "cron", "expr": "x"}]}))).await;
+    let bad =
+        s.req("PATCH", &format!("/v1/jobs/{id}"), Some(json!({"triggers": [{"kind": "cron", "expr": "x"}]}))).await;
     assert_error(&bad, 422, "invalid_value");
     s.stop().await;
 }
@@ -213,7 +267,8 @@ async fn delete_is_204_then_404_and_pending_runs_are_cancelled_but_queryable() {
 #[tokio::test]
 async fn pause_resume_and_run_now_accept_empty_bodies() {
     let s = TestServer::with_workers(0).await;
-    let j = s.post("/v1/jobs", json!({"handler": "echo", "triggers": [{"kind": "interval", "every": "1h"}]})).await.body;
+    let j =
+        s.post("/v1/jobs", json!({"handler": "echo", "triggers": [{"kind": "interval", "every": "1h"}]})).await.body;
     let id = j["id"].as_str().unwrap();
     let p = s.raw("POST", &format!("/v1/jobs/{id}/pause"), None).await;
     assert_eq!(p.status, 200, "{}", p.body);
@@ -288,20 +343,32 @@ async fn worker_protocol_register_claim_heartbeat_complete_deregister() {
     assert_eq!(run["payload"], json!({"a": 1}));
     assert_eq!(run["timeout"], "5s");
     let run_id = run["run_id"].as_str().unwrap();
-    let hb = s.post(&format!("/v1/workers/{wid}/heartbeat"), json!({"runs": [{"run_id": run_id, "attempt": 1}, {"run_id": "gone", "attempt": 1}]})).await;
+    let hb = s
+        .post(
+            &format!("/v1/workers/{wid}/heartbeat"),
+            json!({"runs": [{"run_id": run_id, "attempt": 1}, {"run_id": "gone", "attempt": 1}]}),
+        )
+        .await;
     assert_eq!(hb.status, 200);
     assert!(hb.body["lease_expires_at"].is_string());
     assert_eq!(hb.body["cancel"], json!([]));
     assert_eq!(hb.body["lost"], json!(["gone"]));
-    let stale = s.post(&format!("/v1/runs/{run_id}/complete"), json!({"worker_id": wid, "attempt": 2, "state": "succeeded"})).await;
+    let stale = s
+        .post(&format!("/v1/runs/{run_id}/complete"), json!({"worker_id": wid, "attempt": 2, "state": "succeeded"}))
+        .await;
     assert_error(&stale, 409, "stale_attempt");
     let done = s
-        .post(&format!("/v1/runs/{run_id}/complete"), json!({"worker_id": wid, "attempt": 1, "state": "succeeded", "output": {"ok": true}}))
+        .post(
+            &format!("/v1/runs/{run_id}/complete"),
+            json!({"worker_id": wid, "attempt": 1, "state": "succeeded", "output": {"ok": true}}),
+        )
         .await;
     assert_eq!(done.status, 200, "{}", done.body);
     assert_eq!(done.body["state"], "succeeded");
     assert_eq!(done.body["output"], json!({"ok": true}));
-    let again = s.post(&format!("/v1/runs/{run_id}/complete"), json!({"worker_id": wid, "attempt": 1, "state": "succeeded"})).await;
+    let again = s
+        .post(&format!("/v1/runs/{run_id}/complete"), json!({"worker_id": wid, "attempt": 1, "state": "succeeded"}))
+        .await;
     assert_error(&again, 409, "stale_attempt");
     let workers = s.get("/v1/workers").await.body;
     let w = &workers["items"][0];
@@ -368,11 +435,15 @@ async fn failing_run_records_failed_with_error_and_reason() {
     })
     .await;
     let j = s
-        .post("/v1/jobs", json!({"handler": "shell", "payload": {"command": "echo oops >&2; exit 3"}, "retry": {"max_attempts": 1}}))
+        .post(
+            "/v1/jobs",
+            json!({"handler": "shell", "payload": {"command": "echo oops >&2; exit 3"}, "retry": {"max_attempts": 1}}),
+        )
         .await
         .body;
     let id = j["id"].as_str().unwrap();
-    let runs = s.wait_for(&format!("/v1/runs?job_id={id}"), "shell run to fail", |b| b["items"][0]["state"] == "failed").await;
+    let runs =
+        s.wait_for(&format!("/v1/runs?job_id={id}"), "shell run to fail", |b| b["items"][0]["state"] == "failed").await;
     let run = &runs["items"][0];
     assert_eq!(run["output"]["exit_code"], 3);
     assert!(run["output"]["stderr"].as_str().unwrap().contains("oops"));

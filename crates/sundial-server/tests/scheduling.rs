@@ -19,15 +19,17 @@ async fn misfire_skip_after_downtime_records_one_skipped_run_counting_the_missed
     let (clock, shared) = manual_clock();
     let s = TestServer::start(|c| c.clock = shared).await;
     let j = s
-        .post("/v1/jobs", json!({"handler": "echo", "triggers": [{"kind": "interval", "every": "1m", "misfire": "skip"}]}))
+        .post(
+            "/v1/jobs",
+            json!({"handler": "echo", "triggers": [{"kind": "interval", "every": "1m", "misfire": "skip"}]}),
+        )
         .await
         .body;
     let id = j["id"].as_str().unwrap().to_string();
     // The scheduler is "down" for ten minutes: it wakes only when the clock jumps past them.
     clock.advance(Duration::from_secs(10 * 60 + 30));
-    let runs = s
-        .wait_for(&format!("/v1/runs?job_id={id}"), "the fires", |b| b["items"].as_array().unwrap().len() >= 2)
-        .await;
+    let runs =
+        s.wait_for(&format!("/v1/runs?job_id={id}"), "the fires", |b| b["items"].as_array().unwrap().len() >= 2).await;
     let items = runs["items"].as_array().unwrap();
     // 08:01..08:09 are more than the 60 s threshold late: one skipped run at the latest of
     // them, counting all nine. 08:10 is 30 s late, inside the threshold: it fires normally.
@@ -66,11 +68,17 @@ async fn fencing_a_late_complete_from_a_lost_worker_is_409_and_the_result_is_the
     assert_eq!(claim_b["runs"][0]["run_id"], run_id.as_str(), "{claim_b}");
     assert_eq!(claim_b["runs"][0]["attempt"], 2);
     let late = s
-        .post(&format!("/v1/runs/{run_id}/complete"), json!({"worker_id": a, "attempt": 1, "state": "succeeded", "output": {"by": "a"}}))
+        .post(
+            &format!("/v1/runs/{run_id}/complete"),
+            json!({"worker_id": a, "attempt": 1, "state": "succeeded", "output": {"by": "a"}}),
+        )
         .await;
     assert_error(&late, 409, "stale_attempt");
     let ok = s
-        .post(&format!("/v1/runs/{run_id}/complete"), json!({"worker_id": b, "attempt": 2, "state": "succeeded", "output": {"by": "b"}}))
+        .post(
+            &format!("/v1/runs/{run_id}/complete"),
+            json!({"worker_id": b, "attempt": 2, "state": "succeeded", "output": {"by": "b"}}),
+        )
         .await;
     assert_eq!(ok.status, 200, "{}", ok.body);
     let run = s.get(&format!("/v1/runs/{run_id}")).await.body;
@@ -117,9 +125,12 @@ async fn cancel_of_a_running_run_is_told_at_the_next_heartbeat_and_ends_cancelle
     assert_eq!(c.status, 200);
     assert_eq!(c.body["state"], "running");
     assert_eq!(c.body["cancel_requested"], true);
-    let hb = s.post(&format!("/v1/workers/{w}/heartbeat"), json!({"runs": [{"run_id": run_id, "attempt": 1}]})).await.body;
+    let hb =
+        s.post(&format!("/v1/workers/{w}/heartbeat"), json!({"runs": [{"run_id": run_id, "attempt": 1}]})).await.body;
     assert_eq!(hb["cancel"], json!([run_id]));
-    let done = s.post(&format!("/v1/runs/{run_id}/complete"), json!({"worker_id": w, "attempt": 1, "state": "cancelled"})).await;
+    let done = s
+        .post(&format!("/v1/runs/{run_id}/complete"), json!({"worker_id": w, "attempt": 1, "state": "cancelled"}))
+        .await;
     assert_eq!(done.body["state"], "cancelled");
     s.stop().await;
 }
@@ -154,7 +165,8 @@ async fn timed_out_run_is_retried_then_ends_timed_out() {
         .await
         .body;
     let id = j["id"].as_str().unwrap();
-    let runs = s.wait_for(&format!("/v1/runs?job_id={id}"), "timed_out", |b| b["items"][0]["state"] == "timed_out").await;
+    let runs =
+        s.wait_for(&format!("/v1/runs?job_id={id}"), "timed_out", |b| b["items"][0]["state"] == "timed_out").await;
     assert_eq!(runs["items"][0]["attempt"], 2, "one retry, then the last attempt ends timed_out");
     s.stop().await;
 }

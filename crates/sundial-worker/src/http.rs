@@ -204,7 +204,8 @@ mod tests {
 
     #[tokio::test]
     async fn status_codes_map_to_transport_errors() {
-        let cases: [(&'static str, fn(&TransportError) -> bool); 5] = [
+        type Check = fn(&TransportError) -> bool;
+        let cases: [(&'static str, Check); 5] = [
             ("404 Not Found", |e| matches!(e, TransportError::NotFound(_))),
             ("503 Service Unavailable", |e| matches!(e, TransportError::Unavailable(_))),
             ("429 Too Many Requests", |e| matches!(e, TransportError::Unavailable(_))),

@@ -62,6 +62,11 @@ pub struct ClaimedRun {
 pub struct ClaimResponse {
     /// Claimed runs (may be empty).
     pub runs: Vec<ClaimedRun>,
+    /// How long the server held the long poll before it claimed (its own monotonic clock).
+    /// The leases began no earlier than the request's send time plus this, which lets a
+    /// worker place its local lease deadline safely without trusting wall clocks.
+    #[serde(default)]
+    pub waited_ms: u64,
 }
 
 /// A run a worker holds, as `(run_id, attempt)`.

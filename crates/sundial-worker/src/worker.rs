@@ -198,7 +198,10 @@ impl Worker {
         let started = Instant::now();
         let mut backoff = Backoff::new();
         loop {
-            match self.transport.deregister(&worker_id).await {
+            let result = timeout(DEREGISTER_BUDGET, self.transport.deregister(&worker_id))
+                .await
+                .unwrap_or_else(|_| Err(TransportError::Unavailable("deregister timed out".into())));
+            match result {
                 Ok(()) => {
                     info!("deregistered");
                     break;
@@ -384,7 +387,9 @@ async fn claim_loop(
                     }
                 } else {
                     idle.reset();
-                    accept_runs(shared, resp.runs, sent, first, &slots, runs);
+                    // The server claimed no earlier than `sent` plus the time it held the long poll.
+                    let claimed_at = sent + Duration::from_millis(resp.waited_ms);
+                    accept_runs(shared, &worker_id, resp.runs, claimed_at, first, &slots, runs);
                     None
                 }
             }
@@ -429,6 +434,7 @@ async fn claim_loop(
 /// the server hands out more than asked).
 fn accept_runs(
     shared: &Arc<Shared>,
+    worker_id: &str,
     claimed: Vec<ClaimedRun>,
     sent: Instant,
     first: OwnedSemaphorePermit,
@@ -447,7 +453,7 @@ fn accept_runs(
         }
         let permit = first.take().or_else(|| slots.clone().try_acquire_owned().ok());
         let span = info_span!("run", run_id = %run.run_id, attempt = run.attempt, job_id = %run.job_id, handler = %run.handler);
-        runs.spawn(execute(shared.clone(), run, rx, permit, slots.clone()).instrument(span));
+        runs.spawn(execute(shared.clone(), worker_id.to_string(), run, rx, permit, slots.clone()).instrument(span));
     }
     // A long long-poll leaves the fresh runs little local lease: renew them now rather than
     // at the next tick, which could come after their deadline.
@@ -487,12 +493,13 @@ struct Report {
 /// One run, from its slot to its complete.
 async fn execute(
     shared: Arc<Shared>,
+    // The registration that claimed the run: half of its fencing token.
+    worker_id: String,
     run: ClaimedRun,
     mut control: watch::Receiver<Control>,
     permit: Option<OwnedSemaphorePermit>,
     slots: Arc<Semaphore>,
 ) {
-    let worker_id = shared.worker_id();
     let _permit = match permit {
         Some(p) => p,
         None => {

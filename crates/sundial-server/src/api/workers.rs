@@ -71,9 +71,9 @@ pub(crate) async fn do_claim(state: &AppState, worker_id: &str, req: ClaimReques
         Some(w) => duration::parse(w).map_err(|e| ApiError::invalid(format!("wait: {e}")))?.min(MAX_WAIT),
     };
     let max = req.max.clamp(1, 1000);
-    let runs = state.dispatcher.claim(worker_id, max, wait).await?;
+    let (runs, waited) = state.dispatcher.claim(worker_id, max, wait).await?;
     metrics::counter!("sundial_runs_claimed_total").increment(runs.len() as u64);
-    Ok(ClaimResponse { runs: runs.into_iter().map(to_wire).collect() })
+    Ok(ClaimResponse { runs: runs.into_iter().map(to_wire).collect(), waited_ms: waited.as_millis() as u64 })
 }
 
 /// `POST /v1/workers/{id}/claim` body (`max` default 1, `wait` default none).

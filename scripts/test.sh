@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every test of sundial. Needs: a Rust toolchain, python3, and PostgreSQL reachable at
+# $SUNDIAL_TEST_PG_URL (default postgres://postgres@127.0.0.1:5432/sundial_test; the database
+# is created if missing). On this project's machines a local PostgreSQL is started if it is down.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export SUNDIAL_TEST_PG_URL="${SUNDIAL_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/sundial_test}"
+admin_url="${SUNDIAL_TEST_PG_URL%/*}/postgres"
+
+if command -v pg_isready >/dev/null && ! pg_isready -d "$admin_url" -q; then
+  if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
+    echo "starting local PostgreSQL"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+  fi
+  for _ in $(seq 1 30); do pg_isready -d "$admin_url" -q && break; sleep 1; done
+fi
+db="${SUNDIAL_TEST_PG_URL##*/}"
+if command -v psql >/dev/null; then
+  psql "$admin_url" -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 \
+    || psql "$admin_url" -qc "CREATE DATABASE \"$db\""
+fi
+
+cargo test --workspace --all-targets -- --test-threads 4
+cargo test --workspace --doc
