@@ -72,7 +72,7 @@ impl Reaper {
                 tracing::warn!(error = %e, "reaper pass failed");
             }
             // Retention is not urgent: about once a minute at the default interval.
-            if passes % 60 == 0 {
+            if passes.is_multiple_of(60) {
                 match self.prune().await {
                     Ok(n) if n > 0 => tracing::info!(pruned = n, "pruned finished runs past retention"),
                     Ok(_) => {}

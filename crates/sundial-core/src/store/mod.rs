@@ -15,6 +15,7 @@
 //! * fenced leases: [`Store::run_heartbeat`] and [`Store::run_complete_many`] change a run only
 //!   while it is `running` under the caller's `(worker_id, attempt)`.
 
+pub mod conformance;
 pub(crate) mod fire;
 pub mod postgres;
 pub(crate) mod rows;
@@ -322,7 +323,7 @@ pub async fn open(url: &str) -> Result<SharedStore> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Err(StoreError::Internal(format!("{:?}", postgres::PostgresStore::connect(url).await.err())))
+        Ok(Arc::new(postgres::PostgresStore::connect(url).await?))
     } else {
         Err(StoreError::Internal(format!("unsupported database URL {url:?}: use sqlite://path or postgres://…")))
     }

@@ -18,7 +18,7 @@ pub enum Output {
 #[derive(Subcommand)]
 pub enum JobCmd {
     /// Submit a job (flags, or a full JSON body with --json).
-    Add(AddArgs),
+    Add(Box<AddArgs>),
     /// List jobs, newest first.
     List {
         /// Only this namespace.
@@ -191,7 +191,7 @@ impl Client {
         use reqwest::Method;
         match cmd {
             JobCmd::Add(a) => {
-                let v = self.call(Method::POST, "/v1/jobs", Some(add_body(a)?)).await?;
+                let v = self.call(Method::POST, "/v1/jobs", Some(add_body(*a)?)).await?;
                 self.print(&v, COLS);
             }
             JobCmd::List { namespace, handler, limit } => {

@@ -18,7 +18,10 @@ pub async fn create_returns_after_commit_and_is_visible_to_another_handle(h: Har
     let created = h.submit(r, h.now).await.expect("created");
     assert!(created.created);
     let j = created.job;
-    assert_eq!((j.name.as_str(), j.namespace.as_str(), j.handler.as_str()), ("nightly-report", "default", "send-email"));
+    assert_eq!(
+        (j.name.as_str(), j.namespace.as_str(), j.handler.as_str()),
+        ("nightly-report", "default", "send-email")
+    );
     assert_eq!(j.next_fire_time, Some(h.t(15.0)), "interval first fires at creation + every");
 
     let got = h.other.job_get(&j.id, h.now).await.expect("the other handle sees the committed job");
@@ -75,9 +78,9 @@ pub async fn idempotency_key_replay_returns_existing_job_created_false(h: Harnes
 /// Reusing an `idempotency_key` with a different definition is an `idempotency_conflict`, and
 /// the original job is untouched.
 pub async fn idempotency_key_with_different_definition_conflicts(h: Harness) {
-    let first =
-        h.create(JobRequest { idempotency_key: Some("k".into()), payload: Some(json!({"n": 1})), ..job("echo") }, h.now)
-            .await;
+    let first = h
+        .create(JobRequest { idempotency_key: Some("k".into()), payload: Some(json!({"n": 1})), ..job("echo") }, h.now)
+        .await;
     let r = JobRequest { idempotency_key: Some("k".into()), payload: Some(json!({"n": 2})), ..job("echo") };
     assert_conflict(h.submit(r, h.t(1.0)).await, "idempotency_conflict");
     let jobs = h.all_jobs().await;
@@ -387,7 +390,10 @@ pub async fn pause_stops_triggers_and_claims_manual_run_still_runs(h: Harness) {
     assert_eq!(h.store.run_next_pending().await.expect("run_next_pending"), None, "held runs are not pending work");
 
     let manual = h.store.job_run_now(&j.id, h.t(36.0)).await.expect("job_run_now");
-    assert_eq!((manual.state, manual.scheduled_for, manual.trigger_id.as_deref()), (RunState::Pending, h.t(36.0), None));
+    assert_eq!(
+        (manual.state, manual.scheduled_for, manual.trigger_id.as_deref()),
+        (RunState::Pending, h.t(36.0), None)
+    );
     let claimed = h.claim(&w.id, 10, h.t(36.0)).await;
     assert_eq!(claimed.iter().map(|c| c.run_id.as_str()).collect::<Vec<_>>(), [manual.id.as_str()]);
 

@@ -218,7 +218,6 @@ impl Harness {
     }
 
     /// Claims exactly one run.
-    #[track_caller]
     pub async fn claim_one(&self, worker_id: &str, now: Timestamp) -> ClaimedRun {
         let mut got = self.claim(worker_id, 1, now).await;
         assert_eq!(got.len(), 1, "expected one claimable run at {now}, got {got:?}");

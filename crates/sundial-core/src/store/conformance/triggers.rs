@@ -41,7 +41,10 @@ pub async fn fire_due_creates_one_run_per_due_time_and_advances(h: Harness) {
 pub async fn concurrent_fire_due_on_two_handles_creates_each_run_once(h: Harness) {
     let mut jobs = Vec::new();
     for i in 0..4 {
-        jobs.push(h.create(JobRequest { name: Some(format!("j{i}")), triggers: Some(vec![every(1)]), ..job("echo") }, h.now).await);
+        jobs.push(
+            h.create(JobRequest { name: Some(format!("j{i}")), triggers: Some(vec![every(1)]), ..job("echo") }, h.now)
+                .await,
+        );
     }
     let steps: Vec<Timestamp> = (1..=60).map(|i| h.t(f64::from(i) * 0.5)).collect();
     let mut tasks = Vec::new();
@@ -113,7 +116,11 @@ pub async fn once_trigger_fires_once_at_its_time(h: Harness) {
 
 /// Every 60 s from T+60, reached at T+630 with a 60 s threshold: T+60 … T+540 (9 times) are
 /// missed, T+600 is on time.
-async fn an_interval_nine_times_behind(h: &Harness, misfire: Misfire, catch_up_limit: Option<u32>) -> (Job, FireReport) {
+async fn an_interval_nine_times_behind(
+    h: &Harness,
+    misfire: Misfire,
+    catch_up_limit: Option<u32>,
+) -> (Job, FireReport) {
     let trigger = crate::domain::trigger::TriggerWire { catch_up_limit, ..with_misfire(every(60), misfire) };
     let j = h.create(JobRequest { triggers: Some(vec![trigger]), ..job("echo") }, h.now).await;
     let report = h.fire(h.t(630.0)).await;
@@ -134,7 +141,10 @@ pub async fn misfire_skip_records_a_skipped_run_with_reason(h: Harness) {
     let reason = skipped.reason.as_deref().expect("a skipped run says why");
     assert!(reason.contains("9 missed"), "reason counts the missed times: {reason}");
     assert!(skipped.finished_at.is_some(), "a skipped run is finished");
-    assert_eq!((runs[1].state, runs[1].scheduled_for, runs[1].reason.as_deref()), (RunState::Pending, h.t(600.0), None));
+    assert_eq!(
+        (runs[1].state, runs[1].scheduled_for, runs[1].reason.as_deref()),
+        (RunState::Pending, h.t(600.0), None)
+    );
 
     let f = RunFilter { state: Some(RunState::Skipped), limit: 10, ..Default::default() };
     assert_eq!(h.store.run_list(&f).await.expect("run_list").items.len(), 1, "the skip is visible in the API");
@@ -145,10 +155,10 @@ pub async fn misfire_fire_once_records_one_run_with_count_reason(h: Harness) {
     let (j, report) = an_interval_nine_times_behind(&h, Misfire::FireOnce, None).await;
     assert_eq!((report.runs_pending, report.runs_skipped), (2, 0), "{report:?}");
     let runs = h.runs(&j.id).await;
-    assert_eq!(runs.iter().map(|r| (r.state, r.scheduled_for)).collect::<Vec<_>>(), [
-        (RunState::Pending, h.t(540.0)),
-        (RunState::Pending, h.t(600.0))
-    ]);
+    assert_eq!(
+        runs.iter().map(|r| (r.state, r.scheduled_for)).collect::<Vec<_>>(),
+        [(RunState::Pending, h.t(540.0)), (RunState::Pending, h.t(600.0))]
+    );
     let reason = runs[0].reason.as_deref().expect("the misfired run says why");
     assert!(reason.contains("9 missed"), "reason counts the missed times: {reason}");
     assert_eq!(runs[1].reason, None);
@@ -160,12 +170,10 @@ pub async fn misfire_catch_up_limits_and_counts(h: Harness) {
     let (j, report) = an_interval_nine_times_behind(&h, Misfire::CatchUp, Some(3)).await;
     assert_eq!((report.runs_pending, report.runs_skipped), (4, 0), "{report:?}");
     let runs = h.runs(&j.id).await;
-    assert_eq!(runs.iter().map(|r| r.scheduled_for).collect::<Vec<_>>(), [
-        h.t(60.0),
-        h.t(120.0),
-        h.t(180.0),
-        h.t(600.0)
-    ]);
+    assert_eq!(
+        runs.iter().map(|r| r.scheduled_for).collect::<Vec<_>>(),
+        [h.t(60.0), h.t(120.0), h.t(180.0), h.t(600.0)]
+    );
     assert!(runs.iter().all(|r| r.state == RunState::Pending));
     assert!(runs[..3].iter().all(|r| r.reason.is_some()), "replayed runs say they are catching up");
     let last = runs[2].reason.as_deref().unwrap_or_default();
@@ -176,17 +184,19 @@ pub async fn misfire_catch_up_limits_and_counts(h: Harness) {
 /// On resume, fire times missed while paused that are older than the threshold are misfires
 /// and follow the trigger's policy.
 pub async fn resume_applies_misfire_policy_to_times_missed_while_paused(h: Harness) {
-    let j = h.create(JobRequest { triggers: Some(vec![with_misfire(every(60), Misfire::Skip)]), ..job("echo") }, h.now).await;
+    let j = h
+        .create(JobRequest { triggers: Some(vec![with_misfire(every(60), Misfire::Skip)]), ..job("echo") }, h.now)
+        .await;
     h.store.job_set_paused(&j.id, true, h.t(1.0)).await.expect("pause");
     assert_eq!(h.fire(h.t(300.0)).await, FireReport::default());
     h.store.job_set_paused(&j.id, false, h.t(630.0)).await.expect("resume");
     let report = h.fire(h.t(630.0)).await;
     assert_eq!((report.runs_pending, report.runs_skipped), (1, 1), "{report:?}");
     let runs = h.runs(&j.id).await;
-    assert_eq!(runs.iter().map(|r| (r.state, r.scheduled_for)).collect::<Vec<_>>(), [
-        (RunState::Skipped, h.t(540.0)),
-        (RunState::Pending, h.t(600.0))
-    ]);
+    assert_eq!(
+        runs.iter().map(|r| (r.state, r.scheduled_for)).collect::<Vec<_>>(),
+        [(RunState::Skipped, h.t(540.0)), (RunState::Pending, h.t(600.0))]
+    );
 }
 
 /// A trigger stops after `max_fires` due times: no next fire time, `fires == max_fires`.
@@ -207,7 +217,8 @@ pub async fn max_fires_stops_trigger(h: Harness) {
 
 /// A job every 10 s with `overlap`, its first run (T+10) fired and claimed by a new worker.
 async fn first_run_running(h: &Harness, overlap: Overlap) -> (Job, Worker, ClaimedRun) {
-    let j = h.create(JobRequest { overlap: Some(overlap), triggers: Some(vec![every(10)]), ..job("echo") }, h.now).await;
+    let j =
+        h.create(JobRequest { overlap: Some(overlap), triggers: Some(vec![every(10)]), ..job("echo") }, h.now).await;
     let w = h.worker(&["echo"], h.now).await;
     assert_eq!(h.fire(h.t(10.0)).await.runs_pending, 1);
     let c = h.claim_one(&w.id, h.t(10.0)).await;
@@ -267,7 +278,7 @@ pub async fn overlap_cancel_other_flags_running_run_and_creates_new_pending(h: H
     assert_eq!(started.run_id, new.id, "the new run starts without waiting for the old one");
 
     let hb = h.heartbeat(&w.id, &held(&[&c]), h.t(21.0)).await.expect("heartbeat");
-    assert_eq!(hb.cancel, [c.run_id.clone()]);
+    assert_eq!(hb.cancel, vec![c.run_id.clone()]);
     let done = h.complete(completion(&c, &w.id, RunState::Cancelled), h.t(22.0)).await.expect("complete");
     assert_eq!(done.state, RunState::Cancelled);
 }

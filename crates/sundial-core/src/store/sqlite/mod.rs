@@ -723,7 +723,7 @@ impl Store for SqliteStore {
         };
         tx.commit().await.map_err(db_err)?;
         let mut claimed: Vec<ClaimedRun> = rows.into_iter().map(RunRow::into_claimed).collect::<Result<_>>()?;
-        claimed.sort_by(|a, b| a.scheduled_for.cmp(&b.scheduled_for));
+        claimed.sort_by_key(|c| c.scheduled_for);
         Ok(claimed)
     }
 

@@ -1,0 +1,93 @@
+//! Workers: registration, liveness (claims and heartbeats are signs of life), death and
+//! deregistration.
+
+use super::*;
+use crate::domain::WorkerState;
+
+/// A registered worker reads back as registered (`active`, no runs), on either handle; the
+/// list is newest first.
+pub async fn register_then_get_and_list_newest_first(h: Harness) {
+    let handlers = vec!["a".to_string(), "b".to_string()];
+    let w1 = h.store.worker_register("w1", &handlers, 8, h.now).await.expect("worker_register");
+    assert_eq!((w1.name.as_str(), w1.handlers.clone(), w1.capacity), ("w1", handlers.clone(), 8));
+    assert_eq!((w1.state, w1.last_heartbeat, w1.running, w1.created_at), (WorkerState::Active, h.now, 0, h.now));
+    let w2 = h.store.worker_register("w2", &["c".to_string()], 2, h.t(1.0)).await.expect("worker_register");
+
+    let got = h.other.worker_get(&w1.id).await.expect("worker_get on the other handle");
+    assert_eq!((got.id, got.name, got.handlers, got.capacity), (w1.id.clone(), "w1".to_string(), handlers, 8));
+    let listed = h.other.worker_list().await.expect("worker_list");
+    assert_eq!(listed.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(), [w2.id.as_str(), w1.id.as_str()]);
+
+    h.create(job("a"), h.now).await;
+    h.claim_one(&w1.id, h.t(2.0)).await;
+    let listed = h.store.worker_list().await.expect("worker_list");
+    let running: Vec<u64> = listed.iter().map(|w| w.running).collect();
+    assert_eq!(running, [0, 1], "running counts the runs a worker holds");
+    assert_not_found(h.store.worker_get("no-such-worker").await, "get of unknown worker");
+}
+
+/// A worker silent for more than 2 × lease is marked `dead`; a claim (even an empty one) or a
+/// heartbeat (even with no runs) is a sign of life.
+pub async fn silent_worker_is_marked_dead_after_twice_the_lease(h: Harness) {
+    let claimer = h.worker(&["echo"], h.now).await;
+    let beater = h.worker(&["echo"], h.now).await;
+    let silent = h.worker(&["echo"], h.now).await;
+    let report = h.reap(h.t(59.0)).await;
+    assert_eq!(report.workers_dead, 0, "silent for 59 s < 2 × lease");
+
+    assert!(h.claim(&claimer.id, 10, h.t(30.0)).await.is_empty());
+    let hb = h.heartbeat(&beater.id, &[], h.t(50.0)).await.expect("empty heartbeat");
+    assert!(hb.lost.is_empty() && hb.cancel.is_empty());
+
+    let report = h.reap(h.t(61.0)).await;
+    assert_eq!(report.workers_dead, 1, "only the silent worker: {report:?}");
+    let state = |id: String| {
+        let store = h.store.clone();
+        async move { store.worker_get(&id).await.expect("worker_get").state }
+    };
+    assert_eq!(state(silent.id.clone()).await, WorkerState::Dead);
+    assert_eq!(state(claimer.id.clone()).await, WorkerState::Active);
+    assert_eq!(state(beater.id.clone()).await, WorkerState::Active);
+
+    let report = h.reap(h.t(91.0)).await;
+    assert_eq!(report.workers_dead, 1, "the claimer, last seen at T+30: {report:?}");
+    assert_eq!(state(claimer.id.clone()).await, WorkerState::Dead);
+    assert_eq!(state(beater.id.clone()).await, WorkerState::Active, "last seen at T+50");
+    assert_eq!(h.reap(h.t(111.0)).await.workers_dead, 1, "the beater; a dead worker is not counted twice");
+
+    let listed = h.store.worker_list().await.expect("worker_list");
+    assert!(listed.iter().all(|w| w.state == WorkerState::Dead), "{listed:?}");
+}
+
+/// Claims and heartbeats by an unknown worker, or one that deregistered, are `NotFound`.
+pub async fn claim_or_heartbeat_by_unknown_or_deregistered_worker_is_not_found(h: Harness) {
+    h.create(job("echo"), h.now).await;
+    let p = ClaimParams { worker_id: "no-such-worker".into(), max: 1, lease: LEASE, now: h.now };
+    assert_not_found(h.store.run_claim(&p).await, "claim by unknown worker");
+    assert_not_found(h.heartbeat("no-such-worker", &[], h.now).await, "heartbeat by unknown worker");
+    assert_not_found(h.store.worker_deregister("no-such-worker", h.now).await, "deregister of unknown worker");
+
+    let w = h.worker(&["echo"], h.now).await;
+    h.store.worker_deregister(&w.id, h.t(1.0)).await.expect("worker_deregister");
+    let p = ClaimParams { worker_id: w.id.clone(), max: 1, lease: LEASE, now: h.t(2.0) };
+    assert_not_found(h.store.run_claim(&p).await, "claim by deregistered worker");
+    assert_not_found(h.heartbeat(&w.id, &[], h.t(2.0)).await, "heartbeat by deregistered worker");
+
+    let other = h.worker(&["echo"], h.t(3.0)).await;
+    assert_eq!(h.claim(&other.id, 10, h.t(3.0)).await.len(), 1, "the run was left for live workers");
+}
+
+/// A deregistered worker drains: it claims nothing new, but what it holds it may still complete.
+pub async fn deregistered_worker_still_completes_what_it_holds(h: Harness) {
+    h.create(job("echo"), h.now).await;
+    h.create(job("echo"), h.now).await;
+    let w = h.worker(&["echo"], h.now).await;
+    let c = h.claim_one(&w.id, h.now).await;
+    h.store.worker_deregister(&w.id, h.t(1.0)).await.expect("worker_deregister");
+    assert_eq!(h.store.worker_get(&w.id).await.expect("worker_get").state, WorkerState::Draining);
+
+    let done = h.complete(completion(&c, &w.id, RunState::Succeeded), h.t(2.0)).await.expect("complete while draining");
+    assert_eq!(done.state, RunState::Succeeded);
+    let p = ClaimParams { worker_id: w.id.clone(), max: 1, lease: LEASE, now: h.t(3.0) };
+    assert_not_found(h.store.run_claim(&p).await, "a draining worker claims nothing new");
+}

@@ -1,0 +1,259 @@
+//! The `Store` conformance suite against PostgreSQL, plus PostgreSQL-only cases (races between
+//! nodes on real row locks).
+//!
+//! Every test works in a fresh schema `t_<unix seconds>_<uuid>` of the database named by
+//! `SUNDIAL_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432/sundial_test`, created if
+//! missing). Schemas are left behind for inspection and swept by the first test of a later run
+//! once they are an hour old, so parallel test processes never drop each other's.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection};
+use sundial_core::domain::{job::JobRequest, trigger::TriggerWire, JobSpec, RunState};
+use sundial_core::store::postgres::PostgresStore;
+use sundial_core::store::{ClaimParams, Completion, JobCreate, SharedStore, Store, StoreError};
+
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/sundial_test";
+
+fn url() -> String {
+    std::env::var("SUNDIAL_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_URL.to_string())
+}
+
+/// Creates the test database if missing (racing test processes may both try).
+async fn ensure_database(url: &str) {
+    let opts: PgConnectOptions = url.parse().expect("SUNDIAL_TEST_PG_URL");
+    let db = opts.get_database().unwrap_or("sundial_test").to_string();
+    let mut admin = opts.clone().database("postgres").connect().await.expect("connect to database postgres");
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&db)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    if !exists {
+        if let Err(e) = sqlx::query(&format!("CREATE DATABASE \"{db}\"")).execute(&mut admin).await {
+            let code = e.as_database_error().and_then(|d| d.code()).map(|c| c.into_owned());
+            assert!(matches!(code.as_deref(), Some("42P04" | "23505")), "create database {db}: {e}");
+        }
+    }
+    let _ = admin.close().await;
+}
+
+/// Drops test schemas older than an hour (left by earlier runs).
+async fn sweep_old_schemas(url: &str) {
+    static SWEPT: AtomicBool = AtomicBool::new(false);
+    if SWEPT.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let opts: PgConnectOptions = url.parse().unwrap();
+    let mut conn = opts.connect().await.expect("connect to the test database");
+    let names: Vec<String> = sqlx::query_scalar(r"SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\_%'")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    let cutoff = chrono::Utc::now().timestamp() - 3600;
+    for name in names {
+        let born = name.split('_').nth(1).and_then(|s| s.parse::<i64>().ok());
+        if born.is_some_and(|b| b < cutoff) {
+            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE")).execute(&mut conn).await;
+        }
+    }
+    let _ = conn.close().await;
+}
+
+async fn open_pg() -> (PostgresStore, PostgresStore) {
+    let url = url();
+    ensure_database(&url).await;
+    sweep_old_schemas(&url).await;
+    let schema = format!("t_{}_{}", chrono::Utc::now().timestamp(), uuid::Uuid::now_v7().simple());
+    let a = PostgresStore::connect_with_schema(&url, &schema).await.expect("connect");
+    let b = PostgresStore::connect(&format!("{url}?schema={schema}")).await.expect("connect again");
+    (a, b)
+}
+
+/// A fresh, isolated database (schema), opened twice.
+async fn open() -> (SharedStore, SharedStore) {
+    let (a, b) = open_pg().await;
+    (Arc::new(a), Arc::new(b))
+}
+
+sundial_core::store_conformance!(open);
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL-only cases.
+
+fn t0() -> chrono::DateTime<chrono::Utc> {
+    "2026-11-24T08:00:00Z".parse().unwrap()
+}
+
+fn secs(s: i64) -> chrono::DateTime<chrono::Utc> {
+    t0() + chrono::Duration::seconds(s)
+}
+
+fn spec(name: Option<&str>, triggers: Vec<TriggerWire>, payload: serde_json::Value) -> JobCreate {
+    let spec = JobSpec::from_request(JobRequest {
+        handler: "echo".into(),
+        name: name.map(str::to_string),
+        payload: Some(payload),
+        triggers: if triggers.is_empty() { None } else { Some(triggers) },
+        ..Default::default()
+    })
+    .unwrap();
+    JobCreate { spec, derived_idempotency_key: None }
+}
+
+fn every(s: u64) -> TriggerWire {
+    TriggerWire { kind: "interval".into(), every: Some(Duration::from_secs(s)), ..Default::default() }
+}
+
+#[tokio::test]
+async fn schemas_isolate_stores_and_the_migration_table_lives_in_the_schema() {
+    let (a, _) = open_pg().await;
+    let (c, _) = open_pg().await;
+    a.job_create_many(vec![spec(Some("x"), vec![], serde_json::json!({}))], t0()).await.unwrap();
+    let f = sundial_core::store::JobFilter { limit: 10, ..Default::default() };
+    assert_eq!(a.job_list(&f, t0()).await.unwrap().items.len(), 1);
+    assert_eq!(c.job_list(&f, t0()).await.unwrap().items.len(), 0, "another schema sees nothing");
+    let opts: PgConnectOptions = url().parse().unwrap();
+    let mut conn = opts.connect().await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = $1 AND table_name = '_sqlx_migrations'")
+        .bind(a.schema().unwrap())
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert!(a.capabilities().multi_node);
+    assert!(matches!(PostgresStore::connect_with_schema(&url(), "Bad Name").await, Err(StoreError::Invalid(_))));
+}
+
+#[tokio::test]
+async fn unreachable_database_is_unavailable() {
+    let r = PostgresStore::connect("postgres://postgres@127.0.0.1:1/sundial_test?connect_timeout=2").await;
+    assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+}
+
+#[tokio::test]
+async fn smoke_create_fire_claim_complete_and_stale_attempt_is_rejected() {
+    let (a, b) = open_pg().await;
+    let created = a.job_create_many(vec![spec(Some("tick"), vec![every(10)], serde_json::json!({"n": 1}))], t0()).await.unwrap();
+    let job = created.into_iter().next().unwrap().unwrap();
+    assert!(job.created);
+    assert_eq!(job.job.next_fire_time, Some(secs(10)));
+    // Due twice by t=25 but within the misfire threshold: both fire, once each, across nodes.
+    let r1 = a.trigger_fire_due(secs(25), 100, Duration::from_secs(60)).await.unwrap();
+    let r2 = b.trigger_fire_due(secs(25), 100, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(r1.triggers + r2.triggers, 1);
+    let w = b.worker_register("w", &["echo".into()], 4, secs(25)).await.unwrap();
+    let claim = |max| ClaimParams { worker_id: w.id.clone(), max, lease: Duration::from_secs(30), now: secs(26) };
+    let got = a.run_claim(&claim(10)).await.unwrap();
+    assert!(!got.is_empty());
+    assert_eq!(got[0].attempt, 1);
+    assert_eq!(got[0].payload, serde_json::json!({"n": 1}));
+    let done = |attempt, state| Completion {
+        run_id: got[0].run_id.clone(),
+        worker_id: w.id.clone(),
+        attempt,
+        state,
+        output: Some(serde_json::json!({"ok": true})),
+        error: None,
+    };
+    let out = b.run_complete_many(vec![done(2, RunState::Succeeded), done(1, RunState::Succeeded), done(1, RunState::Failed)], secs(27)).await.unwrap();
+    assert!(matches!(out[0], Err(StoreError::StaleAttempt(_))), "{:?}", out[0]);
+    let run = out[1].as_ref().unwrap();
+    assert_eq!(run.state, RunState::Succeeded);
+    assert_eq!(run.output, Some(serde_json::json!({"ok": true})));
+    assert!(matches!(out[2], Err(StoreError::StaleAttempt(_))), "a repeat in one batch is stale");
+    let j = a.job_get(&job.job.id, secs(27)).await.unwrap();
+    assert_eq!(j.last_worker.as_deref(), Some(w.id.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_batches_racing_on_names_store_each_name_once() {
+    let (a, b) = open_pg().await;
+    let batch = |rev: bool, payload: i64| {
+        let mut v: Vec<JobCreate> =
+            (0..50).map(|i| spec(Some(&format!("job-{i}")), vec![every(60)], serde_json::json!({"p": payload}))).collect();
+        if rev {
+            v.reverse();
+        }
+        v
+    };
+    for round in 0..5 {
+        let (ra, rb) = tokio::join!(a.job_create_many(batch(false, round), t0()), b.job_create_many(batch(true, round), t0()));
+        let (ra, rb) = (ra.unwrap(), rb.unwrap());
+        for (x, y) in ra.iter().zip(rb.iter().rev()) {
+            let (x, y) = (x.as_ref(), y.as_ref());
+            match (x, y) {
+                (Ok(x), Ok(y)) => {
+                    assert_eq!(x.job.id, y.job.id, "same definition: one job, the other a replay");
+                    if round == 0 {
+                        assert!(x.created ^ y.created);
+                    } else {
+                        assert!(!x.created || !y.created);
+                    }
+                }
+                (Err(StoreError::Conflict { code: "name_conflict", .. }), Err(StoreError::Conflict { .. })) if round > 0 => {}
+                other => panic!("round {round}: {other:?}"),
+            }
+        }
+    }
+    let f = sundial_core::store::JobFilter { limit: 1000, ..Default::default() };
+    assert_eq!(a.job_list(&f, t0()).await.unwrap().items.len(), 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_schedulers_and_claimers_hand_out_each_fire_once() {
+    let (a, b) = open_pg().await;
+    let jobs: Vec<JobCreate> = (0..300).map(|i| spec(Some(&format!("j{i}")), vec![every(1)], serde_json::json!({}))).collect();
+    for r in a.job_create_many(jobs, t0()).await.unwrap() {
+        r.unwrap();
+    }
+    let wa = a.worker_register("a", &["echo".into()], 8, t0()).await.unwrap();
+    let wb = b.worker_register("b", &["echo".into()], 8, t0()).await.unwrap();
+    let mut tasks = Vec::new();
+    for (i, (s, w)) in [(a.clone(), wa.id.clone()), (b.clone(), wb.id.clone()), (a.clone(), wa.id.clone()), (b.clone(), wb.id.clone())].into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let mut claimed = Vec::new();
+            for step in 1..=5i64 {
+                s.trigger_fire_due(secs(step), 120 + i as u32, Duration::from_secs(60)).await.unwrap();
+                loop {
+                    let p = ClaimParams { worker_id: w.clone(), max: 50, lease: Duration::from_secs(30), now: secs(step) };
+                    let got = s.run_claim(&p).await.unwrap();
+                    if got.is_empty() {
+                        break;
+                    }
+                    let done: Vec<Completion> = got
+                        .iter()
+                        .map(|c| Completion {
+                            run_id: c.run_id.clone(),
+                            worker_id: w.clone(),
+                            attempt: c.attempt,
+                            state: RunState::Succeeded,
+                            output: None,
+                            error: None,
+                        })
+                        .collect();
+                    for r in s.run_complete_many(done, secs(step)).await.unwrap() {
+                        r.unwrap();
+                    }
+                    claimed.extend(got.into_iter().map(|c| c.run_id));
+                }
+            }
+            claimed
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    // Drain what the racing passes left due.
+    while a.trigger_fire_due(secs(5), 1000, Duration::from_secs(60)).await.unwrap().triggers > 0 {}
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), n, "no run handed out twice");
+    let stats = a.stats(secs(5)).await.unwrap();
+    let total: u64 = stats.runs_by_state.iter().map(|(_, n)| n).sum();
+    assert_eq!(total, 300 * 5, "one run per job per second: {stats:?}");
+}
