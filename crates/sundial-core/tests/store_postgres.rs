@@ -6,11 +6,11 @@
 //! missing). Schemas are left behind for inspection and swept by the first test of a later run
 //! once they are an hour old, so parallel test processes never drop each other's.
 
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection};
 use sundial_core::domain::{job::JobRequest, trigger::TriggerWire, JobSpec, RunState};
 use sundial_core::store::postgres::PostgresStore;
 use sundial_core::store::{ClaimParams, Completion, JobCreate, SharedStore, Store, StoreError};
@@ -117,11 +117,13 @@ async fn schemas_isolate_stores_and_the_migration_table_lives_in_the_schema() {
     assert_eq!(c.job_list(&f, t0()).await.unwrap().items.len(), 0, "another schema sees nothing");
     let opts: PgConnectOptions = url().parse().unwrap();
     let mut conn = opts.connect().await.unwrap();
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = $1 AND table_name = '_sqlx_migrations'")
-        .bind(a.schema().unwrap())
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = $1 AND table_name = '_sqlx_migrations'",
+    )
+    .bind(a.schema().unwrap())
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
     assert_eq!(n, 1);
     assert!(a.capabilities().multi_node);
     assert!(matches!(PostgresStore::connect_with_schema(&url(), "Bad Name").await, Err(StoreError::Invalid(_))));
@@ -129,14 +131,15 @@ async fn schemas_isolate_stores_and_the_migration_table_lives_in_the_schema() {
 
 #[tokio::test]
 async fn unreachable_database_is_unavailable() {
-    let r = PostgresStore::connect("postgres://postgres@127.0.0.1:1/sundial_test?connect_timeout=2").await;
+    let r = PostgresStore::connect("postgres://postgres@127.0.0.1:1/sundial_test").await;
     assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
 }
 
 #[tokio::test]
 async fn smoke_create_fire_claim_complete_and_stale_attempt_is_rejected() {
     let (a, b) = open_pg().await;
-    let created = a.job_create_many(vec![spec(Some("tick"), vec![every(10)], serde_json::json!({"n": 1}))], t0()).await.unwrap();
+    let created =
+        a.job_create_many(vec![spec(Some("tick"), vec![every(10)], serde_json::json!({"n": 1}))], t0()).await.unwrap();
     let job = created.into_iter().next().unwrap().unwrap();
     assert!(job.created);
     assert_eq!(job.job.next_fire_time, Some(secs(10)));
@@ -158,7 +161,13 @@ async fn smoke_create_fire_claim_complete_and_stale_attempt_is_rejected() {
         output: Some(serde_json::json!({"ok": true})),
         error: None,
     };
-    let out = b.run_complete_many(vec![done(2, RunState::Succeeded), done(1, RunState::Succeeded), done(1, RunState::Failed)], secs(27)).await.unwrap();
+    let out = b
+        .run_complete_many(
+            vec![done(2, RunState::Succeeded), done(1, RunState::Succeeded), done(1, RunState::Failed)],
+            secs(27),
+        )
+        .await
+        .unwrap();
     assert!(matches!(out[0], Err(StoreError::StaleAttempt(_))), "{:?}", out[0]);
     let run = out[1].as_ref().unwrap();
     assert_eq!(run.state, RunState::Succeeded);
@@ -172,15 +181,17 @@ async fn smoke_create_fire_claim_complete_and_stale_attempt_is_rejected() {
 async fn concurrent_batches_racing_on_names_store_each_name_once() {
     let (a, b) = open_pg().await;
     let batch = |rev: bool, payload: i64| {
-        let mut v: Vec<JobCreate> =
-            (0..50).map(|i| spec(Some(&format!("job-{i}")), vec![every(60)], serde_json::json!({"p": payload}))).collect();
+        let mut v: Vec<JobCreate> = (0..50)
+            .map(|i| spec(Some(&format!("job-{i}")), vec![every(60)], serde_json::json!({"p": payload})))
+            .collect();
         if rev {
             v.reverse();
         }
         v
     };
     for round in 0..5 {
-        let (ra, rb) = tokio::join!(a.job_create_many(batch(false, round), t0()), b.job_create_many(batch(true, round), t0()));
+        let (ra, rb) =
+            tokio::join!(a.job_create_many(batch(false, round), t0()), b.job_create_many(batch(true, round), t0()));
         let (ra, rb) = (ra.unwrap(), rb.unwrap());
         for (x, y) in ra.iter().zip(rb.iter().rev()) {
             let (x, y) = (x.as_ref(), y.as_ref());
@@ -193,7 +204,8 @@ async fn concurrent_batches_racing_on_names_store_each_name_once() {
                         assert!(!x.created || !y.created);
                     }
                 }
-                (Err(StoreError::Conflict { code: "name_conflict", .. }), Err(StoreError::Conflict { .. })) if round > 0 => {}
+                (Err(StoreError::Conflict { code: "name_conflict", .. }), Err(StoreError::Conflict { .. }))
+                    if round > 0 => {}
                 other => panic!("round {round}: {other:?}"),
             }
         }
@@ -205,20 +217,26 @@ async fn concurrent_batches_racing_on_names_store_each_name_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_schedulers_and_claimers_hand_out_each_fire_once() {
     let (a, b) = open_pg().await;
-    let jobs: Vec<JobCreate> = (0..300).map(|i| spec(Some(&format!("j{i}")), vec![every(1)], serde_json::json!({}))).collect();
+    let jobs: Vec<JobCreate> =
+        (0..300).map(|i| spec(Some(&format!("j{i}")), vec![every(1)], serde_json::json!({}))).collect();
     for r in a.job_create_many(jobs, t0()).await.unwrap() {
         r.unwrap();
     }
     let wa = a.worker_register("a", &["echo".into()], 8, t0()).await.unwrap();
     let wb = b.worker_register("b", &["echo".into()], 8, t0()).await.unwrap();
     let mut tasks = Vec::new();
-    for (i, (s, w)) in [(a.clone(), wa.id.clone()), (b.clone(), wb.id.clone()), (a.clone(), wa.id.clone()), (b.clone(), wb.id.clone())].into_iter().enumerate() {
+    for (i, (s, w)) in
+        [(a.clone(), wa.id.clone()), (b.clone(), wb.id.clone()), (a.clone(), wa.id.clone()), (b.clone(), wb.id.clone())]
+            .into_iter()
+            .enumerate()
+    {
         tasks.push(tokio::spawn(async move {
             let mut claimed = Vec::new();
             for step in 1..=5i64 {
                 s.trigger_fire_due(secs(step), 120 + i as u32, Duration::from_secs(60)).await.unwrap();
                 loop {
-                    let p = ClaimParams { worker_id: w.clone(), max: 50, lease: Duration::from_secs(30), now: secs(step) };
+                    let p =
+                        ClaimParams { worker_id: w.clone(), max: 50, lease: Duration::from_secs(30), now: secs(step) };
                     let got = s.run_claim(&p).await.unwrap();
                     if got.is_empty() {
                         break;
@@ -256,4 +274,75 @@ async fn many_schedulers_and_claimers_hand_out_each_fire_once() {
     let stats = a.stats(secs(5)).await.unwrap();
     let total: u64 = stats.runs_by_state.iter().map(|(_, n)| n).sum();
     assert_eq!(total, 300 * 5, "one run per job per second: {stats:?}");
+}
+
+#[tokio::test]
+async fn runs_ready_notices_reach_listeners_of_the_same_schema_only() {
+    let (a, b) = open_pg().await;
+    let (c, _) = open_pg().await;
+    let mut on_a = a.listen_runs_ready().await.unwrap();
+    let mut on_c = c.listen_runs_ready().await.unwrap();
+    // A job without triggers is a run due now: its commit on node b wakes node a.
+    b.job_create_many(vec![spec(None, vec![], serde_json::json!({}))], t0()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), on_a.recv()).await.expect("woken").unwrap();
+    assert!(tokio::time::timeout(Duration::from_millis(300), on_c.recv()).await.is_err(), "other schema: no notice");
+    // A fire that creates due runs wakes too; one without does not.
+    let job = b.job_create_many(vec![spec(None, vec![every(10)], serde_json::json!({}))], t0()).await.unwrap();
+    tokio::time::timeout(Duration::from_millis(300), on_a.recv()).await.ok();
+    assert_eq!(b.trigger_fire_due(secs(5), 10, Duration::from_secs(60)).await.unwrap().triggers, 0);
+    assert!(tokio::time::timeout(Duration::from_millis(300), on_a.recv()).await.is_err(), "nothing due: no notice");
+    assert_eq!(b.trigger_fire_due(secs(10), 10, Duration::from_secs(60)).await.unwrap().runs_pending, 1);
+    tokio::time::timeout(Duration::from_secs(5), on_a.recv()).await.expect("woken by the fire").unwrap();
+    drop(job);
+}
+
+/// Rough timings of the batched paths (run with `--ignored --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "timing, not behaviour"]
+async fn timing_of_batched_paths() {
+    let (a, _) = open_pg().await;
+    let start = std::time::Instant::now();
+    for chunk in 0..10 {
+        let jobs: Vec<JobCreate> =
+            (0..1000).map(|i| spec(Some(&format!("j{chunk}-{i}")), vec![every(1)], serde_json::json!({}))).collect();
+        for r in a.job_create_many(jobs, t0()).await.unwrap() {
+            r.unwrap();
+        }
+    }
+    println!("10 x job_create_many(1000): {:?}", start.elapsed());
+    let start = std::time::Instant::now();
+    let r = a.trigger_fire_due(secs(1), 10_000, Duration::from_secs(60)).await.unwrap();
+    println!("trigger_fire_due with {} due: {:?}", r.triggers, start.elapsed());
+    assert_eq!(r.runs_pending, 10_000);
+    let w = a.worker_register("w", &["echo".into()], 1000, secs(1)).await.unwrap();
+    let start = std::time::Instant::now();
+    let mut claimed = Vec::new();
+    for _ in 0..10 {
+        let p = ClaimParams { worker_id: w.id.clone(), max: 1000, lease: Duration::from_secs(30), now: secs(1) };
+        claimed.extend(a.run_claim(&p).await.unwrap());
+    }
+    println!("10 x run_claim(1000): {:?}", start.elapsed());
+    let start = std::time::Instant::now();
+    let held: Vec<(String, u32)> = claimed.iter().map(|c| (c.run_id.clone(), c.attempt)).collect();
+    let hb = a.run_heartbeat(&w.id, &held, Duration::from_secs(30), secs(2)).await.unwrap();
+    assert!(hb.lost.is_empty());
+    println!("run_heartbeat(10000): {:?}", start.elapsed());
+    let start = std::time::Instant::now();
+    for chunk in claimed.chunks(1000) {
+        let done = chunk
+            .iter()
+            .map(|c| Completion {
+                run_id: c.run_id.clone(),
+                worker_id: w.id.clone(),
+                attempt: c.attempt,
+                state: RunState::Succeeded,
+                output: Some(serde_json::json!({"ok": true})),
+                error: None,
+            })
+            .collect();
+        for r in a.run_complete_many(done, secs(3)).await.unwrap() {
+            r.unwrap();
+        }
+    }
+    println!("10 x run_complete_many(1000): {:?}", start.elapsed());
 }

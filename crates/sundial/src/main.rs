@@ -40,6 +40,8 @@ pub enum Command {
     /// Cron helpers.
     #[command(subcommand)]
     Cron(cli::cron::CronCmd),
+    /// Benchmark a server (started as a child on a fresh database) and check its results.
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -53,6 +55,7 @@ fn main() -> std::process::ExitCode {
             Command::Run(cmd) => cli::client::Client::new(&cli.server, cli.auth_token, cli.output).run(cmd).await,
             Command::Workers => cli::client::Client::new(&cli.server, cli.auth_token, cli.output).workers().await,
             Command::Cron(cmd) => cli::cron::run(cmd),
+            Command::Bench(args) => cli::bench::run(args).await,
         }
     });
     match result {

@@ -77,6 +77,8 @@ pub struct Run {
     pub handler: String,
     /// When it is due; a retry pushes it by the backoff.
     pub scheduled_for: DateTime<Utc>,
+    /// The due time that created it (never moved by retries); with `trigger_id`, unique.
+    pub fire_time: DateTime<Utc>,
     /// State.
     pub state: RunState,
     /// Number of claims so far (0 until first claimed).

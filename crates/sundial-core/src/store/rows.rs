@@ -136,6 +136,7 @@ pub(crate) struct RunRow {
     pub max_delay_us: i64,
     pub overlap: String,
     pub scheduled_for: i64,
+    pub fire_time: i64,
     pub state: String,
     pub attempt: i64,
     pub worker_id: Option<String>,
@@ -151,7 +152,7 @@ pub(crate) struct RunRow {
 
 /// Columns of [`RunRow`], for `SELECT`/`RETURNING` lists.
 pub(crate) const RUN_COLUMNS: &str = "id, job_id, trigger_id, namespace, handler, payload, priority, timeout_us, \
-     max_attempts, initial_delay_us, max_delay_us, overlap, scheduled_for, state, attempt, worker_id, \
+     max_attempts, initial_delay_us, max_delay_us, overlap, scheduled_for, fire_time, state, attempt, worker_id, \
      lease_expires_at, started_at, finished_at, output, error, reason, cancel_requested, created_at";
 
 impl RunRow {
@@ -179,6 +180,7 @@ impl RunRow {
             namespace: self.namespace,
             handler: self.handler,
             scheduled_for: ts(self.scheduled_for),
+            fire_time: ts(self.fire_time),
             attempt: self.attempt as u32,
             worker_id: self.worker_id,
             started_at: self.started_at.map(ts),

@@ -133,7 +133,12 @@ pub(crate) async fn do_complete(state: &AppState, run_id: &str, req: CompleteReq
             output: req.output,
             error: req.error,
         })
-        .await?;
+        .await
+        .inspect_err(|e| {
+            if matches!(e, sundial_core::store::StoreError::StaleAttempt(_)) {
+                metrics::counter!("sundial_completions_stale_total").increment(1);
+            }
+        })?;
     sundial_core::metrics::completed(reported.as_str(), run.state.as_str());
     if run.state == RunState::Pending {
         // A retry is due later; claimers waiting learn its time on their next look.

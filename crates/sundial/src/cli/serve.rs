@@ -35,6 +35,19 @@ pub struct ServeArgs {
     /// Finished runs older than this are pruned ("0s" keeps them forever).
     #[arg(long, env = "SUNDIAL_RETENTION", default_value = "7days", value_parser = super::parse_duration)]
     pub retention: Duration,
+    /// Kafka brokers (`HOST:PORT[,…]`): when given, the node also consumes job messages (each
+    /// the JSON of `POST /v1/jobs`, or `{"jobs": [...]}`) from `--kafka-topic`.
+    #[arg(long, env = "SUNDIAL_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+    /// Topic of job messages.
+    #[arg(long, env = "SUNDIAL_KAFKA_TOPIC", default_value = "jobs")]
+    pub kafka_topic: String,
+    /// Consumer group; every node joins the same one and they share the partitions.
+    #[arg(long, env = "SUNDIAL_KAFKA_GROUP", default_value = "sundial")]
+    pub kafka_group: String,
+    /// Topic invalid messages go to, with the reason in headers (default `<topic>.dlq`).
+    #[arg(long, env = "SUNDIAL_KAFKA_DLQ_TOPIC")]
+    pub kafka_dlq_topic: Option<String>,
 }
 
 /// `true`/`false`/`1`/`0`.
@@ -78,8 +91,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ..NodeConfig::default()
     };
     let node = Node::start(config).await.with_context(|| format!("starting node on {}", args.db))?;
+    let ingest = match args.kafka_brokers.filter(|b| !b.trim().is_empty()) {
+        Some(brokers) => {
+            let mut config = sundial_ingest::IngestConfig::new(brokers, args.kafka_topic);
+            config.group = args.kafka_group;
+            if let Some(dlq) = args.kafka_dlq_topic.filter(|d| !d.is_empty()) {
+                config.dlq_topic = dlq;
+            }
+            Some(sundial_ingest::Ingest::start(config, sundial_ingest::Target::from(&node.state))?)
+        }
+        None => None,
+    };
     tracing::info!(addr = %node.addr, db = %args.db, workers = args.workers, "sundial ready on http://{}", node.addr);
     super::shutdown_signal().await;
+    if let Some(ingest) = ingest {
+        // Commit what is stored and leave the group before the store goes away.
+        tracing::info!("shutting down: stopping kafka ingest");
+        ingest.stop().await;
+    }
     tracing::info!("shutting down: draining workers");
     node.stop().await;
     Ok(())

@@ -9,7 +9,9 @@ use serde_json::json;
 pub async fn create_returns_after_commit_and_is_visible_to_another_handle(h: Harness) {
     let r = JobRequest {
         name: Some("nightly-report".into()),
-        payload: Some(json!({"to": "a@b.c"})),
+        payload: Some(
+            json!({"to": "a@b.c", "ü": "✓ \"quoted\"", "list": [1, 2.5, null, true], "big": 9007199254740993u64}),
+        ),
         priority: Some(3),
         timeout: Some(Duration::from_secs(30)),
         triggers: Some(vec![every(15)]),
@@ -28,7 +30,7 @@ pub async fn create_returns_after_commit_and_is_visible_to_another_handle(h: Har
     assert_eq!(got.name, j.name);
     assert_eq!(got.namespace, j.namespace);
     assert_eq!(got.handler, j.handler);
-    assert_eq!(got.payload, json!({"to": "a@b.c"}));
+    assert_eq!(got.payload, j.payload, "the payload round-trips exactly");
     assert_eq!(got.priority, 3);
     assert_eq!(got.timeout, Some(Duration::from_secs(30)));
     assert_eq!(got.retry, RetryPolicy::default());
@@ -121,9 +123,12 @@ pub async fn batch_items_stand_alone(h: Harness) {
         submission(JobRequest { name: Some("a".into()), ..job("echo") }),
         submission(JobRequest { name: Some("taken".into()), payload: Some(json!({"other": true})), ..job("echo") }),
         submission(JobRequest { name: Some("b".into()), ..job("echo") }),
+        // Items see the ones before them in the same batch.
+        submission(JobRequest { name: Some("a".into()), payload: Some(json!({"other": true})), ..job("echo") }),
+        submission(JobRequest { name: Some("a".into()), ..job("echo") }),
     ];
     let out = h.store.job_create_many(items, h.t(1.0)).await.expect("job_create_many");
-    assert_eq!(out.len(), 3, "one outcome per item, in order");
+    assert_eq!(out.len(), 5, "one outcome per item, in order");
     let a = out[0].as_ref().expect("item 0 stored");
     assert!(a.created);
     assert_eq!(a.job.name, "a");
@@ -134,6 +139,13 @@ pub async fn batch_items_stand_alone(h: Harness) {
     let b = out[2].as_ref().expect("item 2 stored");
     assert!(b.created);
     assert_eq!(b.job.name, "b");
+    match &out[3] {
+        Err(StoreError::Conflict { code: "name_conflict", .. }) => {}
+        other => panic!("item 3 (name of item 0, other definition): expected name_conflict, got {other:?}"),
+    }
+    let replay = out[4].as_ref().expect("item 4 is a replay of item 0");
+    assert!(!replay.created);
+    assert_eq!(replay.job.id, a.job.id);
     for id in [&a.job.id, &b.job.id] {
         h.other.job_get(id, h.now).await.expect("stored items are committed");
     }
@@ -340,6 +352,10 @@ pub async fn update_replaces_triggers(h: Harness) {
     assert_eq!(runs[0].payload, json!({"v": 2}), "the run snapshots the updated definition");
 
     assert_not_found(h.store.job_update("no-such-job", spec(job("echo")), h.now).await, "update of unknown job");
+    h.create(JobRequest { name: Some("other".into()), ..job("echo") }, h.t(6.0)).await;
+    let rename = spec(JobRequest { name: Some("other".into()), ..job("echo") });
+    assert_conflict(h.store.job_update(&j.id, rename, h.t(7.0)).await, "name_conflict");
+    assert_eq!(h.job(&j.id, h.t(7.0)).await.name, "u", "a refused update changes nothing");
 }
 
 /// Deleting a job removes it and its triggers; its pending runs become `cancelled` with reason

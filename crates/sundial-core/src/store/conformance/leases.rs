@@ -113,6 +113,21 @@ pub async fn failed_attempt_is_retried_after_backoff_then_exhausts_to_failed_wit
     assert!(h.claim(&w.id, 10, failed_at + chrono::TimeDelta::hours(1)).await.is_empty(), "never claimed a 4th time");
 }
 
+/// A worker reporting `timed_out` is retried like a failure while attempts remain; the last
+/// attempt ends `timed_out`.
+pub async fn complete_timed_out_is_retried_then_the_last_ends_timed_out(h: Harness) {
+    let (_, w) = one_run(&h, 2).await;
+    let c = h.claim_one(&w.id, h.now).await;
+    let r = h.complete(completion(&c, &w.id, RunState::TimedOut), h.t(10.0)).await.expect("complete");
+    assert_eq!(r.state, RunState::Pending, "an attempt left: retried");
+    assert_backoff(r.scheduled_for, h.t(10.0), 1);
+    let c2 = h.claim_one(&w.id, h.t(12.0)).await;
+    assert_eq!(c2.attempt, 2);
+    let r = h.complete(completion(&c2, &w.id, RunState::TimedOut), h.t(22.0)).await.expect("complete");
+    assert_eq!((r.state, r.finished_at), (RunState::TimedOut, Some(h.t(22.0))));
+    assert!(r.reason.is_some(), "a timed-out run says why");
+}
+
 /// A last attempt whose lease expires ends `failed` with reason `lease expired`; before the
 /// lease ends the reaper leaves it alone.
 pub async fn expired_lease_on_last_attempt_ends_failed_with_reason_lease_expired(h: Harness) {

@@ -27,6 +27,10 @@
 //! [`Harness::other`] is a second handle on the same database: durability is checked by reading
 //! back through it, and the race cases run the two handles against each other, as two scheduler
 //! nodes would.
+//!
+//! Backends differ only through [`Store::capabilities`](super::Store::capabilities), never by
+//! name; no case branches on the backend. A change to the `Store` trait or to a backend lands
+//! with a case here.
 
 pub mod jobs;
 pub mod leases;
@@ -331,11 +335,13 @@ macro_rules! store_conformance {
                 current cancel_pending_is_immediate_and_cancel_finished_is_already_finished,
                 current prune_deletes_only_finished_runs_older_than_cutoff,
                 current run_list_filters_and_pagination,
+                current stats_count_runs_jobs_triggers_and_workers,
             }
             leases {
                 current complete_with_stale_attempt_is_rejected_and_changes_nothing,
                 current second_complete_of_finished_run_is_stale,
                 current failed_attempt_is_retried_after_backoff_then_exhausts_to_failed_with_reason,
+                current complete_timed_out_is_retried_then_the_last_ends_timed_out,
                 current expired_lease_on_last_attempt_ends_failed_with_reason_lease_expired,
                 current heartbeat_extends_lease_and_reports_lost_and_cancel,
                 current heartbeat_from_dead_worker_revives_it_and_lists_recovered_runs_as_lost,

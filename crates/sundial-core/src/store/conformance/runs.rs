@@ -1,6 +1,7 @@
 //! Runs: claims (order, due-ness, handlers, attempts, leases), cancel, prune and listing.
 
 use super::*;
+use crate::domain::WorkerState;
 use serde_json::json;
 
 fn claimed_jobs(claims: &[ClaimedRun]) -> Vec<String> {
@@ -265,4 +266,26 @@ pub async fn run_list_filters_and_pagination(h: Harness) {
         Err(StoreError::Invalid(_)) => {}
         other => panic!("a malformed cursor is Invalid, got {other:?}"),
     }
+}
+
+/// `stats` counts runs by state, due pending work and the oldest due run's wait, jobs,
+/// triggers with a fire left and workers by state; `ping` answers.
+pub async fn stats_count_runs_jobs_triggers_and_workers(h: Harness) {
+    h.store.ping().await.expect("ping");
+    h.create(job("echo"), h.now).await;
+    h.create(job("echo"), h.t(10.0)).await;
+    h.create(JobRequest { triggers: Some(vec![every(60)]), ..job("echo") }, h.now).await;
+    h.create(JobRequest { triggers: Some(vec![once(h.t(5.0))]), ..job("echo") }, h.now).await;
+    assert_eq!(h.fire(h.t(5.0)).await.runs_pending, 1);
+    let w = h.worker(&["echo"], h.now).await;
+    assert_eq!(h.claim_one(&w.id, h.t(5.0)).await.scheduled_for, h.now);
+
+    let s = h.other.stats(h.t(20.0)).await.expect("stats");
+    let runs = |state: RunState| s.runs_by_state.iter().find(|(st, _)| *st == state).map_or(0, |(_, n)| *n);
+    assert_eq!((runs(RunState::Pending), runs(RunState::Running), runs(RunState::Succeeded)), (2, 1, 0), "{s:?}");
+    assert_eq!(s.runs_due, 2, "{s:?}");
+    assert!((s.oldest_due_wait_s - 15.0).abs() < 1e-3, "the run due at T+5 has waited 15 s: {s:?}");
+    assert_eq!((s.jobs, s.triggers_active), (4, 1), "the once trigger is spent: {s:?}");
+    let workers = |state: WorkerState| s.workers_by_state.iter().find(|(st, _)| *st == state).map_or(0, |(_, n)| *n);
+    assert_eq!((workers(WorkerState::Active), workers(WorkerState::Dead)), (1, 0), "{s:?}");
 }

@@ -99,12 +99,14 @@ pub async fn fire_due_cost_ignores_far_future_triggers(h: Harness) {
     assert_eq!(h.store.trigger_next_due().await.expect("trigger_next_due"), Some(far));
 }
 
-/// A `once` trigger fires at its instant, once, and then has no next fire time.
+/// A `once` trigger fires at its instant (kept to the microsecond), once, and then has no next
+/// fire time.
 pub async fn once_trigger_fires_once_at_its_time(h: Harness) {
-    let at = h.t(100.0);
+    let at = h.t(100.123_456);
     let j = h.create(JobRequest { triggers: Some(vec![once(at)]), ..job("echo") }, h.now).await;
     assert_eq!(j.next_fire_time, Some(at));
-    assert_eq!(h.fire(h.t(99.0)).await, FireReport::default());
+    assert_eq!(h.job(&j.id, h.now).await.next_fire_time, Some(at), "no drift storing and reading instants");
+    assert_eq!(h.fire(at - chrono::TimeDelta::microseconds(1)).await, FireReport::default());
     assert_eq!(h.fire(at).await.runs_pending, 1);
     assert_eq!(h.fire(h.t(200.0)).await, FireReport::default());
     let runs = h.runs(&j.id).await;
@@ -126,6 +128,7 @@ async fn an_interval_nine_times_behind(
     let report = h.fire(h.t(630.0)).await;
     let t = only_trigger(h, &j.id, h.t(630.0)).await;
     assert_eq!((t.fires, t.next_fire_at), (10, Some(h.t(660.0))), "every due time counts toward fires");
+    assert_eq!((t.spec.misfire, t.spec.catch_up_limit), (misfire, catch_up_limit), "the policy round-trips");
     (j, report)
 }
 

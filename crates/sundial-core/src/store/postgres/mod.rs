@@ -5,7 +5,8 @@
 //! * claims, due triggers, expired leases and prunes are picked with `FOR UPDATE SKIP LOCKED`,
 //!   so nodes never wait on each other's picks;
 //! * overlap decisions are serialised per job by locking the job's row (`buffer_one`,
-//!   `skip`, `cancel_other` jobs only);
+//!   `skip`, `cancel_other` jobs only), and so are settlements that read the job (a retry
+//!   checks `paused`; a `buffer_one` finish releases the waiting run);
 //! * to rule out deadlocks, every transaction takes row locks in one order: triggers, then jobs
 //!   (sorted by id), then runs (sorted by id); a transaction that already holds run locks only
 //!   takes job locks with `SKIP LOCKED`;
@@ -37,6 +38,40 @@ const POOL_SIZE: u32 = 16;
 /// Marks [`StoreError::Unavailable`] messages of transient transaction failures (deadlock,
 /// serialization failure) that a caller may simply retry.
 const RETRYABLE: &str = "transient conflict with a concurrent transaction";
+
+/// The notification channel of [`PostgresStore::listen_runs_ready`]; the payload is the schema.
+const READY_CHANNEL: &str = "sundial_runs_ready";
+
+/// Wake-ups for idle claimers: see [`PostgresStore::listen_runs_ready`].
+pub struct RunsReadyListener {
+    listener: sqlx::postgres::PgListener,
+    schema: String,
+}
+
+impl std::fmt::Debug for RunsReadyListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunsReadyListener").field("schema", &self.schema).finish_non_exhaustive()
+    }
+}
+
+impl RunsReadyListener {
+    /// Waits for the next notice. Several notices may arrive as one, and a lost connection
+    /// (reconnected on the next call) also returns, since notices sent meanwhile are lost: a
+    /// caller treats every return as "look now", never as a promise that a run is there.
+    pub async fn recv(&mut self) -> Result<()> {
+        loop {
+            match self.listener.try_recv().await.map_err(db_err)? {
+                None => return Ok(()),
+                Some(n) if n.payload() == self.schema => {
+                    // Drain what is already buffered: one wake-up for a burst.
+                    while self.listener.next_buffered().is_some() {}
+                    return Ok(());
+                }
+                Some(_) => {}
+            }
+        }
+    }
+}
 
 /// The PostgreSQL-backed [`Store`].
 #[derive(Debug, Clone)]
@@ -180,6 +215,27 @@ impl PostgresStore {
         self.schema.as_deref()
     }
 
+    /// Listens for "runs may be ready" notices from every node sharing this database (and
+    /// schema): sent when a commit makes pending runs due (fires, submissions, manual runs,
+    /// resumes), so idle claimers can look at once instead of waiting out a poll interval.
+    pub async fn listen_runs_ready(&self) -> Result<RunsReadyListener> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await.map_err(db_err)?;
+        listener.listen(READY_CHANNEL).await.map_err(db_err)?;
+        Ok(RunsReadyListener { listener, schema: self.schema.clone().unwrap_or_default() })
+    }
+
+    /// Queues a [`READY_CHANNEL`] notice, delivered when (and only if) `tx` commits; PostgreSQL
+    /// folds repeats within one transaction into one.
+    async fn notify_ready(&self, tx: &mut Tx) -> Result<()> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(READY_CHANNEL)
+            .bind(self.schema.as_deref().unwrap_or_default())
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
     async fn begin(&self) -> Result<Tx> {
         self.pool.begin().await.map_err(db_err)
     }
@@ -301,6 +357,9 @@ impl PostgresStore {
             })
             .collect();
         insert_runs(&mut tx, once.iter()).await?;
+        if once.iter().any(|r| !r.held) {
+            self.notify_ready(&mut tx).await?;
+        }
         tx.commit().await.map_err(db_err)?;
         for (i, id, name) in created {
             let mut spec = jobs[i].spec.clone();
@@ -766,8 +825,9 @@ struct Settle<'a> {
 }
 
 /// Applies settlements to running runs in one statement, each fenced by `(worker_id,
-/// attempt)`; then lets `buffer_one` jobs' waiting runs go. The caller holds the row locks of
-/// the runs and of their `buffer_one` jobs. Returns the updated rows by id.
+/// attempt)`; a retry of a paused job's run is held until resume. Then lets `buffer_one` jobs'
+/// waiting runs go. The caller holds the row locks of the runs and of the jobs that
+/// [`must_lock_job`] names. Returns the updated rows by id.
 async fn settle_rows(tx: &mut Tx, items: &[Settle<'_>], now: Timestamp) -> Result<HashMap<String, RunRow>> {
     if items.is_empty() {
         return Ok(HashMap::new());
@@ -800,7 +860,9 @@ async fn settle_rows(tx: &mut Tx, items: &[Settle<'_>], now: Timestamp) -> Resul
     let rows: Vec<RunRow> = sqlx::query_as(&format!(
         "UPDATE runs SET state = u_state, scheduled_for = COALESCE(u_retry_at, scheduled_for), \
          finished_at = u_finished, ended_at = $1, output = COALESCE(u_output, output), \
-         error = COALESCE(u_error, error), reason = u_reason, lease_expires_at = NULL \
+         error = COALESCE(u_error, error), reason = u_reason, lease_expires_at = NULL, \
+         held = CASE WHEN u_state = 'pending' THEN NOT manual AND COALESCE((SELECT j.paused FROM jobs j \
+           WHERE j.id = runs.job_id), FALSE) ELSE held END \
          FROM UNNEST($2::text[], $3::text[], $4::int8[], $5::int8[], $6::text[], $7::text[], $8::text[], \
          $9::text[], $10::int8[]) AS u(u_id, u_state, u_retry_at, u_finished, u_output, u_error, u_reason, \
          u_worker, u_attempt) \
@@ -830,23 +892,31 @@ async fn settle_rows(tx: &mut Tx, items: &[Settle<'_>], now: Timestamp) -> Resul
     Ok(rows.into_iter().map(|r| (r.id.clone(), r)).collect())
 }
 
-/// The `buffer_one` jobs of these runs.
-fn buffer_one_jobs<'a>(rows: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<String> {
-    let mut jobs: Vec<String> = rows
-        .into_iter()
-        .filter(|(_, overlap)| *overlap == Overlap::BufferOne.as_str())
-        .map(|(job, _)| job.to_string())
-        .collect();
-    jobs.sort_unstable();
-    jobs.dedup();
-    jobs
+/// Whether settling a run reads or writes its job's state, so the job's row must be locked
+/// first: a `buffer_one` job's waiting run is released, and a retry reads `paused` (a
+/// concurrent pause must not miss the run going back to `pending`).
+fn must_lock_job(overlap: &str, attempt: i64, max_attempts: i64, may_retry: bool) -> bool {
+    overlap == Overlap::BufferOne.as_str() || (may_retry && attempt < max_attempts)
 }
 
-/// For a transaction that already holds run locks (the reaper): locks the `buffer_one` jobs
-/// of `rows` without waiting, and drops the rows whose job is locked elsewhere (they are
-/// retried on the next pass). Never waiting here keeps the lock order deadlock-free.
-async fn lock_jobs_or_skip(tx: &mut Tx, rows: &mut Vec<RunRow>) -> Result<()> {
-    let jobs = buffer_one_jobs(rows.iter().map(|r| (r.job_id.as_str(), r.overlap.as_str())));
+/// Whether an attempt that ended so may go back to `pending`.
+fn may_retry(ended: Ended) -> bool {
+    !matches!(ended, Ended::Reported(RunState::Succeeded | RunState::Cancelled))
+}
+
+fn sorted_unique(mut v: Vec<String>) -> Vec<String> {
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// For a transaction that already holds run locks (the reaper): locks the jobs of `rows` that
+/// [`must_lock_job`] names, without waiting, and drops the rows whose job is locked elsewhere
+/// (they are picked again on the next pass). Never waiting here keeps the lock order
+/// deadlock-free.
+async fn lock_jobs_or_skip(tx: &mut Tx, rows: &mut Vec<RunRow>, ended: Ended) -> Result<()> {
+    let needs = |r: &RunRow| must_lock_job(&r.overlap, r.attempt, r.max_attempts, may_retry(ended));
+    let jobs = sorted_unique(rows.iter().filter(|r| needs(r)).map(|r| r.job_id.clone()).collect());
     if jobs.is_empty() {
         return Ok(());
     }
@@ -865,7 +935,7 @@ async fn lock_jobs_or_skip(tx: &mut Tx, rows: &mut Vec<RunRow>) -> Result<()> {
         .await
         .map_err(db_err)?;
     let busy: HashSet<String> = existing.into_iter().filter(|id| !locked.contains(id)).collect();
-    rows.retain(|r| r.overlap != Overlap::BufferOne.as_str() || !busy.contains(&r.job_id));
+    rows.retain(|r| !(needs(r) && busy.contains(&r.job_id)));
     Ok(())
 }
 
@@ -1086,6 +1156,9 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
+        if !paused {
+            self.notify_ready(&mut tx).await?;
+        }
         tx.commit().await.map_err(db_err)?;
         self.job_get(id, now).await
     }
@@ -1101,6 +1174,9 @@ impl Store for PostgresStore {
                 .map_err(db_err)?;
         let snap = snap.ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
         let run = insert_untriggered(&mut tx, NewRun::untriggered(snap, now, false, true), us(now)).await?;
+        if run.state == RunState::Pending && !run.blocked {
+            self.notify_ready(&mut tx).await?;
+        }
         let row = run_row(&mut tx, &run.id, false).await?.ok_or_else(|| StoreError::Internal("run vanished".into()))?;
         tx.commit().await.map_err(db_err)?;
         row.into_run()
@@ -1175,6 +1251,9 @@ impl Store for PostgresStore {
         }
         cancel_pending(&mut tx, &actions.cancel_pending, us(now)).await?;
         request_cancel(&mut tx, &actions.cancel_running).await?;
+        if actions.inserts.iter().any(|r| r.state == RunState::Pending && !r.blocked) {
+            self.notify_ready(&mut tx).await?;
+        }
         tx.commit().await.map_err(db_err)?;
         Ok(actions.report())
     }
@@ -1276,7 +1355,7 @@ impl Store for PostgresStore {
         };
         tx.commit().await.map_err(db_err)?;
         let mut claimed: Vec<ClaimedRun> = rows.into_iter().map(RunRow::into_claimed).collect::<Result<_>>()?;
-        claimed.sort_by(|a, b| a.scheduled_for.cmp(&b.scheduled_for));
+        claimed.sort_by_key(|c| c.scheduled_for);
         Ok(claimed)
     }
 
@@ -1292,21 +1371,19 @@ impl Store for PostgresStore {
         let expires = us(now) + dur_us(lease);
         let mut out = HeartbeatOutcome { lease_expires_at: Some(ts(expires)), ..Default::default() };
         if !runs.is_empty() {
-            let ids: Vec<String> = runs.iter().map(|(id, _)| id.clone()).collect();
-            let attempts: Vec<i64> = runs.iter().map(|(_, a)| *a as i64).collect();
-            // Rows locked in id order (as completions lock them), then extended in one statement.
+            // One statement, driven by an index (the primary key, or this worker's running runs);
+            // the attempt is fenced with a filter on `id:attempt` rather than a join with the
+            // list, as a join of two large inputs is one bad row estimate away from quadratic.
+            // Sorted ids: an index scan locks the rows in id order, as completions do.
+            let keys: Vec<String> = runs.iter().map(|(id, a)| format!("{id}:{a}")).collect();
             let held: Vec<(String, i64, bool)> = sqlx::query_as(
-                "WITH hb AS (SELECT DISTINCT * FROM UNNEST($2::text[], $3::int8[]) AS h(run_id, att)), \
-                 mine AS (SELECT r.id FROM runs r JOIN hb ON r.id = hb.run_id AND r.attempt = hb.att \
-                   WHERE r.worker_id = $4 AND r.state = 'running' ORDER BY r.id FOR UPDATE OF r) \
-                 UPDATE runs SET lease_expires_at = $1 FROM mine \
-                 WHERE runs.id = mine.id AND runs.worker_id = $4 AND runs.state = 'running' \
-                 RETURNING runs.id, runs.attempt, runs.cancel_requested",
+                "UPDATE runs SET lease_expires_at = $1 WHERE id = ANY($2) AND worker_id = $3 AND state = 'running' \
+                 AND id || ':' || attempt = ANY($4) RETURNING id, attempt, cancel_requested",
             )
             .bind(expires)
-            .bind(ids)
-            .bind(attempts)
+            .bind(sorted_unique(runs.iter().map(|(id, _)| id.clone()).collect()))
             .bind(worker_id)
+            .bind(keys)
             .fetch_all(&mut *tx)
             .await
             .map_err(db_err)?;
@@ -1331,14 +1408,24 @@ impl Store for PostgresStore {
         ids.sort_unstable();
         ids.dedup();
         let mut tx = self.begin().await?;
-        // Lock order: the buffer_one jobs first (their waiting runs are released below), then the
+        // Lock order: the jobs settling reads or writes (see `must_lock_job`) first, then the
         // runs, sorted by id.
-        let peek: Vec<(String, String)> = sqlx::query_as("SELECT job_id, overlap FROM runs WHERE id = ANY($1)")
-            .bind(&ids)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        lock_jobs(&mut tx, &buffer_one_jobs(peek.iter().map(|(j, o)| (j.as_str(), o.as_str())))).await?;
+        let peek: Vec<(String, String, String, i64, i64)> =
+            sqlx::query_as("SELECT id, job_id, overlap, attempt, max_attempts FROM runs WHERE id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        let retrying: HashSet<&str> =
+            completions.iter().filter(|c| may_retry(Ended::Reported(c.state))).map(|c| c.run_id.as_str()).collect();
+        let jobs = peek
+            .iter()
+            .filter(|(id, _, overlap, attempt, max)| {
+                must_lock_job(overlap, *attempt, *max, retrying.contains(id.as_str()))
+            })
+            .map(|(_, job, ..)| job.clone())
+            .collect();
+        lock_jobs(&mut tx, &sorted_unique(jobs)).await?;
         let rows: Vec<RunRow> =
             sqlx::query_as(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ANY($1) ORDER BY id FOR UPDATE"))
                 .bind(&ids)
@@ -1420,7 +1507,7 @@ impl Store for PostgresStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(db_err)?;
-        lock_jobs_or_skip(&mut tx, &mut expired).await?;
+        lock_jobs_or_skip(&mut tx, &mut expired, Ended::LeaseExpired).await?;
         let order: Vec<String> = expired.iter().map(|r| r.id.clone()).collect();
         let items: Vec<Settle> = expired
             .into_iter()
@@ -1442,7 +1529,7 @@ impl Store for PostgresStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(db_err)?;
-        lock_jobs_or_skip(&mut tx, &mut overrun).await?;
+        lock_jobs_or_skip(&mut tx, &mut overrun, Ended::TimeoutOverrun).await?;
         let order: Vec<String> = overrun.iter().map(|r| r.id.clone()).collect();
         let items: Vec<Settle> = overrun
             .into_iter()

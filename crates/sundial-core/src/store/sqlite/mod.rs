@@ -335,7 +335,8 @@ async fn apply_settlement(
     let finished = s.state.is_finished().then_some(us(now));
     let updated: Option<RunRow> = sqlx::query_as(&format!(
         "UPDATE runs SET state = ?, scheduled_for = COALESCE(?, scheduled_for), finished_at = ?, ended_at = ?, \
-         output = COALESCE(?, output), error = COALESCE(?, error), reason = ?, lease_expires_at = NULL \
+         output = COALESCE(?, output), error = COALESCE(?, error), reason = ?, lease_expires_at = NULL, \
+         held = (? = 'pending' AND manual = 0 AND EXISTS (SELECT 1 FROM jobs j WHERE j.id = runs.job_id AND j.paused = 1)) \
          WHERE id = ? AND worker_id = ? AND attempt = ? AND state = 'running' RETURNING {RUN_COLUMNS}"
     ))
     .bind(s.state.as_str())
@@ -345,6 +346,8 @@ async fn apply_settlement(
     .bind(output.map(|o| o.to_string()))
     .bind(error)
     .bind(&s.reason)
+    // A retry of a paused job's run waits for resume like its other pending runs.
+    .bind(s.state.as_str())
     .bind(&row.id)
     .bind(&row.worker_id)
     .bind(row.attempt)

@@ -75,13 +75,14 @@ CREATE TABLE runs (
 ) WITH (fillfactor = 80);
 CREATE INDEX runs_claim ON runs (handler, priority DESC, scheduled_for) WHERE state = 'pending' AND NOT held AND NOT blocked;
 CREATE INDEX runs_pending_due ON runs (scheduled_for) WHERE state = 'pending' AND NOT held AND NOT blocked;
-CREATE INDEX runs_running ON runs (lease_expires_at) WHERE state = 'running';
+-- Unlike SQLite's (lease_expires_at): no index covers lease_expires_at, so a heartbeat is a
+-- HOT update (no index writes). The reaper scans the running runs (bounded by the workers'
+-- capacity); worker lists count them per worker.
+CREATE INDEX runs_running ON runs (worker_id) WHERE state = 'running';
 CREATE INDEX runs_job ON runs (job_id, state);
 CREATE INDEX runs_job_started ON runs (job_id, started_at);
 CREATE INDEX runs_list ON runs (scheduled_for DESC, id DESC);
 CREATE INDEX runs_finished ON runs (finished_at) WHERE finished_at IS NOT NULL;
--- Not in the SQLite schema: the reaper and the worker list count runs per worker.
-CREATE INDEX runs_worker ON runs (worker_id) WHERE state = 'running';
 
 -- Every claim and heartbeat rewrites last_heartbeat.
 CREATE TABLE workers (
