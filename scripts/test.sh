@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test of sundial. Needs: a Rust toolchain, python3, and PostgreSQL reachable at
+# Runs every test of sundial. Needs: a Rust toolchain, python3, Chromium (installed from
+# Debian's packages when missing and run as root), and PostgreSQL reachable at
 # $SUNDIAL_TEST_PG_URL (default postgres://postgres@127.0.0.1:5432/sundial_test; the database
 # is created if missing). On this project's machines a local PostgreSQL is started if it is down.
 set -euo pipefail
@@ -19,6 +20,12 @@ db="${SUNDIAL_TEST_PG_URL##*/}"
 if command -v psql >/dev/null; then
   psql "$admin_url" -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 \
     || psql "$admin_url" -qc "CREATE DATABASE \"$db\""
+fi
+
+# The dashboard test drives a real headless Chromium.
+if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  echo "installing chromium for the dashboard test"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 
 cargo test --workspace --all-targets -- --test-threads 4

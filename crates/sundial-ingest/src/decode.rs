@@ -122,8 +122,8 @@ mod tests {
 
     #[test]
     fn batch_items_get_one_key_each() {
-        let d = decode(&src(), Some(br#"{"jobs": [{"handler": "a"}, {"handler": "b", "idempotency_key": "k"}]}"#))
-            .unwrap();
+        let d =
+            decode(&src(), Some(br#"{"jobs": [{"handler": "a"}, {"handler": "b", "idempotency_key": "k"}]}"#)).unwrap();
         assert!(d.batch);
         assert_eq!(d.jobs[0].derived_idempotency_key.as_deref(), Some("kafka:jobs/2/41/0"));
         assert_eq!(d.jobs[1].derived_idempotency_key, None);
@@ -138,8 +138,8 @@ mod tests {
 
     #[test]
     fn invalid_values_name_the_field_as_the_api_does() {
-        let e = decode(&src(), Some(br#"{"handler": "x", "triggers": [{"kind": "cron", "expr": "nope"}]}"#))
-            .unwrap_err();
+        let e =
+            decode(&src(), Some(br#"{"handler": "x", "triggers": [{"kind": "cron", "expr": "nope"}]}"#)).unwrap_err();
         assert_eq!(e.code, "invalid_value");
         assert!(e.message.starts_with("triggers[0].expr"), "{}", e.message);
         let e = decode(&src(), None).unwrap_err();

@@ -268,6 +268,9 @@ fn describe_metrics() {
     metrics::describe_counter!("sundial_kafka_dead_lettered_total", "Kafka messages sent to the dead-letter topic");
     metrics::describe_gauge!("sundial_kafka_consumer_lag", "Messages not yet consumed on this node's partitions");
     metrics::describe_gauge!("sundial_kafka_assigned_partitions", "Partitions this node consumes");
-    metrics::describe_counter!("sundial_kafka_store_retries_total", "Batches retried because the store was unavailable");
+    metrics::describe_counter!(
+        "sundial_kafka_store_retries_total",
+        "Batches retried because the store was unavailable"
+    );
     metrics::describe_histogram!("sundial_kafka_batch_size", "Kafka messages stored per transaction");
 }

@@ -97,7 +97,10 @@ where
                 Err((e, r)) => {
                     // Queue full: let deliveries drain.
                     assert!(
-                        matches!(e, rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)),
+                        matches!(
+                            e,
+                            rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                        ),
                         "producing to {topic}: {e}"
                     );
                     rec = r;
@@ -172,4 +175,3 @@ pub fn header(m: &OwnedMessage, key: &str) -> Option<String> {
 pub fn text(m: &OwnedMessage) -> String {
     String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned()
 }
-

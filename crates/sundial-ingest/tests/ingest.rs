@@ -143,11 +143,8 @@ async fn redelivered_messages_map_to_the_jobs_they_created() {
     again.group = unique("replay");
     let second = Ingest::start(again.clone(), Target::from(&f.node.state)).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", testing::BROKERS)
-        .set("group.id", &again.group)
-        .create()
-        .unwrap();
+    let c: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", testing::BROKERS).set("group.id", &again.group).create().unwrap();
     loop {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&f.topic, 0);

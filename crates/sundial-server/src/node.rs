@@ -56,6 +56,33 @@ impl Default for NodeConfig {
     }
 }
 
+/// Relays other nodes' "runs ready" notices (PostgreSQL LISTEN/NOTIFY) to this node's idle
+/// claimers, reconnecting after errors. A no-op for single-node backends.
+async fn relay_wakeups(store: sundial_core::store::SharedStore, signals: Arc<Signals>, shutdown: CancellationToken) {
+    while !shutdown.is_cancelled() {
+        let mut wakeups = match store.wakeups().await {
+            Ok(Some(w)) => w,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "LISTEN failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = wakeups.recv() => match r {
+                    Ok(()) => signals.runs_ready.notify_waiters(),
+                    Err(_) => break,
+                },
+            }
+        }
+    }
+}
+
 /// A started node.
 pub struct Node {
     /// The address it listens on.
@@ -101,6 +128,7 @@ impl Node {
             },
         );
         tasks.push(tokio::spawn(reaper.run(shutdown.clone())));
+        tasks.push(tokio::spawn(relay_wakeups(store.clone(), signals.clone(), shutdown.clone())));
 
         let listener = tokio::net::TcpListener::bind(&config.listen).await?;
         let addr = listener.local_addr()?;

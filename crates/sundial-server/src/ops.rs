@@ -30,8 +30,9 @@ pub async fn healthz() -> impl IntoResponse {
 /// Store reachable: 200, else 503. Bounded, so a load balancer's probe never hangs on a
 /// database that is down (the pool would otherwise keep retrying its connect).
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let unavailable =
-        |m: String| crate::error::ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", m).into_response();
+    let unavailable = |m: String| {
+        crate::error::ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", m).into_response()
+    };
     match tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await {
         Ok(Ok(())) => Json(serde_json::json!({"status": "ready"})).into_response(),
         Ok(Err(e)) => unavailable(e.to_string()),

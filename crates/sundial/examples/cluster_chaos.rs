@@ -12,7 +12,9 @@ async fn main() {
     let mut pg = "postgres://postgres@127.0.0.1:5432/postgres".to_string();
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--duration" => duration = humantime::parse_duration(&args.next().expect("--duration VALUE")).expect("duration"),
+            "--duration" => {
+                duration = humantime::parse_duration(&args.next().expect("--duration VALUE")).expect("duration")
+            }
             "--pg" => pg = args.next().expect("--pg URL"),
             other => panic!("unknown argument {other}; usage: cluster_chaos [--duration 10m] [--pg URL]"),
         }

@@ -6,7 +6,8 @@ mod chaos;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cluster_survives_sigkill_with_nothing_lost_or_doubled() {
-    let pg = std::env::var("SUNDIAL_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/sundial_test".into());
+    let pg = std::env::var("SUNDIAL_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/sundial_test".into());
     let admin = format!("{}/postgres", pg.rsplit_once('/').unwrap().0);
     let secs = std::env::var("SUNDIAL_CHAOS_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
     let report = chaos::run(chaos::Config {

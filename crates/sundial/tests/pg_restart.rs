@@ -124,13 +124,19 @@ async fn node_survives_postgres_restart_and_readyz_reports_it() {
 
     let mut accepted = Vec::new();
     for i in 0..20 {
-        let r = http.post(format!("{base}/v1/jobs")).json(&json!({"handler": "echo", "payload": {"i": i}})).send().await.unwrap();
+        let r = http
+            .post(format!("{base}/v1/jobs"))
+            .json(&json!({"handler": "echo", "payload": {"i": i}}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 201);
         accepted.push(r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string());
     }
 
     pg.stop();
-    until("readyz 503 while PostgreSQL is down", 30, async || status(&http, &format!("{base}/readyz")).await == 503).await;
+    until("readyz 503 while PostgreSQL is down", 30, async || status(&http, &format!("{base}/readyz")).await == 503)
+        .await;
     assert_eq!(status(&http, &format!("{base}/healthz")).await, 200, "the process itself is up");
     let r = http.post(format!("{base}/v1/jobs")).json(&json!({"handler": "echo"})).send().await.unwrap();
     let code = r.status().as_u16();
@@ -139,9 +145,15 @@ async fn node_survives_postgres_restart_and_readyz_reports_it() {
     assert_eq!(body["error"]["code"], "store_unavailable");
 
     pg.start();
-    until("readyz 200 after PostgreSQL returns", 60, async || status(&http, &format!("{base}/readyz")).await == 200).await;
+    until("readyz 200 after PostgreSQL returns", 60, async || status(&http, &format!("{base}/readyz")).await == 200)
+        .await;
     for i in 20..30 {
-        let r = http.post(format!("{base}/v1/jobs")).json(&json!({"handler": "echo", "payload": {"i": i}})).send().await.unwrap();
+        let r = http
+            .post(format!("{base}/v1/jobs"))
+            .json(&json!({"handler": "echo", "payload": {"i": i}}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 201, "submissions work again");
         accepted.push(r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string());
     }

@@ -244,6 +244,14 @@ pub struct ReapReport {
     pub workers_dead: u64,
 }
 
+/// Cross-node wake-ups: each `recv` returns when some node committed runs that may now be
+/// claimable (PostgreSQL LISTEN/NOTIFY). A return is a hint to look, never a promise.
+#[async_trait::async_trait]
+pub trait Wakeups: Send {
+    /// Waits for the next notice.
+    async fn recv(&mut self) -> Result<()>;
+}
+
 /// The persistence seam. See the module docs for which method keeps which guarantee.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -313,6 +321,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counts for metrics.
     async fn stats(&self, now: Timestamp) -> Result<Stats>;
+
+    /// Subscribes to other nodes' "runs ready" notices; `None` when the backend serves one
+    /// node (in-process signals then cover every change).
+    async fn wakeups(&self) -> Result<Option<Box<dyn Wakeups>>> {
+        Ok(None)
+    }
 }
 
 /// A shared store handle.

@@ -163,9 +163,19 @@ pub async fn run(cfg: Config) -> Report {
         .map(|_| {
             let port = free_port();
             Proc {
-                args: ["serve", "--listen", &format!("127.0.0.1:{port}"), "--db", &db_url, "--workers", "0", "--lease", "3s"]
-                    .map(String::from)
-                    .to_vec(),
+                args: [
+                    "serve",
+                    "--listen",
+                    &format!("127.0.0.1:{port}"),
+                    "--db",
+                    &db_url,
+                    "--workers",
+                    "0",
+                    "--lease",
+                    "3s",
+                ]
+                .map(String::from)
+                .to_vec(),
                 child: None,
                 port: Some(port),
             }
@@ -183,9 +193,19 @@ pub async fn run(cfg: Config) -> Report {
     }
     let mut workers: Vec<Proc> = (0..cfg.workers)
         .map(|i| Proc {
-            args: ["worker", "--server", &bases[i % bases.len()], "--handlers", "echo", "--capacity", "16", "--name", &format!("chaos-w{i}")]
-                .map(String::from)
-                .to_vec(),
+            args: [
+                "worker",
+                "--server",
+                &bases[i % bases.len()],
+                "--handlers",
+                "echo",
+                "--capacity",
+                "16",
+                "--name",
+                &format!("chaos-w{i}"),
+            ]
+            .map(String::from)
+            .to_vec(),
             child: None,
             port: None,
         })
@@ -201,10 +221,20 @@ pub async fn run(cfg: Config) -> Report {
     for chunk in (0..cfg.cron_triggers).collect::<Vec<_>>().chunks(100) {
         let jobs: Vec<Value> = chunk
             .iter()
-            .map(|i| json!({"name": format!("cron-{i}"), "handler": "echo",
-                    "triggers": [{"kind": "cron", "expr": "* * * * * *", "end_at": cron_end.to_rfc3339()}]}))
+            .map(|i| {
+                json!({"name": format!("cron-{i}"), "handler": "echo",
+                    "triggers": [{"kind": "cron", "expr": "* * * * * *", "end_at": cron_end.to_rfc3339()}]})
+            })
             .collect();
-        let r: Value = http.post(format!("{}/v1/jobs/batch", bases[0])).json(&json!({"jobs": jobs})).send().await.unwrap().json().await.unwrap();
+        let r: Value = http
+            .post(format!("{}/v1/jobs/batch", bases[0]))
+            .json(&json!({"jobs": jobs}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         for item in r["items"].as_array().unwrap() {
             assert_eq!(item["status"], 201, "{item}");
             cron_ids.push(item["job"]["id"].as_str().unwrap().to_string());
@@ -223,7 +253,11 @@ pub async fn run(cfg: Config) -> Report {
                 let base = &bases[rand::rng().random_range(0..bases.len())];
                 let (http, accepted, base) = (http.clone(), accepted.clone(), base.clone());
                 tokio::spawn(async move {
-                    let r = http.post(format!("{base}/v1/jobs")).json(&json!({"handler": "echo", "payload": {"i": i}})).send().await;
+                    let r = http
+                        .post(format!("{base}/v1/jobs"))
+                        .json(&json!({"handler": "echo", "payload": {"i": i}}))
+                        .send()
+                        .await;
                     if let Ok(r) = r {
                         if r.status().as_u16() == 201 {
                             if let Ok(v) = r.json::<Value>().await {
@@ -266,8 +300,10 @@ pub async fn run(cfg: Config) -> Report {
     // The cron triggers have ended; drain: nothing pending or running.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let p: Value = http.get(format!("{}/v1/runs?state=pending&limit=1", bases[0])).send().await.unwrap().json().await.unwrap();
-        let r: Value = http.get(format!("{}/v1/runs?state=running&limit=1", bases[0])).send().await.unwrap().json().await.unwrap();
+        let p: Value =
+            http.get(format!("{}/v1/runs?state=pending&limit=1", bases[0])).send().await.unwrap().json().await.unwrap();
+        let r: Value =
+            http.get(format!("{}/v1/runs?state=running&limit=1", bases[0])).send().await.unwrap().json().await.unwrap();
         if p["items"].as_array().unwrap().is_empty() && r["items"].as_array().unwrap().is_empty() {
             break;
         }

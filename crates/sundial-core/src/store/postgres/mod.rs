@@ -54,6 +54,13 @@ impl std::fmt::Debug for RunsReadyListener {
     }
 }
 
+#[async_trait::async_trait]
+impl Wakeups for RunsReadyListener {
+    async fn recv(&mut self) -> Result<()> {
+        RunsReadyListener::recv(self).await
+    }
+}
+
 impl RunsReadyListener {
     /// Waits for the next notice. Several notices may arrive as one, and a lost connection
     /// (reconnected on the next call) also returns, since notices sent meanwhile are lost: a
@@ -966,6 +973,10 @@ async fn touch_worker(tx: &mut Tx, id: &str, now: Timestamp) -> Result<Vec<Strin
 
 #[async_trait::async_trait]
 impl Store for PostgresStore {
+    async fn wakeups(&self) -> Result<Option<Box<dyn Wakeups>>> {
+        Ok(Some(Box::new(self.listen_runs_ready().await?)))
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities { multi_node: true }
     }

@@ -475,6 +475,22 @@ impl Store for SqliteStore {
                 message: format!("name: {name:?} is taken in namespace {:?}", spec.namespace),
             });
         }
+        if let Some(key) = &spec.idempotency_key {
+            let taken: Option<(String,)> =
+                sqlx::query_as("SELECT id FROM jobs WHERE namespace = ? AND idempotency_key = ? AND id != ?")
+                    .bind(&spec.namespace)
+                    .bind(key)
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            if taken.is_some() {
+                return Err(StoreError::Conflict {
+                    code: "idempotency_conflict",
+                    message: format!("idempotency_key: {key:?} is used by another job"),
+                });
+            }
+        }
         let snap = JobSnapshot::from_spec(id, &spec);
         sqlx::query(
             "UPDATE jobs SET namespace = ?, name = ?, handler = ?, payload = ?, priority = ?, max_attempts = ?, \

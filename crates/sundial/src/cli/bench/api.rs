@@ -107,8 +107,7 @@ impl Api {
         let mut out = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
-            let mut req =
-                self.http.get(format!("{}/v1/runs", self.base)).query(&[("state", state), ("limit", "1000")]);
+            let mut req = self.http.get(format!("{}/v1/runs", self.base)).query(&[("state", state), ("limit", "1000")]);
             if let Some(c) = &cursor {
                 req = req.query(&[("cursor", c.as_str())]);
             }

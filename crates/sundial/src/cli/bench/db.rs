@@ -97,10 +97,8 @@ impl BenchDb {
     fn sqlite(path: PathBuf, tmp: Option<tempfile::TempDir>) -> Self {
         // The store opens every connection with `synchronous = FULL` (a per-connection setting
         // another process cannot read back), WAL journal (persistent; read from the file).
-        let durability = vec![
-            ("synchronous".to_string(), Value::String("FULL".into())),
-            ("journal_mode".to_string(), Value::Null),
-        ];
+        let durability =
+            vec![("synchronous".to_string(), Value::String("FULL".into())), ("journal_mode".to_string(), Value::Null)];
         Self { kind: Kind::Sqlite { path, _tmp: tmp }, durability }
     }
 

@@ -85,7 +85,7 @@ async fn phase(ctx: &Ctx, report: &mut Report, mode: Mode) -> anyhow::Result<Pha
         }
     };
     let startup_ms = ms_between(server.spawned_at, server.ready_at);
-    let result = measure(ctx, report, &server, t0, &expected, label).await;
+    let result = server.explain(measure(ctx, report, &server, t0, &expected, label).await);
     let rss_mb = server.rss_mb();
     report.note_log(label, server.problems());
     for w in workers {
@@ -124,10 +124,5 @@ async fn measure(
     let first = runs.iter().filter_map(|r| r.started_at).min().unwrap_or(t0);
     let total_s = ms_between(t0, last) / 1000.0;
     let busy_s = ms_between(first, last) / 1000.0;
-    Ok((
-        n as f64 / total_s,
-        n as f64 / busy_s,
-        ms_between(t0, first),
-        counts.mean("sundial_group_commit_size"),
-    ))
+    Ok((n as f64 / total_s, n as f64 / busy_s, ms_between(t0, first), counts.mean("sundial_group_commit_size")))
 }

@@ -18,7 +18,7 @@ const WARMUP: u64 = 50;
 pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     ctx.db.fresh().await?;
     let server = ServerProc::start(&ctx.db.url(), ctx.args.workers).await?;
-    let result = measure(ctx, report, &server).await;
+    let result = server.explain(measure(ctx, report, &server).await);
     report.set_f("rss_mb", server.rss_mb().unwrap_or(f64::NAN), 1);
     report.note_log("server", server.problems());
     let stopped = server.stop().await;

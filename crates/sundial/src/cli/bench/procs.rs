@@ -65,9 +65,16 @@ impl ServerProc {
         cpu_secs(self.pid)
     }
 
-    /// Its last log lines (warnings and errors, plus the ready line).
-    pub fn log_tail(&self) -> String {
-        tail(&self.log)
+    /// Adds its last log lines (warnings and errors) to an error.
+    pub fn explain<T>(&self, r: anyhow::Result<T>) -> anyhow::Result<T> {
+        r.map_err(|e| {
+            let log = tail(&self.log);
+            if log.is_empty() {
+                e
+            } else {
+                e.context(format!("server log (last lines):\n{log}\n"))
+            }
+        })
     }
 
     /// Warning or error lines it logged.

@@ -118,11 +118,8 @@ impl Report {
 
     /// Sets `check` from the failures recorded.
     pub fn finish_check(&mut self) {
-        let check = if self.failures.is_empty() {
-            "ok".to_string()
-        } else {
-            format!("FAILED: {}", self.failures.join("; "))
-        };
+        let check =
+            if self.failures.is_empty() { "ok".to_string() } else { format!("FAILED: {}", self.failures.join("; ")) };
         self.set("check", check);
     }
 

@@ -19,7 +19,7 @@ fn job_json(i: u64) -> String {
 pub async fn single(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     ctx.db.fresh().await?;
     let server = ServerProc::start(&ctx.db.url(), 0).await?;
-    let result = single_on(ctx, report, &server).await;
+    let result = server.explain(single_on(ctx, report, &server).await);
     report.set_f("rss_mb", server.rss_mb().unwrap_or(f64::NAN), 1);
     let stopped = server.stop().await;
     result?;
@@ -94,7 +94,7 @@ async fn single_on(ctx: &Ctx, report: &mut Report, server: &ServerProc) -> anyho
 pub async fn batch(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     ctx.db.fresh().await?;
     let server = ServerProc::start(&ctx.db.url(), 0).await?;
-    let result = batch_on(ctx, report, &server).await;
+    let result = server.explain(batch_on(ctx, report, &server).await);
     report.set_f("rss_mb", server.rss_mb().unwrap_or(f64::NAN), 1);
     let stopped = server.stop().await;
     result?;

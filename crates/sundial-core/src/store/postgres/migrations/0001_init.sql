@@ -81,6 +81,8 @@ CREATE INDEX runs_pending_due ON runs (scheduled_for) WHERE state = 'pending' AN
 CREATE INDEX runs_running ON runs (worker_id) WHERE state = 'running';
 CREATE INDEX runs_job ON runs (job_id, state);
 CREATE INDEX runs_job_started ON runs (job_id, started_at);
+-- last_end_time is derived on read from this.
+CREATE INDEX runs_job_ended ON runs (job_id, ended_at);
 CREATE INDEX runs_list ON runs (scheduled_for DESC, id DESC);
 CREATE INDEX runs_finished ON runs (finished_at) WHERE finished_at IS NOT NULL;
 
