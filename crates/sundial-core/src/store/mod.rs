@@ -17,6 +17,7 @@
 
 pub mod conformance;
 pub(crate) mod fire;
+mod listing;
 pub mod postgres;
 pub(crate) mod rows;
 pub mod sqlite;

@@ -7,15 +7,15 @@
 
 use super::fire::{fire_actions, JobSnapshot, NewRun, JOB_SNAPSHOT_COLUMNS};
 use super::rows::{
-    decode_cursor, dur_us, encode_cursor, fresh_job, trigger_spec_json, ts, us, JobRow, RunRow, TriggerRow, WorkerRow,
-    JOB_SELECT, RUN_COLUMNS, TRIGGER_COLUMNS, WORKER_SELECT,
+    dur_us, fresh_job, trigger_spec_json, ts, us, JobRow, RunRow, TriggerRow, WorkerRow, JOB_SELECT, RUN_COLUMNS,
+    TRIGGER_COLUMNS, WORKER_SELECT,
 };
 use super::*;
 use crate::attempt::{settle, AttemptInfo, Ended};
 use crate::domain::{new_id, Overlap, Trigger};
 use crate::overlap::{decide, superseded_reason, ActiveRuns, Decision};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
+use sqlx::{Sqlite, SqlitePool, Transaction};
 use std::collections::HashMap;
 use std::str::FromStr;
 
@@ -426,29 +426,9 @@ impl Store for SqliteStore {
     }
 
     async fn job_list(&self, f: &JobFilter, now: Timestamp) -> Result<Page<Job>> {
-        let mut q = QueryBuilder::<Sqlite>::new(JOB_SELECT);
-        q.push(" WHERE 1 = 1");
-        if let Some(ns) = &f.namespace {
-            q.push(" AND j.namespace = ").push_bind(ns.clone());
-        }
-        if let Some(h) = &f.handler {
-            q.push(" AND j.handler = ").push_bind(h.clone());
-        }
-        if let Some(p) = f.paused {
-            q.push(" AND j.paused = ").push_bind(p);
-        }
-        if let Some(c) = &f.cursor {
-            let (k, id) = decode_cursor(c)?;
-            q.push(" AND (j.created_at, j.id) < (").push_bind(k).push(", ").push_bind(id).push(")");
-        }
-        q.push(" ORDER BY j.created_at DESC, j.id DESC LIMIT ").push_bind(f.limit as i64 + 1);
+        let mut q = super::listing::job_query::<Sqlite>(f)?;
         let mut rows: Vec<JobRow> = q.build_query_as().fetch_all(&self.read).await.map_err(db_err)?;
-        let next_cursor = if rows.len() > f.limit as usize {
-            rows.truncate(f.limit as usize);
-            rows.last().map(|r| encode_cursor(r.created_at, &r.id))
-        } else {
-            None
-        };
+        let next_cursor = super::listing::split_page(&mut rows, f.limit, |r| (r.created_at, r.id.as_str()));
         Ok(Page { items: self.jobs_from_rows(rows, now).await?, next_cursor })
     }
 
@@ -670,34 +650,9 @@ impl Store for SqliteStore {
     }
 
     async fn run_list(&self, f: &RunFilter) -> Result<Page<Run>> {
-        let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1"));
-        if let Some(j) = &f.job_id {
-            q.push(" AND job_id = ").push_bind(j.clone());
-        }
-        if let Some(s) = f.state {
-            q.push(" AND state = ").push_bind(s.as_str());
-        }
-        if let Some(s) = f.since {
-            q.push(" AND scheduled_for >= ").push_bind(us(s));
-        }
-        if let Some(u) = f.until {
-            q.push(" AND scheduled_for < ").push_bind(us(u));
-        }
-        if let Some(ns) = &f.namespace {
-            q.push(" AND namespace = ").push_bind(ns.clone());
-        }
-        if let Some(c) = &f.cursor {
-            let (k, id) = decode_cursor(c)?;
-            q.push(" AND (scheduled_for, id) < (").push_bind(k).push(", ").push_bind(id).push(")");
-        }
-        q.push(" ORDER BY scheduled_for DESC, id DESC LIMIT ").push_bind(f.limit as i64 + 1);
+        let mut q = super::listing::run_query::<Sqlite>(f)?;
         let mut rows: Vec<RunRow> = q.build_query_as().fetch_all(&self.read).await.map_err(db_err)?;
-        let next_cursor = if rows.len() > f.limit as usize {
-            rows.truncate(f.limit as usize);
-            rows.last().map(|r| encode_cursor(r.scheduled_for, &r.id))
-        } else {
-            None
-        };
+        let next_cursor = super::listing::split_page(&mut rows, f.limit, |r| (r.scheduled_for, r.id.as_str()));
         Ok(Page { items: rows.into_iter().map(RunRow::into_run).collect::<Result<_>>()?, next_cursor })
     }
 
