@@ -27,7 +27,7 @@ impl Node {
         let child = Command::new(BIN)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--db", db, "--workers", "0"])
             .args(["--kafka-brokers", testing::BROKERS, "--kafka-topic", topic, "--kafka-group", group])
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", std::env::var("SUNDIAL_TEST_NODE_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

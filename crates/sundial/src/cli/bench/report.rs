@@ -215,7 +215,16 @@ impl Report {
 /// The human table of all scenarios.
 pub fn table(ctx: &Ctx, reports: &[Report]) -> String {
     let mut out = String::new();
-    let durability: Vec<String> = ctx.db.durability().iter().map(|(k, v)| format!("{k}={}", plain(v))).collect();
+    // Values as the last scenario read them (some are only readable once a server ran).
+    let durability: Vec<String> = ctx
+        .db
+        .durability()
+        .iter()
+        .map(|(k, v)| {
+            let v = reports.iter().rev().find_map(|r| r.get(k).filter(|v| !v.is_null())).unwrap_or(v);
+            format!("{k}={}", plain(v))
+        })
+        .collect();
     let _ = writeln!(out);
     let _ = writeln!(
         out,
