@@ -7,9 +7,10 @@
 //!
 //! ## Leases and self-fencing
 //! Each held run has a local *deadline*: the local instant at which the claim or heartbeat that
-//! last renewed it was **sent**, plus the lease, minus a safety margin (lease / 5). The server
-//! started the lease no earlier than that send, so the deadline always falls before the
-//! server's lease end, whatever the clocks say. When the deadline passes without a successful
+//! last renewed it was **sent** (for a long-poll claim: sent plus the `waited_ms` the server
+//! reports having held it), plus the lease, minus a safety margin (lease / 5). The server
+//! started the lease no earlier than that, so the deadline always falls before the server's
+//! lease end, whatever the wall clocks say. When the deadline passes without a successful
 //! renewal (partition, server down), the worker stops the handler itself and does not complete
 //! the run: by then another worker may legitimately hold it (DESIGN.md guarantee 3).
 
