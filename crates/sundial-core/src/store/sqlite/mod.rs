@@ -15,7 +15,7 @@ use crate::attempt::{settle, AttemptInfo, Ended};
 use crate::domain::{new_id, Overlap, Trigger};
 use crate::overlap::{decide, superseded_reason, ActiveRuns, Decision};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
 use std::collections::HashMap;
 use std::str::FromStr;
 
@@ -109,38 +109,50 @@ impl SqliteStore {
 // ---------------------------------------------------------------------------------------------
 // Transaction-scoped helpers shared by several trait methods.
 
+/// Rows per multi-row INSERT: well under SQLite's 32,766 bound parameters at 21 columns.
+const INSERT_CHUNK: usize = 1000;
+
+/// Inserts runs in multi-row statements; a run whose `(trigger_id, fire_time)` exists is left
+/// out (guarantee 2). Returns how many were inserted.
+async fn insert_runs(tx: &mut Tx, runs: &[&NewRun]) -> Result<u64> {
+    let mut inserted = 0;
+    for chunk in runs.chunks(INSERT_CHUNK) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO runs (id, job_id, trigger_id, fire_time, namespace, handler, payload, priority, timeout_us, \
+             max_attempts, initial_delay_us, max_delay_us, overlap, scheduled_for, state, reason, finished_at, manual, \
+             held, blocked, created_at) ",
+        );
+        q.push_values(chunk, |mut b, r| {
+            b.push_bind(r.id.clone())
+                .push_bind(r.job.id.clone())
+                .push_bind(r.trigger_id.clone())
+                .push_bind(r.fire_time)
+                .push_bind(r.job.namespace.clone())
+                .push_bind(r.job.handler.clone())
+                .push_bind(r.job.payload.clone())
+                .push_bind(r.job.priority)
+                .push_bind(r.job.timeout_us)
+                .push_bind(r.job.max_attempts)
+                .push_bind(r.job.initial_delay_us)
+                .push_bind(r.job.max_delay_us)
+                .push_bind(r.job.overlap.clone())
+                .push_bind(r.scheduled_for)
+                .push_bind(r.state.as_str())
+                .push_bind(r.reason.clone())
+                .push_bind(r.finished_at())
+                .push_bind(r.manual)
+                .push_bind(r.held)
+                .push_bind(r.blocked)
+                .push_bind(r.created_at);
+        });
+        q.push(" ON CONFLICT (trigger_id, fire_time) DO NOTHING");
+        inserted += q.build().execute(&mut **tx).await.map_err(db_err)?.rows_affected();
+    }
+    Ok(inserted)
+}
+
 async fn insert_run(tx: &mut Tx, r: &NewRun) -> Result<bool> {
-    let done = sqlx::query(
-        "INSERT INTO runs (id, job_id, trigger_id, fire_time, namespace, handler, payload, priority, timeout_us, \
-         max_attempts, initial_delay_us, max_delay_us, overlap, scheduled_for, state, reason, finished_at, manual, \
-         held, blocked, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) \
-         ON CONFLICT (trigger_id, fire_time) DO NOTHING",
-    )
-    .bind(&r.id)
-    .bind(&r.job.id)
-    .bind(&r.trigger_id)
-    .bind(r.fire_time)
-    .bind(&r.job.namespace)
-    .bind(&r.job.handler)
-    .bind(&r.job.payload)
-    .bind(r.job.priority)
-    .bind(r.job.timeout_us)
-    .bind(r.job.max_attempts)
-    .bind(r.job.initial_delay_us)
-    .bind(r.job.max_delay_us)
-    .bind(&r.job.overlap)
-    .bind(r.scheduled_for)
-    .bind(r.state.as_str())
-    .bind(&r.reason)
-    .bind(r.finished_at())
-    .bind(r.manual)
-    .bind(r.held)
-    .bind(r.blocked)
-    .bind(r.created_at)
-    .execute(&mut **tx)
-    .await
-    .map_err(db_err)?;
-    Ok(done.rows_affected() == 1)
+    Ok(insert_runs(tx, &[r]).await? == 1)
 }
 
 async fn active_runs(tx: &mut Tx, job_id: &str) -> Result<ActiveRuns> {
@@ -223,26 +235,32 @@ async fn insert_untriggered(tx: &mut Tx, mut run: NewRun, now: i64) -> Result<Ne
     Ok(run)
 }
 
-async fn insert_triggers(tx: &mut Tx, job_id: &str, spec: &JobSpec, now: Timestamp) -> Result<Vec<Trigger>> {
-    let mut out = Vec::with_capacity(spec.triggers.len());
-    for (pos, t) in spec.triggers.iter().enumerate() {
-        let id = new_id();
-        let next = crate::schedule::first_fire(t, now);
-        sqlx::query(
-            "INSERT INTO triggers (id, job_id, position, spec, next_fire_at, fires, paused) VALUES (?,?,?,?,?,0,?)",
-        )
-        .bind(&id)
-        .bind(job_id)
-        .bind(pos as i64)
-        .bind(trigger_spec_json(t))
-        .bind(next.map(us))
-        .bind(spec.paused)
-        .execute(&mut **tx)
-        .await
-        .map_err(db_err)?;
-        out.push(Trigger { id, spec: t.clone(), next_fire_at: next, fires: 0 });
+/// The triggers of a new definition, with their first due times (not yet stored).
+fn new_triggers(spec: &JobSpec, now: Timestamp) -> Vec<Trigger> {
+    spec.triggers
+        .iter()
+        .map(|t| Trigger { id: new_id(), spec: t.clone(), next_fire_at: crate::schedule::first_fire(t, now), fires: 0 })
+        .collect()
+}
+
+/// Stores triggers as `(job_id, paused, trigger)` rows in multi-row statements.
+async fn insert_triggers(tx: &mut Tx, rows: &[(&str, bool, usize, &Trigger)]) -> Result<()> {
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO triggers (id, job_id, position, spec, next_fire_at, fires, paused) ",
+        );
+        q.push_values(chunk, |mut b, (job_id, paused, pos, t)| {
+            b.push_bind(t.id.clone())
+                .push_bind(job_id.to_string())
+                .push_bind(*pos as i64)
+                .push_bind(trigger_spec_json(&t.spec))
+                .push_bind(t.next_fire_at.map(us))
+                .push_bind(0i64)
+                .push_bind(*paused);
+        });
+        q.build().execute(&mut **tx).await.map_err(db_err)?;
     }
-    Ok(out)
+    Ok(())
 }
 
 async fn find_existing(tx: &mut Tx, namespace: &str, column: &str, value: &str) -> Result<Option<(String, String)>> {
@@ -254,71 +272,125 @@ async fn find_existing(tx: &mut Tx, namespace: &str, column: &str, value: &str) 
         .map_err(db_err)
 }
 
-/// Stores one submission inside the group-commit transaction; `Err` items don't abort it.
-async fn create_one(tx: &mut Tx, c: JobCreate, now: Timestamp) -> Result<Result<(Option<String>, Option<Job>)>> {
+/// A new job staged for the batch's multi-row inserts.
+struct StagedJob {
+    job: Job,
+    snap: JobSnapshot,
+    key: Option<String>,
+}
+
+/// What one submission of a batch turned out to be.
+enum Decided {
+    /// Stored as `staged[i]`.
+    New(usize),
+    /// A replay of a job committed earlier.
+    Existing(String),
+    /// A replay of `staged[i]`, submitted earlier in this same batch.
+    SameAsStaged(usize),
+    /// Refused (conflict); the rest of the batch goes on.
+    Refused(StoreError),
+}
+
+/// Decides one submission: a replay, a conflict, or a new job to stage. Earlier items of the
+/// same batch count as taken, exactly as committed jobs do.
+async fn decide_one(
+    tx: &mut Tx,
+    c: JobCreate,
+    now: Timestamp,
+    staged: &mut Vec<StagedJob>,
+    taken: &mut HashMap<(String, String, String), usize>,
+) -> Result<Decided> {
     let spec = c.spec;
     let fingerprint = spec.fingerprint();
     let key = spec.idempotency_key.clone().or(c.derived_idempotency_key);
-    if let Some(k) = &key {
-        if let Some((id, fp)) = find_existing(tx, &spec.namespace, "idempotency_key", k).await? {
-            if fp == fingerprint || spec.idempotency_key.is_none() {
-                return Ok(Ok((Some(id), None)));
-            }
-            return Ok(Err(StoreError::Conflict {
-                code: "idempotency_conflict",
-                message: format!("idempotency_key: {k:?} was already used for a different job definition"),
-            }));
+    let lookups = [("idempotency_key", key.clone()), ("name", spec.name.clone())];
+    for (column, value) in &lookups {
+        let Some(value) = value else { continue };
+        let existing = match taken.get(&(column.to_string(), spec.namespace.clone(), value.clone())) {
+            Some(&i) => Some((None, Some(i), staged[i].job.fingerprint.clone())),
+            None => find_existing(tx, &spec.namespace, column, value).await?.map(|(id, fp)| (Some(id), None, fp)),
+        };
+        let Some((id, staged_index, fp)) = existing else { continue };
+        // A derived key (e.g. Kafka offsets) names the same message again: always a replay.
+        let derived = *column == "idempotency_key" && spec.idempotency_key.is_none();
+        if fp == fingerprint || derived {
+            return Ok(match (id, staged_index) {
+                (Some(id), _) => Decided::Existing(id),
+                (None, Some(i)) => Decided::SameAsStaged(i),
+                (None, None) => unreachable!("an existing job has an id or a batch index"),
+            });
         }
-    }
-    if let Some(name) = &spec.name {
-        if let Some((id, fp)) = find_existing(tx, &spec.namespace, "name", name).await? {
-            if fp == fingerprint {
-                return Ok(Ok((Some(id), None)));
+        return Ok(Decided::Refused(if *column == "idempotency_key" {
+            StoreError::Conflict {
+                code: "idempotency_conflict",
+                message: format!("idempotency_key: {value:?} was already used for a different job definition"),
             }
-            return Ok(Err(StoreError::Conflict {
+        } else {
+            StoreError::Conflict {
                 code: "name_conflict",
                 message: format!(
-                    "name: {name:?} is taken in namespace {:?} by a job with a different definition",
+                    "name: {value:?} is taken in namespace {:?} by a job with a different definition",
                     spec.namespace
                 ),
-            }));
-        }
+            }
+        }));
     }
     let id = new_id();
     let name = spec.name.clone().unwrap_or_else(|| id.clone());
     let snap = JobSnapshot::from_spec(&id, &spec);
-    sqlx::query(
-        "INSERT INTO jobs (id, namespace, name, handler, payload, priority, max_attempts, initial_delay_us, \
-         max_delay_us, timeout_us, overlap, paused, idempotency_key, fingerprint, created_at, updated_at) \
-         VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-    )
-    .bind(&id)
-    .bind(&spec.namespace)
-    .bind(&name)
-    .bind(&snap.handler)
-    .bind(&snap.payload)
-    .bind(snap.priority)
-    .bind(snap.max_attempts)
-    .bind(snap.initial_delay_us)
-    .bind(snap.max_delay_us)
-    .bind(snap.timeout_us)
-    .bind(&snap.overlap)
-    .bind(spec.paused)
-    .bind(&key)
-    .bind(&fingerprint)
-    .bind(us(now))
-    .bind(us(now))
-    .execute(&mut **tx)
-    .await
-    .map_err(db_err)?;
-    let triggers = insert_triggers(tx, &id, &spec, now).await?;
-    if spec.triggers.is_empty() {
-        // No trigger: one run, due now (held until resume when created paused).
-        insert_run(tx, &NewRun::untriggered(snap, now, spec.paused, false)).await?;
-    }
     let mut spec = spec;
-    spec.idempotency_key = key;
-    Ok(Ok((None, Some(fresh_job(&id, &name, &spec, triggers, now)))))
+    spec.idempotency_key = key.clone();
+    let job = fresh_job(&id, &name, &spec, new_triggers(&spec, now), now);
+    let index = staged.len();
+    for (column, value) in lookups {
+        if let Some(v) = value {
+            taken.insert((column.to_string(), spec.namespace.clone(), v), index);
+        }
+    }
+    staged.push(StagedJob { job, snap, key });
+    Ok(Decided::New(index))
+}
+
+/// Stores the staged jobs, their triggers and their due-now runs in multi-row statements.
+async fn insert_staged(tx: &mut Tx, staged: &[StagedJob], now: Timestamp) -> Result<()> {
+    for chunk in staged.chunks(INSERT_CHUNK) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO jobs (id, namespace, name, handler, payload, priority, max_attempts, initial_delay_us, \
+             max_delay_us, timeout_us, overlap, paused, idempotency_key, fingerprint, created_at, updated_at) ",
+        );
+        q.push_values(chunk, |mut b, s| {
+            b.push_bind(s.job.id.clone())
+                .push_bind(s.job.namespace.clone())
+                .push_bind(s.job.name.clone())
+                .push_bind(s.snap.handler.clone())
+                .push_bind(s.snap.payload.clone())
+                .push_bind(s.snap.priority)
+                .push_bind(s.snap.max_attempts)
+                .push_bind(s.snap.initial_delay_us)
+                .push_bind(s.snap.max_delay_us)
+                .push_bind(s.snap.timeout_us)
+                .push_bind(s.snap.overlap.clone())
+                .push_bind(s.job.paused)
+                .push_bind(s.key.clone())
+                .push_bind(s.job.fingerprint.clone())
+                .push_bind(us(now))
+                .push_bind(us(now));
+        });
+        q.build().execute(&mut **tx).await.map_err(db_err)?;
+    }
+    let triggers: Vec<(&str, bool, usize, &Trigger)> = staged
+        .iter()
+        .flat_map(|s| s.job.triggers.iter().enumerate().map(|(pos, t)| (s.job.id.as_str(), s.job.paused, pos, t)))
+        .collect();
+    insert_triggers(tx, &triggers).await?;
+    // No trigger: one run, due now (held until resume when created paused).
+    let runs: Vec<NewRun> = staged
+        .iter()
+        .filter(|s| s.job.triggers.is_empty())
+        .map(|s| NewRun::untriggered(s.snap.clone(), now, s.job.paused, false))
+        .collect();
+    insert_runs(tx, &runs.iter().collect::<Vec<_>>()).await?;
+    Ok(())
 }
 
 /// Applies a settlement to a running run, fenced by `(worker_id, attempt)`.
@@ -397,19 +469,22 @@ impl Store for SqliteStore {
 
     async fn job_create_many(&self, jobs: Vec<JobCreate>, now: Timestamp) -> Result<Vec<Result<JobCreated>>> {
         let mut tx = self.begin().await?;
-        let mut staged = Vec::with_capacity(jobs.len());
+        let mut staged = Vec::new();
+        let mut taken = HashMap::new();
+        let mut decided = Vec::with_capacity(jobs.len());
         for c in jobs {
-            staged.push(create_one(&mut tx, c, now).await?);
+            decided.push(decide_one(&mut tx, c, now, &mut staged, &mut taken).await?);
         }
+        insert_staged(&mut tx, &staged, now).await?;
         tx.commit().await.map_err(db_err)?;
-        // Replays are read back after the commit (they were committed earlier).
-        let mut out = Vec::with_capacity(staged.len());
-        for s in staged {
-            out.push(match s {
-                Ok((_, Some(job))) => Ok(JobCreated { job, created: true }),
-                Ok((Some(id), None)) => self.job_get(&id, now).await.map(|job| JobCreated { job, created: false }),
-                Ok((None, None)) => Err(StoreError::Internal("unreachable create outcome".into())),
-                Err(e) => Err(e),
+        // Replays of earlier commits are read back after this one.
+        let mut out = Vec::with_capacity(decided.len());
+        for d in decided {
+            out.push(match d {
+                Decided::New(i) => Ok(JobCreated { job: staged[i].job.clone(), created: true }),
+                Decided::SameAsStaged(i) => Ok(JobCreated { job: staged[i].job.clone(), created: false }),
+                Decided::Existing(id) => self.job_get(&id, now).await.map(|job| JobCreated { job, created: false }),
+                Decided::Refused(e) => Err(e),
             });
         }
         Ok(out)
@@ -496,7 +571,9 @@ impl Store for SqliteStore {
         .await
         .map_err(db_err)?;
         sqlx::query("DELETE FROM triggers WHERE job_id = ?").bind(id).execute(&mut *tx).await.map_err(db_err)?;
-        insert_triggers(&mut tx, id, &spec, now).await?;
+        let triggers = new_triggers(&spec, now);
+        let rows: Vec<_> = triggers.iter().enumerate().map(|(pos, t)| (id, spec.paused, pos, t)).collect();
+        insert_triggers(&mut tx, &rows).await?;
         if was_paused != spec.paused {
             sqlx::query("UPDATE runs SET held = ? WHERE job_id = ? AND state = 'pending' AND manual = 0")
                 .bind(spec.paused)
@@ -602,6 +679,7 @@ impl Store for SqliteStore {
         }
         let jobs: HashMap<String, JobSnapshot> = snaps.into_iter().map(|s| (s.id.clone(), s)).collect();
         let actions = fire_actions(&triggers, &jobs, &mut active, now, misfire_threshold)?;
+        let mut advanced = std::collections::HashSet::new();
         for a in &actions.advances {
             let done = sqlx::query(
                 "UPDATE triggers SET next_fire_at = ?, fires = fires + ? WHERE id = ? AND next_fire_at = ?",
@@ -613,14 +691,15 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-            if done.rows_affected() == 0 {
-                // Another scheduler advanced it first; its runs are that scheduler's to create.
-                continue;
-            }
-            for r in actions.inserts.iter().filter(|r| r.trigger_id.as_deref() == Some(a.id.as_str())) {
-                insert_run(&mut tx, r).await?;
+            if done.rows_affected() == 1 {
+                advanced.insert(a.id.as_str());
             }
         }
+        // Only triggers this pass advanced get runs; another scheduler that got to a trigger
+        // first creates that trigger's runs itself.
+        let runs: Vec<&NewRun> =
+            actions.inserts.iter().filter(|r| r.trigger_id.as_deref().is_some_and(|t| advanced.contains(t))).collect();
+        insert_runs(&mut tx, &runs).await?;
         for (id, reason) in &actions.cancel_pending {
             cancel_pending(&mut tx, id, reason, us(now)).await?;
         }
@@ -682,8 +761,8 @@ impl Store for SqliteStore {
         } else {
             sqlx::query_as(&format!(
                 "UPDATE runs SET state = 'running', attempt = attempt + 1, worker_id = ?1, lease_expires_at = ?2, \
-                 started_at = ?3, reason = NULL WHERE id IN (SELECT id FROM runs WHERE state = 'pending' \
-                 AND held = 0 AND blocked = 0 AND scheduled_for <= ?3 AND handler IN (SELECT value FROM json_each(?4)) \
+                 started_at = ?3, reason = NULL WHERE id IN (SELECT id FROM runs INDEXED BY runs_ready WHERE state = 'pending' \
+                 AND held = 0 AND blocked = 0 AND scheduled_for <= ?3 AND +handler IN (SELECT value FROM json_each(?4)) \
                  ORDER BY priority DESC, scheduled_for, id LIMIT ?5) RETURNING {RUN_COLUMNS}"
             ))
             .bind(&p.worker_id)
