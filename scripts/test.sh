@@ -30,3 +30,10 @@ fi
 
 cargo test --workspace --all-targets -- --test-threads 4
 cargo test --workspace --doc
+
+# Benchmark smoke: every scenario at small size on both stores; correctness only (each scenario
+# checks exactly N runs succeeded, none twice), no timing assertions.
+cargo build -p sundial
+./target/debug/sundial bench --n 2000 --json > /dev/null
+./target/debug/sundial bench --n 2000 --json --db "${SUNDIAL_TEST_PG_URL%/*}/sundial_bench_smoke" > /dev/null
+echo "bench smoke: ok"

@@ -104,10 +104,28 @@ impl Api {
 
     /// Every run in `state` (all pages).
     pub async fn runs(&self, state: &str) -> anyhow::Result<Vec<RunRow>> {
+        self.list_runs(Some(state), None).await
+    }
+
+    /// Every run, whatever its state (all pages).
+    pub async fn all_runs(&self) -> anyhow::Result<Vec<RunRow>> {
+        self.list_runs(None, None).await
+    }
+
+    /// Whether any run is in `state` (one row asked for).
+    pub async fn any_run(&self, state: &str) -> anyhow::Result<bool> {
+        Ok(!self.list_runs(Some(state), Some(1)).await?.is_empty())
+    }
+
+    async fn list_runs(&self, state: Option<&str>, only: Option<u32>) -> anyhow::Result<Vec<RunRow>> {
         let mut out = Vec::new();
         let mut cursor: Option<String> = None;
+        let limit = only.unwrap_or(1000).to_string();
         loop {
-            let mut req = self.http.get(format!("{}/v1/runs", self.base)).query(&[("state", state), ("limit", "1000")]);
+            let mut req = self.http.get(format!("{}/v1/runs", self.base)).query(&[("limit", limit.as_str())]);
+            if let Some(state) = state {
+                req = req.query(&[("state", state)]);
+            }
             if let Some(c) = &cursor {
                 req = req.query(&[("cursor", c.as_str())]);
             }
@@ -120,8 +138,8 @@ impl Api {
             let page: Page<RunRow> = serde_json::from_slice(&bytes).context("GET /v1/runs response")?;
             out.extend(page.items);
             match page.next_cursor {
-                Some(c) => cursor = Some(c),
-                None => return Ok(out),
+                Some(c) if only.is_none() => cursor = Some(c),
+                _ => return Ok(out),
             }
         }
     }
@@ -185,6 +203,15 @@ pub struct RunCounts {
 }
 
 impl RunCounts {
+    /// Counts of listed runs (when a `/metrics` scrape would cost the server too much).
+    pub fn from_runs(runs: &[RunRow]) -> Self {
+        let mut by_state = HashMap::new();
+        for r in runs {
+            *by_state.entry(r.state.clone()).or_insert(0) += 1;
+        }
+        Self { by_state, metrics: HashMap::new() }
+    }
+
     /// Runs in `state`.
     pub fn get(&self, state: &str) -> u64 {
         self.by_state.get(state).copied().unwrap_or(0)
@@ -294,6 +321,33 @@ pub fn ms_between(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run(job: &str, attempt: u32) -> RunRow {
+        let t = chrono::DateTime::parse_from_rfc3339("2026-11-24T00:00:00Z").unwrap().with_timezone(&Utc);
+        RunRow {
+            job_id: job.into(),
+            state: "succeeded".into(),
+            attempt,
+            scheduled_for: t,
+            started_at: Some(t),
+            finished_at: Some(t),
+        }
+    }
+
+    #[test]
+    fn lost_and_duplicated_runs_fail_the_check() {
+        let expected: HashSet<String> = ["a", "b"].iter().map(|s| s.to_string()).collect();
+        let good = vec![run("a", 1), run("b", 1)];
+        assert!(check_runs(&good, &expected, &RunCounts::from_runs(&good), Expect::Succeeded).is_ok());
+        let dup = vec![run("a", 1), run("a", 1)];
+        let e = check_runs(&dup, &expected, &RunCounts::from_runs(&dup), Expect::Succeeded).unwrap_err();
+        assert!(e.contains("more than one run") && e.contains("1 jobs have no succeeded run"), "{e}");
+        let retried = vec![run("a", 1), run("b", 2)];
+        let e = check_runs(&retried, &expected, &RunCounts::from_runs(&retried), Expect::Succeeded).unwrap_err();
+        assert!(e.contains("attempt other than 1"), "{e}");
+        let lost = vec![run("a", 1)];
+        assert!(check_runs(&lost, &expected, &RunCounts::from_runs(&lost), Expect::Succeeded).is_err());
+    }
 
     #[test]
     fn metrics_text_is_parsed() {

@@ -29,9 +29,9 @@ enum Kind {
         /// The database that is dropped and created for every phase.
         name: String,
         /// Same server, database `postgres`.
-        admin: PgConnectOptions,
+        admin: Box<PgConnectOptions>,
         /// The bench database.
-        opts: PgConnectOptions,
+        opts: Box<PgConnectOptions>,
     },
 }
 
@@ -88,7 +88,10 @@ impl BenchDb {
                     durability.push((setting.to_string(), Value::String(v)));
                 }
                 let _ = conn.close().await;
-                Ok(Self { kind: Kind::Postgres { url: u.to_string(), name, admin, opts }, durability })
+                Ok(Self {
+                    kind: Kind::Postgres { url: u.to_string(), name, admin: Box::new(admin), opts: Box::new(opts) },
+                    durability,
+                })
             }
             Some(u) => bail!("--db {u}: use sqlite:///path.db or postgres://…/NAME"),
         }

@@ -25,6 +25,7 @@ struct Phase {
     startup_ms: Option<f64>,
     rss_mb: Option<f64>,
     complete_batch_mean: Option<f64>,
+    server_cpu_pct: Option<f64>,
 }
 
 /// Runs both phases.
@@ -38,6 +39,7 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     report.set_f("startup_ms", local.startup_ms.unwrap_or(f64::NAN), 1);
     report.set_f("rss_mb", local.rss_mb.unwrap_or(f64::NAN), 1);
     report.set_f("complete_batch_mean", local.complete_batch_mean.unwrap_or(f64::NAN), 1);
+    report.set_f("server_cpu_pct", local.server_cpu_pct.unwrap_or(f64::NAN), 0);
 
     report.set("remote_processes", ctx.args.remote_workers);
     report.set("remote_capacity", ctx.args.workers);
@@ -48,6 +50,7 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
         report.set_f("remote_first_start_ms", remote.first_start_ms, 1);
         report.set_f("remote_rss_mb", remote.rss_mb.unwrap_or(f64::NAN), 1);
         report.set_f("remote_complete_batch_mean", remote.complete_batch_mean.unwrap_or(f64::NAN), 1);
+        report.set_f("remote_server_cpu_pct", remote.server_cpu_pct.unwrap_or(f64::NAN), 0);
     }
     Ok(())
 }
@@ -87,12 +90,13 @@ async fn phase(ctx: &Ctx, report: &mut Report, mode: Mode) -> anyhow::Result<Pha
     let startup_ms = ms_between(server.spawned_at, server.ready_at);
     let result = server.explain(measure(ctx, report, &server, t0, &expected, label).await);
     let rss_mb = server.rss_mb();
-    report.note_log(label, server.problems());
-    for w in workers {
+    report.note_log(&format!("server ({label} phase)"), server.problems());
+    for (i, w) in workers.into_iter().enumerate() {
+        report.note_log(&format!("worker {i}"), w.problems());
         w.stop().await?;
     }
     server.stop().await?;
-    let (jobs_per_s, excl_startup, first_start_ms, complete_batch_mean) = result?;
+    let (jobs_per_s, excl_startup, first_start_ms, complete_batch_mean, server_cpu_pct) = result?;
     Ok(Phase {
         jobs_per_s,
         excl_startup,
@@ -100,6 +104,7 @@ async fn phase(ctx: &Ctx, report: &mut Report, mode: Mode) -> anyhow::Result<Pha
         startup_ms: (mode == Mode::InProcess).then_some(startup_ms),
         rss_mb,
         complete_batch_mean,
+        server_cpu_pct,
     })
 }
 
@@ -110,11 +115,13 @@ async fn measure(
     t0: DateTime<Utc>,
     expected: &HashSet<String>,
     label: &str,
-) -> anyhow::Result<(f64, f64, f64, Option<f64>)> {
+) -> anyhow::Result<(f64, f64, f64, Option<f64>, Option<f64>)> {
     let n = ctx.args.n;
     let api = Api::new(&ctx.http, &server.base);
     let pb = progress(n, format!("execute {label}"));
     let counts = api.wait_succeeded(n, poll_interval(n), Duration::from_secs(60), &pb).await?;
+    // Server CPU since it started, over the wall time since it was spawned (100 = one core).
+    let server_cpu_pct = server.cpu_secs().map(|c| 100.0 * c / (ms_between(server.spawned_at, Utc::now()) / 1000.0));
     pb.finish_and_clear();
     let runs = api.runs("succeeded").await?;
     if let Err(e) = check_runs(&runs, expected, &counts, Expect::Succeeded) {
@@ -124,5 +131,11 @@ async fn measure(
     let first = runs.iter().filter_map(|r| r.started_at).min().unwrap_or(t0);
     let total_s = ms_between(t0, last) / 1000.0;
     let busy_s = ms_between(first, last) / 1000.0;
-    Ok((n as f64 / total_s, n as f64 / busy_s, ms_between(t0, first), counts.mean("sundial_group_commit_size")))
+    Ok((
+        n as f64 / total_s,
+        n as f64 / busy_s,
+        ms_between(t0, first),
+        counts.mean("sundial_group_commit_size"),
+        server_cpu_pct,
+    ))
 }

@@ -199,25 +199,25 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `git rev-parse --short HEAD`, `-dirty` when the tree has changes, or `unknown`.
+/// `git rev-parse --short HEAD` of the tree this binary was built in (else of the current
+/// directory), `-dirty` when tracked files have changes, or `unknown`.
 fn git_rev() -> String {
-    let out = std::process::Command::new("git").args(["rev-parse", "--short", "HEAD"]).output();
-    match out {
-        Ok(o) if o.status.success() => {
-            let rev = String::from_utf8_lossy(&o.stdout).trim().to_string();
-            let dirty = std::process::Command::new("git")
-                .args(["status", "--porcelain", "--untracked-files=no"])
-                .output()
-                .map(|o| o.status.success() && !o.stdout.is_empty())
-                .unwrap_or(false);
-            if dirty {
-                format!("{rev}-dirty")
-            } else {
-                rev
-            }
-        }
-        _ => "unknown".into(),
-    }
+    let exe_dir = std::env::current_exe().ok().and_then(|p| p.parent().map(std::path::Path::to_path_buf));
+    exe_dir
+        .into_iter()
+        .chain(std::env::current_dir().ok())
+        .find_map(|d| git_rev_in(&d))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn git_rev_in(dir: &std::path::Path) -> Option<String> {
+    let git = |args: &[&str]| std::process::Command::new("git").arg("-C").arg(dir).args(args).output().ok();
+    let out = git(&["rev-parse", "--short", "HEAD"]).filter(|o| o.status.success())?;
+    let rev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+        .map(|o| o.status.success() && !o.stdout.is_empty())
+        .unwrap_or(false);
+    Some(if dirty { format!("{rev}-dirty") } else { rev })
 }
 
 /// A progress bar on stderr (hidden when stderr is not a terminal).

@@ -79,7 +79,7 @@ impl ServerProc {
 
     /// Warning or error lines it logged.
     pub fn problems(&self) -> Vec<String> {
-        self.log.lock().unwrap().iter().filter(|l| l.contains("ERROR") || l.contains(" WARN ")).cloned().collect()
+        problems(&self.log)
     }
 
     /// SIGTERM, then waits for it to drain and exit (SIGKILL after 30 s).
@@ -105,6 +105,11 @@ impl WorkerProc {
         let (child, log, _) = spawn_logged(cmd, false)?;
         let pid = child.id().context("worker pid")?;
         Ok(Self { child, pid, log })
+    }
+
+    /// Warning or error lines it logged.
+    pub fn problems(&self) -> Vec<String> {
+        problems(&self.log)
     }
 
     /// SIGTERM, then waits for it to drain, deregister and exit.
@@ -181,6 +186,10 @@ async fn terminate(mut child: Child, pid: u32, what: &str, log: &Log) -> anyhow:
     }
 }
 
+fn problems(log: &Log) -> Vec<String> {
+    log.lock().unwrap().iter().filter(|l| l.contains("ERROR") || l.contains(" WARN ")).cloned().collect()
+}
+
 fn tail(log: &Log) -> String {
     let log = log.lock().unwrap();
     let skip = log.len().saturating_sub(30);
@@ -235,6 +244,29 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
     let utime: f64 = f.get(11)?.parse().ok()?;
     let stime: f64 = f.get(12)?.parse().ok()?;
     Some((utime + stime) / clock_ticks())
+}
+
+/// CPU time of the server and of this process over a timed window.
+pub struct CpuWindow {
+    server: Option<f64>,
+    client: Option<f64>,
+}
+
+impl CpuWindow {
+    /// Starts the window.
+    pub fn start(server: &ServerProc) -> Self {
+        Self { server: server.cpu_secs(), client: cpu_secs(std::process::id()) }
+    }
+
+    /// Sets `server_cpu_pct` and `client_cpu_pct` (100 = one core busy for the whole window).
+    pub fn finish(self, server: &ServerProc, report: &mut super::report::Report, elapsed_s: f64) {
+        if let (Some(a), Some(b)) = (self.server, server.cpu_secs()) {
+            report.set_f("server_cpu_pct", 100.0 * (b - a) / elapsed_s, 0);
+        }
+        if let (Some(a), Some(b)) = (self.client, cpu_secs(std::process::id())) {
+            report.set_f("client_cpu_pct", 100.0 * (b - a) / elapsed_s, 0);
+        }
+    }
 }
 
 /// 1-minute load average.

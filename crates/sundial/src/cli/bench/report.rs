@@ -9,19 +9,22 @@
 //!
 //! Scenario fields:
 //! * `submit`: `jobs_per_s`, `p50_ms`, `p99_ms`, `max_ms`, `concurrency`, `warmup`,
-//!   `group_commit_mean`, `rss_mb`.
-//! * `submit_batch`: `jobs_per_s`, `batch_size`, `requests`, `batch_concurrency`,
-//!   `request_p50_ms`, `request_p99_ms`, `rss_mb`.
+//!   `group_commit_mean`, `server_cpu_pct`, `client_cpu_pct`, `rss_mb`.
+//! * `submit_batch`: `jobs_per_s`, `batch_size`, `requests`, `batch_concurrency`, `warmup`,
+//!   `request_p50_ms`, `request_p99_ms`, `server_cpu_pct`, `client_cpu_pct`, `rss_mb`.
 //! * `execute`: `jobs_per_s`, `jobs_per_s_excl_startup`, `first_start_ms`, `startup_ms`,
-//!   `workers`, `rss_mb`, `complete_batch_mean`; `remote_jobs_per_s`,
+//!   `workers`, `rss_mb`, `complete_batch_mean`, `server_cpu_pct`; `remote_jobs_per_s`,
 //!   `remote_jobs_per_s_excl_startup`, `remote_first_start_ms`, `remote_processes`,
-//!   `remote_capacity`, `remote_rss_mb`.
+//!   `remote_capacity`, `remote_rss_mb`, `remote_complete_batch_mean`, `remote_server_cpu_pct`.
+//!   (`*_cpu_pct`: 100 = one core busy the whole time; `process_log`: warnings the server or workers
+//!   logged, when any.)
 //! * `latency`: `p50_ms`, `p95_ms`, `p99_ms`, `max_ms` (due → start), `from_submit_p50_ms`,
 //!   `from_submit_p99_ms`, `from_submit_max_ms` (client send → start), `submit_rtt_p50_ms`,
 //!   `submit_rtt_p99_ms`, `rate`, `offered_jobs_per_s`, `warmup`, `workers`, `rss_mb`.
 //! * `schedule`: `triggers`, `due`, `p50_ms`, `p99_ms`, `max_ms` (start lag), `last_start_ms`
 //!   (last start after the due second), `idle_cpu_pct`, `idle_secs`, `rss_mb`, `startup_ms`,
-//!   `insert_jobs_per_s`, `workers`.
+//!   `insert_jobs_per_s` (direct store inserts, not a server figure), `workers`, `warning`
+//!   (only when the server came up less than 0.5 s before the due second).
 
 use super::Ctx;
 use serde_json::Value;
@@ -102,18 +105,18 @@ impl Report {
     }
 
     /// Keeps (the first few of) the warnings and errors a child process logged, under
-    /// `server_log`; they do not fail the check by themselves.
+    /// `process_log`; they do not fail the check by themselves.
     pub fn note_log(&mut self, who: &str, lines: Vec<String>) {
         if lines.is_empty() {
             return;
         }
-        let mut all: Vec<Value> = match self.get("server_log") {
+        let mut all: Vec<Value> = match self.get("process_log") {
             Some(Value::Array(a)) => a.clone(),
             _ => Vec::new(),
         };
         all.push(Value::String(format!("{who}: {} warning/error lines", lines.len())));
         all.extend(lines.into_iter().take(5).map(|l| Value::String(format!("{who}: {l}"))));
-        self.set("server_log", all);
+        self.set("process_log", all);
     }
 
     /// Sets `check` from the failures recorded.

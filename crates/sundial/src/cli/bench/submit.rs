@@ -2,7 +2,7 @@
 //! answer comes after the commit. Checked: one pending run per accepted job, nothing else.
 
 use super::api::{check_runs, Api, Expect};
-use super::procs::ServerProc;
+use super::procs::{CpuWindow, ServerProc};
 use super::report::{latency_summary, Report};
 use super::{progress, Ctx};
 use futures::StreamExt;
@@ -39,6 +39,7 @@ async fn single_on(ctx: &Ctx, report: &mut Report, server: &ServerProc) -> anyho
 
     let pb = progress(n, "submit");
     let next = Arc::new(AtomicU64::new(0));
+    let cpu = CpuWindow::start(server);
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(c);
     for _ in 0..c {
@@ -70,6 +71,7 @@ async fn single_on(ctx: &Ctx, report: &mut Report, server: &ServerProc) -> anyho
         expected.extend(ids);
     }
     let elapsed = started.elapsed().as_secs_f64();
+    cpu.finish(server, report, elapsed);
     pb.finish_and_clear();
 
     let [p50, _, p99, max] = latency_summary(&mut lat);
@@ -130,6 +132,7 @@ async fn batch_on(ctx: &Ctx, report: &mut Report, server: &ServerProc) -> anyhow
     report.set("warmup", warm.len());
 
     let pb = progress(n, "submit_batch");
+    let cpu = CpuWindow::start(server);
     let started = Instant::now();
     let mut results = futures::stream::iter(bodies)
         .map(|(count, body)| {
@@ -153,6 +156,7 @@ async fn batch_on(ctx: &Ctx, report: &mut Report, server: &ServerProc) -> anyhow
         expected.extend(ids);
     }
     let elapsed = started.elapsed().as_secs_f64();
+    cpu.finish(server, report, elapsed);
     pb.finish_and_clear();
 
     let [p50, _, p99, _] = latency_summary(&mut lat);
