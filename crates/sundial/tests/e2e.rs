@@ -193,10 +193,8 @@ async fn worker_killed_mid_run_is_retried_on_another_worker_and_shows_dead() {
     a.kill9();
     let killed_at = Instant::now();
     let _b = worker(&base, &["--enable-shell", "--name", "rescuer", "--capacity", "1"]);
-    wait_for(&base, &format!("/v1/runs?job_id={job_id}"), "attempt 2 to start", 30, |v| {
-        v["items"][0]["attempt"] == 2
-    })
-    .await;
+    wait_for(&base, &format!("/v1/runs?job_id={job_id}"), "attempt 2 to start", 30, |v| v["items"][0]["attempt"] == 2)
+        .await;
     eprintln!("attempt 2 started {:?} after the SIGKILL (lease 2s, initial retry delay 1s)", killed_at.elapsed());
     let done = wait_for(&base, &format!("/v1/runs?job_id={job_id}"), "retry to succeed on B", 30, |v| {
         v["items"][0]["state"] == "succeeded"

@@ -69,7 +69,14 @@ async fn partitioned_worker_stops_its_run_before_the_lease_ends() {
     let proxy_port = proxy(format!("127.0.0.1:{port}"), cut.clone()).await;
     let _worker = Proc(
         Command::new(BIN)
-            .args(["worker", "--server", &format!("http://127.0.0.1:{proxy_port}"), "--enable-shell", "--capacity", "1"])
+            .args([
+                "worker",
+                "--server",
+                &format!("http://127.0.0.1:{proxy_port}"),
+                "--enable-shell",
+                "--capacity",
+                "1",
+            ])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
