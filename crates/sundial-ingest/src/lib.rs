@@ -162,8 +162,12 @@ impl From<&sundial_server::AppState> for Target {
     }
 }
 
-/// librdkafka's logs and rebalances, as tracing events.
-pub(crate) struct Ctx;
+/// librdkafka's logs and rebalances, as tracing events; counts rebalances so the pipeline can
+/// tell whether an assignment is the one its offsets were stored under.
+#[derive(Default)]
+pub(crate) struct Ctx {
+    pub(crate) rebalances: std::sync::atomic::AtomicU64,
+}
 
 impl ClientContext for Ctx {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
@@ -186,6 +190,7 @@ impl ClientContext for Ctx {
 
 impl ConsumerContext for Ctx {
     fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.rebalances.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         match rebalance {
             // Eager protocol: an assignment is the whole set, a revocation takes all of it.
             Rebalance::Assign(tpl) => {
@@ -234,7 +239,7 @@ impl Ingest {
     /// the group and starts consuming into `target`.
     pub fn start(config: IngestConfig, target: Target) -> anyhow::Result<Ingest> {
         let consumer: KafkaConsumer =
-            config.consumer_config().create_with_context(Ctx).context("creating the Kafka consumer")?;
+            config.consumer_config().create_with_context(Ctx::default()).context("creating the Kafka consumer")?;
         let producer: FutureProducer =
             config.producer_config().create().context("creating the Kafka dead-letter producer")?;
         consumer.subscribe(&[&config.topic]).with_context(|| format!("subscribing to {}", config.topic))?;

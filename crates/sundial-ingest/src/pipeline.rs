@@ -51,8 +51,9 @@ struct Pipeline {
     shutdown: CancellationToken,
     /// Polled while paused; handled before anything newer.
     backlog: VecDeque<OwnedMessage>,
-    /// Next offset per partition whose messages are all stored (what a final commit sends).
-    done: BTreeMap<(String, i32), i64>,
+    /// Next offset per partition whose messages are all stored, with the rebalance generation
+    /// it was stored under (what the final commit sends, if the assignment has not changed).
+    done: BTreeMap<(String, i32), (i64, u64)>,
     paused: bool,
 }
 
@@ -64,7 +65,7 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) {
     ensure_topic(&config).await;
-    let lag = tokio::spawn(lag_loop(consumer.clone(), shutdown.clone()));
+    let lag = tokio::spawn(watch_loop(consumer.clone(), config.clone(), shutdown.clone()));
     let mut p = Pipeline {
         consumer,
         producer,
@@ -212,6 +213,9 @@ impl Pipeline {
                 let mut out: Vec<Stored> = Vec::with_capacity(creates.len());
                 for item in items {
                     let Outcome::Jobs { range, .. } = &item.outcome else { continue };
+                    if range.is_empty() {
+                        continue;
+                    }
                     match self.store_retrying(&creates[range.clone()]).await? {
                         Ok(r) => out.extend(r),
                         Err(e) => {
@@ -319,12 +323,20 @@ impl Pipeline {
         self.producer.send(record, Timeout::After(Duration::from_secs(5))).await.map(|_| ()).map_err(|(e, _)| e)
     }
 
-    /// Commits (asynchronously) the offsets after the batch's last message per partition.
+    /// Commits (asynchronously) the offsets after the batch's last message per partition, for
+    /// the partitions this node still holds (a partition that moved meanwhile is the new
+    /// owner's to commit; it redelivers, and the derived keys make that harmless).
     fn commit(&mut self, items: &[Item]) {
         let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
         for i in items {
             let e = next.entry((i.source.topic.clone(), i.source.partition)).or_insert(0);
             *e = (*e).max(i.source.offset + 1);
+        }
+        let generation = self.generation();
+        let assigned = self.consumer.assignment().unwrap_or_default();
+        next.retain(|(t, p), _| assigned.find_partition(t, *p).is_some());
+        if next.is_empty() {
+            return;
         }
         let mut tpl = TopicPartitionList::new();
         for ((t, p), o) in &next {
@@ -333,7 +345,12 @@ impl Pipeline {
         if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
             tracing::warn!(error = %e, "kafka offset commit failed; the next one covers it");
         }
-        self.done.extend(next);
+        self.done.extend(next.into_iter().map(|(k, o)| (k, (o, generation))));
+    }
+
+    /// Changes with every assignment and revocation.
+    fn generation(&self) -> u64 {
+        self.consumer.context().rebalances.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Pauses the assigned partitions (again: a rebalance may have assigned new ones) and waits,
@@ -370,16 +387,14 @@ impl Pipeline {
     /// On shutdown: commits what is stored (synchronously) for the partitions still assigned,
     /// then closes the consumer, leaving the group.
     async fn finish(self) {
+        let generation = self.generation();
         let consumer = self.consumer;
         let done = self.done;
         let _ = tokio::task::spawn_blocking(move || {
-            let assigned: Vec<(String, i32)> = consumer
-                .assignment()
-                .map(|a| a.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect())
-                .unwrap_or_default();
+            let assigned = consumer.assignment().unwrap_or_default();
             let mut tpl = TopicPartitionList::new();
-            for ((t, p), o) in &done {
-                if assigned.iter().any(|(at, ap)| at == t && ap == p) {
+            for ((t, p), (o, g)) in &done {
+                if *g == generation && assigned.find_partition(t, *p).is_some() {
                     let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
                 }
             }
@@ -437,21 +452,91 @@ async fn ensure_topic(config: &IngestConfig) {
     tracing::warn!(topic, "the dead-letter topic does not exist and could not be created: create it");
 }
 
-/// Every few seconds: `sundial_kafka_consumer_lag` = Σ (high watermark − position) over the
-/// assigned partitions (the committed offset where nothing was consumed yet).
-async fn lag_loop(consumer: Arc<KafkaConsumer>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
+/// Every few seconds: updates `sundial_kafka_consumer_lag`; and, while this node holds no
+/// partition, rejoins the group if the topic has messages that nobody consumes (the group's
+/// committed offsets stay below the high watermarks and do not move for a while).
+///
+/// The second part works around a broker fault seen with tansu 0.6.0: when a restarted node
+/// joins while the crashed node it replaces is still the group's leader, and that leader's
+/// session expires between the new node's JoinGroup and SyncGroup, the broker completes the
+/// group with the follower's empty assignment, and nobody consumes until a member rejoins.
+/// (tansu's DescribeGroups cannot tell, it fails on its SQLite storage, so progress is the
+/// signal.) Waits double after each rejoin, so a group stalled for another reason (the store
+/// down on every node) is not rebalanced over and over.
+async fn watch_loop(consumer: Arc<KafkaConsumer>, config: IngestConfig, shutdown: CancellationToken) {
+    let period = Duration::from_secs(5);
+    // Longer than a normal rebalance waits for a crashed member (one session timeout).
+    let mut patience = (config.session_timeout * 2).max(Duration::from_secs(20));
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // (committed offsets summed, for how long they have not moved with a backlog waiting)
+    let mut stalled: Option<(i64, Duration)> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let c = consumer.clone();
-        if let Ok(Some(lag)) = tokio::task::spawn_blocking(move || lag(&c)).await {
+        let (c, cfg) = (consumer.clone(), config.clone());
+        let prev = stalled;
+        let Ok((lag, stalled_now, rejoined)) = tokio::task::spawn_blocking(move || {
+            let lag = lag(&c);
+            let empty = c.assignment().map(|a| a.count() == 0).unwrap_or(false);
+            let Some((committed, backlog)) = empty.then(|| group_progress(&c, &cfg)).flatten() else {
+                return (lag, None, false);
+            };
+            if backlog == 0 {
+                return (lag, None, false);
+            }
+            let still = match prev {
+                Some((before, waited)) if before == committed => waited + period,
+                _ => Duration::ZERO,
+            };
+            if still < patience {
+                return (lag, Some((committed, still)), false);
+            }
+            tracing::warn!(group = %cfg.group, topic = %cfg.topic, backlog, stalled_for = ?still,
+                "this node holds no partition and nobody consumes the topic's backlog: rejoining the group");
+            c.unsubscribe();
+            if let Err(e) = c.subscribe(&[&cfg.topic]) {
+                tracing::error!(error = %e, topic = %cfg.topic, "resubscribing failed");
+            }
+            (lag, None, true)
+        })
+        .await
+        else {
+            continue;
+        };
+        if let Some(lag) = lag {
             metrics::gauge!("sundial_kafka_consumer_lag").set(lag as f64);
         }
+        stalled = stalled_now;
+        if rejoined {
+            patience = (patience * 2).min(Duration::from_secs(300));
+        }
     }
+}
+
+/// The group's committed offsets on the topic, summed, and the messages beyond them.
+fn group_progress(consumer: &KafkaConsumer, config: &IngestConfig) -> Option<(i64, i64)> {
+    let timeout = Duration::from_secs(5);
+    let md = consumer.fetch_metadata(Some(&config.topic), timeout).ok()?;
+    let topic = md.topics().iter().find(|t| t.name() == config.topic)?;
+    let mut tpl = TopicPartitionList::new();
+    for p in topic.partitions() {
+        tpl.add_partition(&config.topic, p.id());
+    }
+    let committed = consumer.committed_offsets(tpl, timeout).ok()?;
+    let (mut sum, mut backlog) = (0i64, 0i64);
+    for e in committed.elements() {
+        let (low, high) = consumer.fetch_watermarks(e.topic(), e.partition(), timeout).ok()?;
+        let at = match e.offset() {
+            Offset::Offset(o) => o,
+            _ => low,
+        };
+        sum += at;
+        backlog += (high - at).max(0);
+    }
+    Some((sum, backlog))
 }
 
 fn lag(consumer: &KafkaConsumer) -> Option<i64> {

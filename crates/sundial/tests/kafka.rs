@@ -177,12 +177,15 @@ async fn a_node_killed_mid_stream_and_restarted_loses_and_doubles_no_job() {
     produce(&topic, messages(N)).await;
     let mut node = Node::start(&db, &topic, &group).await;
     node.wait_created(1500.0, 60).await;
+    // A little later, so the kill may land inside a batch's transaction or before its commit.
+    let jitter = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() % 40;
+    tokio::time::sleep(Duration::from_millis(jitter as u64)).await;
     node.kill9();
-    let before = Node::start(&db, &topic, &group).await; // same store, same group
-    let stored_before = before.jobs().await.len();
+    let after = Node::start(&db, &topic, &group).await; // same store, same group
+    let stored_before = after.jobs().await.len();
     assert!(stored_before < N, "killed mid-stream: {stored_before} of {N} stored before the restart");
-    assert_exactly(&before, N, 120).await;
-    let dups = before.metric("sundial_kafka_duplicates_total").await;
+    assert_exactly(&after, N, 120).await;
+    let dups = after.metric("sundial_kafka_duplicates_total").await;
     eprintln!("killed after {stored_before} of {N} stored; restarted node redelivered {dups} already-stored messages");
 }
 
@@ -213,4 +216,52 @@ async fn two_nodes_in_one_group_share_the_partitions() {
     eprintln!("node a created {ca} jobs, node b {cb}");
     assert!(ca > 0.0 && cb > 0.0, "both nodes stored some: {ca} + {cb}");
     assert_eq!(ca + cb, N as f64, "each message stored by exactly one node");
+}
+
+/// The ingest rate: `N_BENCH` messages already on a 4-partition topic, one node, time until all
+/// are stored. Run by hand (release build, any store):
+/// `SUNDIAL_BENCH_BIN=target/release/sundial SUNDIAL_BENCH_DB=postgres://… cargo test -p sundial
+/// --test kafka -- --ignored --nocapture ingest_rate`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement, not a test: run by hand"]
+async fn ingest_rate_of_one_node() {
+    let n: usize = std::env::var("SUNDIAL_BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let topic = topic(4).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db =
+        std::env::var("SUNDIAL_BENCH_DB").unwrap_or_else(|_| format!("sqlite://{}/bench.db", dir.path().display()));
+    let started = Instant::now();
+    produce(&topic, messages(n)).await;
+    eprintln!("produced {n} messages in {:.1}s", started.elapsed().as_secs_f64());
+    let bin = std::env::var("SUNDIAL_BENCH_BIN").unwrap_or_else(|_| BIN.to_string());
+    let port = free_port();
+    let child = Command::new(&bin)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--db", &db, "--workers", "0"])
+        .args(["--kafka-brokers", testing::BROKERS, "--kafka-topic", &topic, "--kafka-group", &unique("bench")])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let node = Node { child, base: format!("http://127.0.0.1:{port}") };
+    let t0 = Instant::now();
+    let mut first: Option<Instant> = None;
+    loop {
+        let done = node.metric("sundial_kafka_jobs_created_total").await;
+        if done > 0.0 && first.is_none() {
+            first = Some(Instant::now());
+        }
+        if done >= n as f64 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(600), "{done} of {n} after 10 minutes");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let total = t0.elapsed().as_secs_f64();
+    let busy = first.map_or(total, |f| f.elapsed().as_secs_f64());
+    eprintln!(
+        "{n} messages stored on {db}: {total:.1}s from process start ({:.0} msg/s), {busy:.1}s from the first job ({:.0} msg/s)",
+        n as f64 / total,
+        n as f64 / busy
+    );
 }

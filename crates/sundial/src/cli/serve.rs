@@ -48,6 +48,18 @@ pub struct ServeArgs {
     /// Topic invalid messages go to, with the reason in headers (default `<topic>.dlq`).
     #[arg(long, env = "SUNDIAL_KAFKA_DLQ_TOPIC")]
     pub kafka_dlq_topic: Option<String>,
+    /// Extra librdkafka setting `KEY=VALUE` for the consumer and dead-letter producer
+    /// (repeatable, or comma-separated in the environment), e.g. `session.timeout.ms=30000`.
+    #[arg(long = "kafka-config", env = "SUNDIAL_KAFKA_CONFIG", value_delimiter = ',', value_parser = parse_key_value)]
+    pub kafka_config: Vec<(String, String)>,
+}
+
+/// `KEY=VALUE`.
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
 }
 
 /// `true`/`false`/`1`/`0`.
@@ -95,6 +107,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(brokers) => {
             let mut config = sundial_ingest::IngestConfig::new(brokers, args.kafka_topic);
             config.group = args.kafka_group;
+            config.extra = args.kafka_config;
             if let Some(dlq) = args.kafka_dlq_topic.filter(|d| !d.is_empty()) {
                 config.dlq_topic = dlq;
             }
