@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of sundial. Needs: a Rust toolchain, python3, Chromium (installed from
-# Debian's packages when missing and run as root), and PostgreSQL reachable at
+# Debian's packages when missing and run as root), tansu (installed by
+# scripts/kafka-broker.sh when missing), and PostgreSQL reachable at
 # $SUNDIAL_TEST_PG_URL (default postgres://postgres@127.0.0.1:5432/sundial_test; the database
 # is created if missing). On this project's machines a local PostgreSQL is started if it is down.
 set -euo pipefail
@@ -27,6 +28,10 @@ if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id 
   echo "installing chromium for the dashboard test"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
+
+# The Kafka tests need a Kafka-protocol broker (tansu); start it up front so a missing install
+# (~17 minutes of cargo install) shows here rather than inside a test.
+./scripts/kafka-broker.sh start
 
 cargo test --workspace --all-targets -- --test-threads 4
 cargo test --workspace --doc

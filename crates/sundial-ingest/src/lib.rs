@@ -5,9 +5,9 @@
 //! group, so the topic's partitions are spread over the nodes.
 //!
 //! # Guarantees, and the one place each is kept
-//! * **At-least-once in, exactly-once effect** ([`pipeline`]): a message's offset is committed
-//!   only after the transaction holding its job committed (or after the dead-letter topic
-//!   acknowledged it). A message without an `idempotency_key` gets one derived from
+//! * **At-least-once in, exactly-once effect** (the `pipeline` module): a message's offset is
+//!   committed only after the transaction holding its job committed (or after the dead-letter
+//!   topic acknowledged it). A message without an `idempotency_key` gets one derived from
 //!   `topic/partition/offset` ([`decode::Source::derived_key`]), so a redelivery after a crash or
 //!   a rebalance finds the job it already created instead of making a second one.
 //! * **Group commit**: messages are consumed in batches (up to [`IngestConfig::max_batch`] or
@@ -26,8 +26,13 @@
 //! `sundial_kafka_messages_total`, `sundial_kafka_jobs_created_total`,
 //! `sundial_kafka_duplicates_total`, `sundial_kafka_dead_lettered_total{code}`,
 //! `sundial_kafka_consumer_lag` (summed over this node's partitions),
-//! `sundial_kafka_assigned_partitions`,
-//! `sundial_kafka_store_retries_total`, `sundial_kafka_batch_size`.
+//! `sundial_kafka_assigned_partitions`, `sundial_kafka_store_retries_total`,
+//! `sundial_kafka_batch_size`.
+//!
+//! # Broker notes
+//! Tested against tansu 0.6.0 (`scripts/kafka-broker.sh`). The consumer works around one of its
+//! group-coordination faults (see the `pipeline` module's watch loop); its DescribeGroups fails
+//! on SQLite storage, so nothing here uses it. Dead letters are produced uncompressed.
 
 pub mod decode;
 mod pipeline;

@@ -160,16 +160,6 @@ impl Pipeline {
         for item in &mut items {
             let Outcome::Jobs { range, batch } = &item.outcome else { continue };
             let rs = &results[range.clone()];
-            if let Some((i, e)) = rs.iter().enumerate().find_map(|(i, r)| r.as_ref().err().map(|e| (i, e))) {
-                // E.g. `name_conflict`: the message can never be stored as it is. (The other
-                // jobs of a batch message were stored; a fixed message is a new one.)
-                let mut e = e.clone();
-                if *batch {
-                    e.message = within_item(i, &e.message);
-                }
-                item.outcome = Outcome::Reject(e);
-                continue;
-            }
             for c in rs.iter().flatten() {
                 if c.created {
                     created += 1;
@@ -181,6 +171,15 @@ impl Pipeline {
                 } else {
                     duplicates += 1;
                 }
+            }
+            if let Some((i, e)) = rs.iter().enumerate().find_map(|(i, r)| r.as_ref().err().map(|e| (i, e))) {
+                // E.g. `name_conflict`: the message can never be stored as it is. (The other
+                // jobs of a batch message were stored; a fixed message is a new one.)
+                let mut e = e.clone();
+                if *batch {
+                    e.message = within_item(i, &e.message);
+                }
+                item.outcome = Outcome::Reject(e);
             }
         }
         metrics::counter!("sundial_kafka_jobs_created_total").increment(created);
@@ -391,17 +390,22 @@ impl Pipeline {
         let consumer = self.consumer;
         let done = self.done;
         let _ = tokio::task::spawn_blocking(move || {
-            let assigned = consumer.assignment().unwrap_or_default();
-            let mut tpl = TopicPartitionList::new();
-            for ((t, p), (o, g)) in &done {
-                if *g == generation && assigned.find_partition(t, *p).is_some() {
-                    let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
+            // Partition lists hold references into the client: all are dropped before it is.
+            {
+                let assigned = consumer.assignment().unwrap_or_default();
+                let mut tpl = TopicPartitionList::new();
+                for ((t, p), (o, g)) in &done {
+                    if *g == generation && assigned.find_partition(t, *p).is_some() {
+                        let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
+                    }
                 }
-            }
-            if tpl.count() > 0 {
-                match consumer.commit(&tpl, CommitMode::Sync) {
-                    Ok(()) => tracing::info!(offsets = %crate::describe(&tpl), "kafka offsets committed on shutdown"),
-                    Err(e) => tracing::warn!(error = %e, "final kafka offset commit failed"),
+                if tpl.count() > 0 {
+                    match consumer.commit(&tpl, CommitMode::Sync) {
+                        Ok(()) => {
+                            tracing::info!(offsets = %crate::describe(&tpl), "kafka offsets committed on shutdown")
+                        }
+                        Err(e) => tracing::warn!(error = %e, "final kafka offset commit failed"),
+                    }
                 }
             }
             consumer.unsubscribe();

@@ -49,7 +49,7 @@ impl Node {
 
     /// SIGTERM, and the exit code.
     fn terminate(&mut self) -> Option<i32> {
-        // SAFETY-free: `kill` the command, not libc, keeps this file free of unsafe code.
+        // The `kill` command rather than libc: this file stays free of unsafe code.
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
