@@ -280,19 +280,10 @@ impl Handler for Http {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::Utc;
     use tokio::io::AsyncWriteExt;
-    use tokio_util::sync::CancellationToken;
 
     fn ctx(payload: Value) -> RunContext {
-        RunContext {
-            run_id: "r1".into(),
-            job_id: "j1".into(),
-            attempt: 1,
-            payload,
-            scheduled_for: Utc::now(),
-            cancel: CancellationToken::new(),
-        }
+        crate::handler::test_ctx(payload)
     }
 
     #[tokio::test]

@@ -138,19 +138,25 @@ where
     }
 }
 
+/// A context for unit tests of handlers.
+#[cfg(test)]
+pub(crate) fn test_ctx(payload: Value) -> RunContext {
+    RunContext {
+        run_id: "r1".into(),
+        job_id: "j1".into(),
+        attempt: 1,
+        payload,
+        scheduled_for: Utc::now(),
+        cancel: CancellationToken::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn ctx(payload: Value) -> RunContext {
-        RunContext {
-            run_id: "r1".into(),
-            job_id: "j1".into(),
-            attempt: 1,
-            payload,
-            scheduled_for: Utc::now(),
-            cancel: CancellationToken::new(),
-        }
+        test_ctx(payload)
     }
 
     #[tokio::test]
