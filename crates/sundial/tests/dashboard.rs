@@ -2,18 +2,11 @@
 //! live API, and the rendered DOM shows the job, its run state and the worker.
 
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sundial");
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod support;
+use support::*;
 
 fn chromium() -> String {
     ["chromium", "chromium-browser", "google-chrome"]
@@ -27,23 +20,12 @@ fn chromium() -> String {
 async fn dashboard_renders_jobs_runs_and_workers_in_a_real_browser() {
     let browser = chromium();
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let _server = Proc(
-        Command::new(BIN)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--workers", "1"])
-            .args(["--db", &format!("sqlite://{}/dash.db", dir.path().display())])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _server = serve(&format!("sqlite://{}/dash.db", dir.path().display()), port, &["--workers", "1"]);
+    wait_ready(&base).await;
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while http.get(format!("{base}/readyz")).send().await.map(|r| r.status().as_u16()).unwrap_or(0) != 200 {
-        assert!(Instant::now() < deadline, "server not ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let job: Value = http
         .post(format!("{base}/v1/jobs"))
         .json(&json!({"name": "dash-probe", "handler": "echo", "payload": {"x": 1}}))

@@ -2,63 +2,11 @@
 //! killed with SIGKILL. Waits are bounded polls; outcomes are asserted on stored state.
 
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sundial");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-struct Proc(Child);
-
-impl Proc {
-    fn kill9(&mut self) {
-        // SIGKILL: no drain, no cleanup — a crash.
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-fn serve(db: &str, port: u16, args: &[&str]) -> Proc {
-    let child = Command::new(BIN)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(args)
-        .env("SUNDIAL_DB", db)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    Proc(child)
-}
-
-fn worker(server: &str, args: &[&str]) -> Proc {
-    let child = Command::new(BIN)
-        .args(["worker", "--server", server])
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    Proc(child)
-}
-
-async fn wait_ready(base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while reqwest::get(format!("{base}/readyz")).await.map(|r| r.status().as_u16()).unwrap_or(0) != 200 {
-        assert!(Instant::now() < deadline, "server at {base} never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+mod support;
+use support::*;
 
 async fn get(base: &str, path: &str) -> Value {
     reqwest::get(format!("{base}{path}")).await.unwrap().json().await.unwrap()

@@ -4,19 +4,17 @@
 
 use serde_json::{json, Value};
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use sundial_ingest::testing::{self, create_topic, ensure_broker, produce, unique};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sundial");
+mod support;
+use support::*;
+
 const N: usize = 10_000;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 struct Node {
-    child: Child,
+    proc: Proc,
     base: String,
 }
 
@@ -24,36 +22,25 @@ impl Node {
     /// `sundial serve` on a free port, consuming `topic` in `group`.
     async fn start(db: &str, topic: &str, group: &str) -> Node {
         let port = free_port();
-        let child = Command::new(BIN)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--db", db, "--workers", "0"])
-            .args(["--kafka-brokers", testing::BROKERS, "--kafka-topic", topic, "--kafka-group", group])
-            .env("RUST_LOG", std::env::var("SUNDIAL_TEST_NODE_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let node = Node { child, base: format!("http://127.0.0.1:{port}") };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while reqwest::get(format!("{}/readyz", node.base)).await.map(|r| r.status().as_u16()).unwrap_or(0) != 200 {
-            assert!(Instant::now() < deadline, "node at {} never became ready", node.base);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let kafka =
+            ["--workers", "0", "--kafka-brokers", testing::BROKERS, "--kafka-topic", topic, "--kafka-group", group];
+        let node = Node { proc: serve(db, port, &kafka), base: format!("http://127.0.0.1:{port}") };
+        wait_ready(&node.base).await;
         node
     }
 
     /// SIGKILL: no drain, no commit, no leaving the group — a crash.
     fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.kill9();
     }
 
     /// SIGTERM, and the exit code.
     fn terminate(&mut self) -> Option<i32> {
         // The `kill` command rather than libc: this file stays free of unsafe code.
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill").args(["-TERM", &self.proc.0.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
+            if let Some(s) = self.proc.0.try_wait().unwrap() {
                 return s.code();
             }
             assert!(Instant::now() < deadline, "node did not stop on SIGTERM");
@@ -99,12 +86,6 @@ impl Node {
             assert!(Instant::now() < deadline, "{} did not create {n} jobs in {secs}s", self.base);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }
 
@@ -243,7 +224,7 @@ async fn ingest_rate_of_one_node() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let node = Node { child, base: format!("http://127.0.0.1:{port}") };
+    let node = Node { proc: Proc(child), base: format!("http://127.0.0.1:{port}") };
     let t0 = Instant::now();
     let mut first: Option<Instant> = None;
     loop {

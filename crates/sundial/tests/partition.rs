@@ -4,20 +4,12 @@
 //! (counted from the worker's last successful heartbeat) runs out.
 
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sundial");
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod support;
+use support::*;
 
 /// Forwards TCP to `target` until `cut` is set; then drops every connection and refuses new ones.
 async fn proxy(target: String, cut: Arc<AtomicBool>) -> u16 {
@@ -47,41 +39,17 @@ async fn proxy(target: String, cut: Arc<AtomicBool>) -> u16 {
 #[tokio::test(flavor = "multi_thread")]
 async fn partitioned_worker_stops_its_run_before_the_lease_ends() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let lease = Duration::from_secs(3);
-    let _server = Proc(
-        Command::new(BIN)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--workers", "0", "--lease", "3s"])
-            .args(["--db", &format!("sqlite://{}/p.db", dir.path().display())])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _server = serve(&format!("sqlite://{}/p.db", dir.path().display()), port, &["--workers", "0", "--lease", "3s"]);
+    wait_ready(&base).await;
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while http.get(format!("{base}/readyz")).send().await.map(|r| r.status().as_u16()).unwrap_or(0) != 200 {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let cut = Arc::new(AtomicBool::new(false));
     let proxy_port = proxy(format!("127.0.0.1:{port}"), cut.clone()).await;
-    let _worker = Proc(
-        Command::new(BIN)
-            .args([
-                "worker",
-                "--server",
-                &format!("http://127.0.0.1:{proxy_port}"),
-                "--enable-shell",
-                "--capacity",
-                "1",
-            ])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let proxied = format!("http://127.0.0.1:{proxy_port}");
+    let _worker = worker(&proxied, &["--enable-shell", "--capacity", "1"]);
     let beat = dir.path().join("beat");
     let cmd = format!("while true; do date +%s%N > {}; sleep 0.1; done", beat.display());
     let job: Value = http

@@ -7,10 +7,11 @@
 
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sundial");
+mod support;
+use support::*;
 
 fn pg_bin(name: &str) -> Option<PathBuf> {
     let dir = std::fs::read_dir("/usr/lib/postgresql").ok()?.filter_map(|e| e.ok()).map(|e| e.path()).max()?;
@@ -20,7 +21,7 @@ fn pg_bin(name: &str) -> Option<PathBuf> {
 
 /// Runs a PostgreSQL tool as the `postgres` user when we are root (initdb refuses root).
 fn as_postgres(tool: &Path, args: &[&str]) -> std::process::Output {
-    let mut cmd = if unsafe_is_root() {
+    let mut cmd = if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(tool);
         c
@@ -30,7 +31,7 @@ fn as_postgres(tool: &Path, args: &[&str]) -> std::process::Output {
     cmd.args(args).output().expect("run postgres tool")
 }
 
-fn unsafe_is_root() -> bool {
+fn is_root() -> bool {
     std::env::var("USER").map(|u| u == "root").unwrap_or(false)
         || Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false)
 }
@@ -48,13 +49,13 @@ impl Cluster {
         let dir = std::env::temp_dir().join(format!("sundial-pg-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        if unsafe_is_root() {
+        if is_root() {
             Command::new("chown").args(["postgres:postgres", dir.to_str().unwrap()]).status().unwrap();
         }
         let data = dir.join("data");
         let out = as_postgres(&initdb, &["-D", data.to_str().unwrap(), "-A", "trust", "-U", "postgres"]);
         assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = free_port();
         let c = Cluster { dir, port, pg_ctl };
         c.start();
         Some(c)
@@ -84,14 +85,6 @@ impl Drop for Cluster {
     }
 }
 
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 async fn status(http: &reqwest::Client, url: &str) -> u16 {
     http.get(url).send().await.map(|r| r.status().as_u16()).unwrap_or(0)
 }
@@ -109,16 +102,9 @@ async fn node_survives_postgres_restart_and_readyz_reports_it() {
     let Some(pg) = Cluster::create() else {
         panic!("PostgreSQL server binaries not found under /usr/lib/postgresql");
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let _node = Proc(
-        Command::new(BIN)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--db", &pg.url(), "--workers", "2"])
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _node = serve(&pg.url(), port, &["--workers", "2"]);
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     until("node ready", 60, async || status(&http, &format!("{base}/readyz")).await == 200).await;
 

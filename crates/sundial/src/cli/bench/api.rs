@@ -61,36 +61,31 @@ impl Api {
 
     /// `POST /v1/jobs` with a prebuilt body; the new job's id (anything but 201 is an error).
     pub async fn submit(&self, body: String) -> anyhow::Result<String> {
+        let bytes = self.post_json("/v1/jobs", body, 201).await?;
+        Ok(serde_json::from_slice::<JobRef>(&bytes).context("POST /v1/jobs response")?.id)
+    }
+
+    /// POSTs a prebuilt JSON body; the answer's bytes, or an error unless it is `expect`.
+    async fn post_json(&self, path: &str, body: impl Into<reqwest::Body>, expect: u16) -> anyhow::Result<Vec<u8>> {
         let resp = self
             .http
-            .post(format!("{}/v1/jobs", self.base))
+            .post(format!("{}{path}", self.base))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body)
             .send()
             .await?;
         let status = resp.status();
         let bytes = resp.bytes().await?;
-        if status.as_u16() != 201 {
-            bail!("POST /v1/jobs answered {status}: {}", String::from_utf8_lossy(&bytes));
+        if status.as_u16() != expect {
+            bail!("POST {path} answered {status}: {}", String::from_utf8_lossy(&bytes));
         }
-        Ok(serde_json::from_slice::<JobRef>(&bytes).context("POST /v1/jobs response")?.id)
+        Ok(bytes.to_vec())
     }
 
     /// `POST /v1/jobs/batch` with a prebuilt body; the new jobs' ids, in order (any item but
     /// 201 is an error).
     pub async fn submit_batch(&self, body: Vec<u8>) -> anyhow::Result<Vec<String>> {
-        let resp = self
-            .http
-            .post(format!("{}/v1/jobs/batch", self.base))
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await?;
-        let status = resp.status();
-        let bytes = resp.bytes().await?;
-        if status.as_u16() != 200 {
-            bail!("POST /v1/jobs/batch answered {status}: {}", String::from_utf8_lossy(&bytes));
-        }
+        let bytes = self.post_json("/v1/jobs/batch", body, 200).await?;
         let parsed: BatchResponse = serde_json::from_slice(&bytes).context("POST /v1/jobs/batch response")?;
         let mut ids = Vec::with_capacity(parsed.items.len());
         for (i, item) in parsed.items.into_iter().enumerate() {
