@@ -3,6 +3,7 @@
 //! in that same transaction. The misfire policy comes from [`crate::schedule::plan`], the overlap
 //! policy from [`crate::overlap::decide`].
 
+use super::plan::run_reason;
 use super::rows::{dur_us, TriggerRow};
 use super::{FireReport, StoreError};
 use crate::domain::{new_id, JobSpec, Overlap, RunState, Timestamp};
@@ -60,6 +61,8 @@ pub(crate) struct NewRun {
     pub scheduled_for: i64,
     pub state: RunState,
     pub reason: Option<String>,
+    /// The lasting part of `reason` (a misfire note), kept through claims and settlements.
+    pub note: Option<String>,
     /// Held because the job is paused.
     pub held: bool,
     /// Waiting behind a running run (`buffer_one`).
@@ -80,6 +83,7 @@ impl NewRun {
             scheduled_for: at.timestamp_micros(),
             state: RunState::Pending,
             reason: None,
+            note: None,
             held,
             blocked: false,
             manual,
@@ -138,17 +142,18 @@ pub(crate) fn fire_actions(
         let plan = crate::schedule::plan(&spec, super::rows::ts(next), t.fires.max(0) as u64, now, misfire_threshold);
         for fire in plan.fires {
             let id = new_id();
+            let note = fire.reason;
             let (state, reason, blocked) = if fire.skipped {
-                (RunState::Skipped, fire.reason, false)
+                (RunState::Skipped, note.clone(), false)
             } else {
                 let a = active.entry(job.id.clone()).or_default();
                 match decide(job.overlap(), a, &id) {
-                    Decision::Pending { blocked } => (RunState::Pending, fire.reason, blocked),
-                    Decision::Skipped(why) => (RunState::Skipped, Some(why), false),
+                    Decision::Pending { blocked } => (RunState::Pending, note.clone(), blocked),
+                    Decision::Skipped(why) => (RunState::Skipped, run_reason(note.as_deref(), Some(&why)), false),
                     Decision::Supersede { cancel_pending, cancel_running } => {
                         out.cancel_pending.extend(cancel_pending.into_iter().map(|r| (r, superseded_reason(&id))));
                         out.cancel_running.extend(cancel_running);
-                        (RunState::Pending, fire.reason, false)
+                        (RunState::Pending, note.clone(), false)
                     }
                 }
             };
@@ -161,6 +166,7 @@ pub(crate) fn fire_actions(
                 scheduled_for: at,
                 state,
                 reason,
+                note,
                 held: false,
                 blocked,
                 manual: false,

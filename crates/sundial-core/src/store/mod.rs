@@ -13,16 +13,17 @@
 //! * once per due time: [`Store::trigger_fire_due`] inserts runs and advances the trigger in one
 //!   transaction, under `UNIQUE(trigger_id, fire_time)`;
 //! * fenced leases: [`Store::run_heartbeat`] and [`Store::run_complete_many`] change a run only
-//!   while it is `running` under the caller's `(worker_id, attempt)`.
+//!   while it is `running` under the caller's [`Lease`] (`worker_id`, `attempt`).
 
 pub mod conformance;
 pub(crate) mod fire;
 mod listing;
+pub(crate) mod plan;
 pub mod postgres;
 pub(crate) mod rows;
 pub mod sqlite;
 
-use crate::domain::{Job, JobSpec, Run, RunState, Timestamp, Worker};
+use crate::domain::{Job, JobSpec, Lease, Run, RunState, Timestamp, Worker};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -189,12 +190,8 @@ pub struct HeartbeatOutcome {
 /// A worker's report that an attempt ended.
 #[derive(Debug, Clone)]
 pub struct Completion {
-    /// Run and fencing token.
-    pub run_id: String,
-    /// Fencing token.
-    pub worker_id: String,
-    /// Fencing token.
-    pub attempt: u32,
+    /// The run and the fencing token it was claimed under.
+    pub lease: Lease,
     /// `succeeded`, `failed`, `timed_out` or `cancelled`.
     pub state: RunState,
     /// Handler output.
@@ -292,15 +289,15 @@ pub trait Store: Send + Sync + 'static {
     /// Claims due pending runs of the worker's handlers, priority then `scheduled_for` order.
     /// Each claim bumps `attempt` and sets a lease. Counts as the worker's sign of life.
     async fn run_claim(&self, params: &ClaimParams) -> Result<Vec<ClaimedRun>>;
-    /// Extends the leases of the listed runs still held at those attempts; a sign of life.
+    /// Extends the leases `held` that `worker_id` still holds; a sign of life.
     async fn run_heartbeat(
         &self,
         worker_id: &str,
-        runs: &[(String, u32)],
+        held: &[Lease],
         lease: Duration,
         now: Timestamp,
     ) -> Result<HeartbeatOutcome>;
-    /// Records ended attempts, fenced by `(worker_id, attempt)`; failures with attempts left go
+    /// Records ended attempts, fenced by their [`Lease`]; failures with attempts left go
     /// back to `pending` after the backoff. One transaction for the batch.
     async fn run_complete_many(&self, completions: Vec<Completion>, now: Timestamp) -> Result<Vec<Result<Run>>>;
     /// Expired leases, overrun timeouts and silent workers: retry or finish, with a reason.

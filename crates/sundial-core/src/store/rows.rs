@@ -80,18 +80,7 @@ pub(crate) fn trigger_spec_json(spec: &TriggerSpec) -> String {
 impl JobRow {
     pub(crate) fn into_job(self, triggers: Vec<Trigger>, now: Timestamp) -> Result<Job, StoreError> {
         let overlap = Overlap::parse(&self.overlap).ok_or_else(|| corrupt("overlap", &self.overlap))?;
-        // A paused job's stored next_fire_at may be in the past; show the next future time.
-        let next_fire_time = triggers
-            .iter()
-            .filter_map(|t| {
-                let next = t.next_fire_at?;
-                if self.paused && next < now {
-                    crate::schedule::next_fire_from(&t.spec, next, now)
-                } else {
-                    Some(next)
-                }
-            })
-            .min();
+        let next_fire_time = super::plan::next_fire_time(&triggers, self.paused, now);
         Ok(Job {
             payload: serde_json::from_str(&self.payload).map_err(|_| corrupt("payload", &self.payload))?,
             priority: self.priority as i32,
@@ -146,6 +135,8 @@ pub(crate) struct RunRow {
     pub output: Option<String>,
     pub error: Option<String>,
     pub reason: Option<String>,
+    /// The lasting part of `reason` (a misfire note), which claims and settlements keep.
+    pub note: Option<String>,
     pub cancel_requested: bool,
     pub created_at: i64,
 }
@@ -153,7 +144,7 @@ pub(crate) struct RunRow {
 /// Columns of [`RunRow`], for `SELECT`/`RETURNING` lists.
 pub(crate) const RUN_COLUMNS: &str = "id, job_id, trigger_id, namespace, handler, payload, priority, timeout_us, \
      max_attempts, initial_delay_us, max_delay_us, overlap, scheduled_for, fire_time, state, attempt, worker_id, \
-     lease_expires_at, started_at, finished_at, output, error, reason, cancel_requested, created_at";
+     lease_expires_at, started_at, finished_at, output, error, reason, note, cancel_requested, created_at";
 
 impl RunRow {
     pub(crate) fn state(&self) -> Result<RunState, StoreError> {
@@ -288,17 +279,7 @@ pub(crate) fn fresh_job(
         overlap: spec.overlap,
         paused: spec.paused,
         idempotency_key: spec.idempotency_key.clone(),
-        next_fire_time: triggers
-            .iter()
-            .filter_map(|t| {
-                let next = t.next_fire_at?;
-                if spec.paused && next < now {
-                    crate::schedule::next_fire_from(&t.spec, next, now)
-                } else {
-                    Some(next)
-                }
-            })
-            .min(),
+        next_fire_time: super::plan::next_fire_time(&triggers, spec.paused, now),
         triggers,
         created_at: now,
         updated_at: now,

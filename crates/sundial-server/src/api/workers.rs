@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use std::time::Duration;
-use sundial_core::domain::{duration, Run, RunState, Worker};
+use sundial_core::domain::{duration, Lease, Run, RunState, Worker};
 use sundial_core::store::{ClaimedRun as StoreClaimed, Completion};
 use sundial_worker::protocol::*;
 
@@ -101,8 +101,12 @@ pub(crate) async fn do_heartbeat(
     worker_id: &str,
     req: HeartbeatRequest,
 ) -> ApiResult<HeartbeatResponse> {
-    let runs: Vec<(String, u32)> = req.runs.into_iter().map(|r| (r.run_id, r.attempt)).collect();
-    let out = state.store.run_heartbeat(worker_id, &runs, state.config.lease, state.clock.now()).await?;
+    let held: Vec<Lease> = req
+        .runs
+        .into_iter()
+        .map(|r| Lease { run_id: r.run_id, worker_id: worker_id.to_string(), attempt: r.attempt })
+        .collect();
+    let out = state.store.run_heartbeat(worker_id, &held, state.config.lease, state.clock.now()).await?;
     Ok(HeartbeatResponse { lease_expires_at: out.lease_expires_at, cancel: out.cancel, lost: out.lost })
 }
 
@@ -126,9 +130,7 @@ pub(crate) async fn do_complete(state: &AppState, run_id: &str, req: CompleteReq
     let run = state
         .completions
         .submit(Completion {
-            run_id: run_id.to_string(),
-            worker_id: req.worker_id,
-            attempt: req.attempt,
+            lease: Lease { run_id: run_id.to_string(), worker_id: req.worker_id, attempt: req.attempt },
             state: reported,
             output: req.output,
             error: req.error,

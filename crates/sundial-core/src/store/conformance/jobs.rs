@@ -358,6 +358,32 @@ pub async fn update_replaces_triggers(h: Harness) {
     assert_eq!(h.job(&j.id, h.t(7.0)).await.name, "u", "a refused update changes nothing");
 }
 
+/// An update that takes another job's idempotency key (or name) is refused with the same code
+/// and message on every store, and changes nothing.
+pub async fn update_taking_another_jobs_key_or_name_conflicts_alike(h: Harness) {
+    let keyed = JobRequest { name: Some("keyed".into()), idempotency_key: Some("k-1".into()), ..job("echo") };
+    h.create(keyed, h.now).await;
+    let j = h.create(JobRequest { name: Some("mine".into()), ..job("echo") }, h.now).await;
+    let take_key = spec(JobRequest { name: Some("mine".into()), idempotency_key: Some("k-1".into()), ..job("echo") });
+    match h.store.job_update(&j.id, take_key, h.t(1.0)).await {
+        Err(StoreError::Conflict { code, message }) => {
+            assert_eq!(code, "idempotency_conflict");
+            assert_eq!(message, "idempotency_key: \"k-1\" is used by another job");
+        }
+        other => panic!("expected an idempotency conflict, got {other:?}"),
+    }
+    let take_name = spec(JobRequest { name: Some("keyed".into()), ..job("echo") });
+    match h.store.job_update(&j.id, take_name, h.t(1.0)).await {
+        Err(StoreError::Conflict { code, message }) => {
+            assert_eq!(code, "name_conflict");
+            assert_eq!(message, "name: \"keyed\" is taken in namespace \"default\"");
+        }
+        other => panic!("expected a name conflict, got {other:?}"),
+    }
+    let after = h.job(&j.id, h.t(2.0)).await;
+    assert_eq!((after.name.as_str(), after.idempotency_key.as_deref(), after.updated_at), ("mine", None, h.now));
+}
+
 /// Deleting a job removes it and its triggers; its pending runs become `cancelled` with reason
 /// `job deleted`, running ones finish, and all its runs stay queryable.
 pub async fn delete_cancels_pending_runs_with_reason_job_deleted_and_keeps_runs_queryable(h: Harness) {
@@ -478,4 +504,50 @@ pub async fn concurrent_create_with_one_idempotency_key_stores_one_job(h: Harnes
     assert!(outcomes.iter().all(|o| &o.job.id == id), "every submission answers with the one job");
     assert_eq!(h.all_jobs().await.len(), 1);
     assert_eq!(h.runs(id).await.len(), 1);
+}
+
+/// Two nodes submitting the same 50 names at once, in opposite orders, for five rounds: each
+/// name is stored once; of a pair, one is created and the other a replay, or (once a round
+/// changes the definition) both are refused or one replays the other's definition.
+pub async fn concurrent_batches_racing_on_names_store_each_name_once(h: Harness) {
+    let batch = |rev: bool, payload: u64| {
+        let mut v: Vec<JobCreate> = (0..50)
+            .map(|i| {
+                let r = JobRequest {
+                    name: Some(format!("job-{i}")),
+                    payload: Some(json!({"p": payload})),
+                    triggers: Some(vec![every(60)]),
+                    ..job("echo")
+                };
+                submission(r)
+            })
+            .collect();
+        if rev {
+            v.reverse();
+        }
+        v
+    };
+    for round in 0..5 {
+        let (ra, rb) = tokio::join!(
+            h.store.job_create_many(batch(false, round), h.now),
+            h.other.job_create_many(batch(true, round), h.now)
+        );
+        let (ra, rb) = (ra.expect("job_create_many"), rb.expect("job_create_many"));
+        for (x, y) in ra.iter().zip(rb.iter().rev()) {
+            match (x, y) {
+                (Ok(x), Ok(y)) => {
+                    assert_eq!(x.job.id, y.job.id, "same definition: one job, the other a replay");
+                    if round == 0 {
+                        assert!(x.created ^ y.created, "one creates, the other replays");
+                    } else {
+                        assert!(!x.created || !y.created);
+                    }
+                }
+                (Err(StoreError::Conflict { code: "name_conflict", .. }), Err(StoreError::Conflict { .. }))
+                    if round > 0 => {}
+                other => panic!("round {round}: {other:?}"),
+            }
+        }
+    }
+    assert_eq!(h.all_jobs().await.len(), 50);
 }

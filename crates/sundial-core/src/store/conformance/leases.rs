@@ -39,7 +39,7 @@ pub async fn complete_with_stale_attempt_is_rejected_and_changes_nothing(h: Harn
 
     let late = Completion { output: Some(json!({"by": "A"})), ..completion(&first, &a.id, RunState::Succeeded) };
     assert_stale(h.complete(late.clone(), h.t(34.0)).await, "A's late complete");
-    let wrong_worker = Completion { attempt: 2, ..late.clone() };
+    let wrong_worker = Completion { lease: Lease { attempt: 2, ..late.lease.clone() }, ..late.clone() };
     assert_stale(h.complete(wrong_worker, h.t(34.0)).await, "A's complete with B's attempt");
     let hb = h.heartbeat(&a.id, &held(&[&first]), h.t(34.0)).await.expect("heartbeat");
     assert_eq!(hb.lost, vec![first.run_id.clone()], "A is told the run is no longer its");

@@ -43,7 +43,7 @@ use super::{
     ReapParams, ReapReport, RunFilter, SharedStore, StoreError,
 };
 use crate::domain::trigger::TriggerWire;
-use crate::domain::{job::JobRequest, Job, JobSpec, Misfire, RetryPolicy, Run, RunState, Timestamp, Worker};
+use crate::domain::{job::JobRequest, Job, JobSpec, Lease, Misfire, RetryPolicy, Run, RunState, Timestamp, Worker};
 use std::time::Duration;
 
 /// Lease length the cases claim and heartbeat with.
@@ -125,9 +125,7 @@ pub fn retry(max_attempts: u32, initial_secs: u64, max_secs: u64) -> RetryPolicy
 /// A completion of `claimed` by `worker_id`.
 pub fn completion(claimed: &ClaimedRun, worker_id: &str, state: RunState) -> Completion {
     Completion {
-        run_id: claimed.run_id.clone(),
-        worker_id: worker_id.to_string(),
-        attempt: claimed.attempt,
+        lease: Lease { run_id: claimed.run_id.clone(), worker_id: worker_id.to_string(), attempt: claimed.attempt },
         state,
         output: None,
         error: None,
@@ -235,14 +233,23 @@ impl Harness {
         out.remove(0)
     }
 
-    /// Heartbeats `runs` for `worker_id` with a [`LEASE`] lease.
+    /// Heartbeats `runs` (`(run_id, attempt)` pairs, as [`held`] gives) for `worker_id`, each as
+    /// a lease of that worker, with a [`LEASE`] lease.
     pub async fn heartbeat(
         &self,
         worker_id: &str,
         runs: &[(String, u32)],
         now: Timestamp,
     ) -> Result<HeartbeatOutcome, StoreError> {
-        self.store.run_heartbeat(worker_id, runs, LEASE, now).await
+        let leases: Vec<Lease> = runs
+            .iter()
+            .map(|(run_id, attempt)| Lease {
+                run_id: run_id.clone(),
+                worker_id: worker_id.to_string(),
+                attempt: *attempt,
+            })
+            .collect();
+        self.store.run_heartbeat(worker_id, &leases, LEASE, now).await
     }
 
     /// One scheduler pass at `now` (limit 1000, [`MISFIRE_THRESHOLD`]).
@@ -307,11 +314,13 @@ macro_rules! store_conformance {
                 current list_filters_namespace_handler_paused,
                 current get_derives_running_and_last_times_from_runs,
                 current update_replaces_triggers,
+                current update_taking_another_jobs_key_or_name_conflicts_alike,
                 current delete_cancels_pending_runs_with_reason_job_deleted_and_keeps_runs_queryable,
                 current pause_stops_triggers_and_claims_manual_run_still_runs,
                 current pause_holds_the_retry_of_a_run_that_fails_while_paused,
                 current next_fire_time_of_paused_job_shows_next_future_time,
                 multi concurrent_create_with_one_idempotency_key_stores_one_job,
+                multi concurrent_batches_racing_on_names_store_each_name_once,
             }
             triggers {
                 current fire_due_creates_one_run_per_due_time_and_advances,
@@ -321,6 +330,7 @@ macro_rules! store_conformance {
                 current misfire_skip_records_a_skipped_run_with_reason,
                 current misfire_fire_once_records_one_run_with_count_reason,
                 current misfire_catch_up_limits_and_counts,
+                current misfire_note_outlives_claims_heartbeats_completions_and_retries,
                 current resume_applies_misfire_policy_to_times_missed_while_paused,
                 current max_fires_stops_trigger,
                 current overlap_skip_records_skipped_run_while_one_runs,
@@ -332,6 +342,7 @@ macro_rules! store_conformance {
                 current claim_only_returns_due_runs_of_the_workers_handlers,
                 current claim_bumps_attempt_and_sets_lease,
                 multi concurrent_claims_on_two_handles_hand_each_run_out_once,
+                multi many_schedulers_and_claimers_hand_out_each_fire_once,
                 current cancel_pending_is_immediate_and_cancel_finished_is_already_finished,
                 current prune_deletes_only_finished_runs_older_than_cutoff,
                 current run_list_filters_and_pagination,
@@ -391,4 +402,51 @@ macro_rules! __store_conformance_case {
             $crate::store::conformance::$noun::$case($crate::store::conformance::Harness::new(store, other)).await;
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// The case functions (`pub async fn NAME(`) of a noun file.
+    fn defined(src: &str) -> BTreeSet<&str> {
+        src.lines().filter_map(|l| l.strip_prefix("pub async fn ")).filter_map(|l| l.split('(').next()).collect()
+    }
+
+    /// The cases [`store_conformance!`](crate::store_conformance) lists for `noun`.
+    fn listed<'a>(macro_src: &'a str, noun: &str) -> BTreeSet<&'a str> {
+        let start = macro_src.find(&format!("\n            {noun} {{\n")).unwrap_or_else(|| panic!("no {noun} list"));
+        let block = &macro_src[start..];
+        let block = &block[..block.find("\n            }").expect("list ends")];
+        block.lines().skip(2).filter_map(|l| l.trim().trim_end_matches(',').split_once(' ').map(|(_, n)| n)).collect()
+    }
+
+    /// A case written but not listed would never run on either store; a listed case that is gone
+    /// would not compile. This keeps the two from drifting apart, and a new noun file from being
+    /// left out.
+    #[test]
+    fn store_conformance_runs_every_case_of_every_noun_file() {
+        let this = include_str!("mod.rs");
+        let start = this.find("macro_rules! store_conformance {").expect("the macro");
+        let macro_src = &this[start..this.find("macro_rules! __store_conformance_cases").expect("its helper")];
+        let files = [
+            ("jobs", include_str!("jobs.rs")),
+            ("leases", include_str!("leases.rs")),
+            ("runs", include_str!("runs.rs")),
+            ("triggers", include_str!("triggers.rs")),
+            ("workers", include_str!("workers.rs")),
+        ];
+        for (noun, src) in files {
+            assert_eq!(defined(src), listed(macro_src, noun), "cases of {noun}.rs vs the store_conformance! list");
+        }
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/store/conformance");
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+            .expect("the conformance folder")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "mod.rs")
+            .collect();
+        on_disk.sort();
+        let known: Vec<String> = files.iter().map(|(n, _)| format!("{n}.rs")).collect();
+        assert_eq!(on_disk, known, "every noun file is checked here and listed in store_conformance!");
+    }
 }

@@ -289,3 +289,55 @@ pub async fn stats_count_runs_jobs_triggers_and_workers(h: Harness) {
     let workers = |state: WorkerState| s.workers_by_state.iter().find(|(st, _)| *st == state).map_or(0, |(_, n)| *n);
     assert_eq!((workers(WorkerState::Active), workers(WorkerState::Dead)), (1, 0), "{s:?}");
 }
+
+/// Four loops on two nodes, each firing due triggers then claiming and completing until nothing
+/// is left, a second at a time for five seconds: no run is handed out twice, and every job has
+/// exactly one run per second.
+pub async fn many_schedulers_and_claimers_hand_out_each_fire_once(h: Harness) {
+    let jobs: Vec<JobCreate> = (0..300)
+        .map(|i| submission(JobRequest { name: Some(format!("j{i}")), triggers: Some(vec![every(1)]), ..job("echo") }))
+        .collect();
+    for r in h.store.job_create_many(jobs, h.now).await.expect("job_create_many") {
+        r.expect("created");
+    }
+    let wa = h.worker(&["echo"], h.now).await;
+    let wb = h.other.worker_register("b", &["echo".to_string()], 8, h.now).await.expect("register");
+    let mut tasks = Vec::new();
+    let loops = [(h.store.clone(), wa.id.clone()), (h.other.clone(), wb.id.clone())];
+    for (i, (store, w)) in loops.iter().cloned().chain(loops.iter().cloned()).enumerate() {
+        let h = h.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut claimed = Vec::new();
+            for step in 1..=5 {
+                let now = h.t(step as f64);
+                store.trigger_fire_due(now, 120 + i as u32, MISFIRE_THRESHOLD).await.expect("trigger_fire_due");
+                loop {
+                    let p = ClaimParams { worker_id: w.clone(), max: 50, lease: LEASE, now };
+                    let got = store.run_claim(&p).await.expect("run_claim");
+                    if got.is_empty() {
+                        break;
+                    }
+                    let done = got.iter().map(|c| completion(c, &w, RunState::Succeeded)).collect();
+                    for r in store.run_complete_many(done, now).await.expect("run_complete_many") {
+                        r.expect("completed");
+                    }
+                    claimed.extend(got.into_iter().map(|c| c.run_id));
+                }
+            }
+            claimed
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    // Drain what the racing passes left due.
+    while h.fire(h.t(5.0)).await.triggers > 0 {}
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), n, "no run handed out twice");
+    let stats = h.store.stats(h.t(5.0)).await.expect("stats");
+    let total: u64 = stats.runs_by_state.iter().map(|(_, n)| n).sum();
+    assert_eq!(total, 300 * 5, "one run per job per second: {stats:?}");
+}

@@ -167,6 +167,37 @@ pub async fn misfire_fire_once_records_one_run_with_count_reason(h: Harness) {
     assert_eq!(runs[1].reason, None);
 }
 
+/// A misfire note lasts (API.md "Misfire notes last"): the claim, a heartbeat, a failed attempt,
+/// the retry's claim and the last completion all keep it; the retry's own note comes after `; `.
+pub async fn misfire_note_outlives_claims_heartbeats_completions_and_retries(h: Harness) {
+    let trigger = with_misfire(every(60), Misfire::FireOnce);
+    let req = JobRequest { triggers: Some(vec![trigger]), retry: Some(retry(2, 1, 1)), ..job("echo") };
+    let j = h.create(req, h.now).await;
+    h.fire(h.t(630.0)).await;
+    let runs = h.runs(&j.id).await;
+    let note = runs[0].reason.clone().expect("the misfired run says why");
+    let w = h.worker(&["echo"], h.t(630.0)).await;
+    // The on-time run is claimed too and finished, so only the noted run is left to retry.
+    let (mut noted, on_time): (Vec<_>, Vec<_>) =
+        h.claim(&w.id, 2, h.t(631.0)).await.into_iter().partition(|c| c.run_id == runs[0].id);
+    assert_eq!((noted.len(), on_time.len()), (1, 1), "both due runs claimed");
+    h.complete(completion(&on_time[0], &w.id, RunState::Succeeded), h.t(631.0)).await.expect("complete");
+    let c = noted.remove(0);
+    assert_eq!(h.run(&c.run_id).await.reason.as_deref(), Some(note.as_str()), "a claim keeps the note");
+    h.heartbeat(&w.id, &held(&[&c]), h.t(632.0)).await.expect("heartbeat");
+    assert_eq!(h.run(&c.run_id).await.reason.as_deref(), Some(note.as_str()), "a heartbeat keeps the note");
+    let failure = Completion { error: Some("boom".into()), ..completion(&c, &w.id, RunState::Failed) };
+    let r = h.complete(failure, h.t(633.0)).await.expect("complete");
+    assert_eq!(r.state, RunState::Pending, "an attempt left: retried");
+    let reason = r.reason.unwrap_or_default();
+    let retry_note = reason.strip_prefix(&format!("{note}; ")).unwrap_or_else(|| panic!("note first: {reason}"));
+    assert!(retry_note.contains("retry after"), "the retry's note follows: {reason}");
+    let c = h.claim_one(&w.id, h.t(640.0)).await;
+    assert_eq!(h.run(&c.run_id).await.reason.as_deref(), Some(note.as_str()), "the retry's claim keeps the note");
+    let r = h.complete(completion(&c, &w.id, RunState::Succeeded), h.t(641.0)).await.expect("complete");
+    assert_eq!((r.state, r.reason.as_deref()), (RunState::Succeeded, Some(note.as_str())), "success keeps the note");
+}
+
 /// `catch_up`: one run per missed time, oldest first, at most `catch_up_limit`; the last one's
 /// reason counts the rest.
 pub async fn misfire_catch_up_limits_and_counts(h: Harness) {

@@ -1,0 +1,474 @@
+//! PostgreSQL: job definitions (group-committed submissions racing other nodes on names and keys,
+//! reads, updates, pauses, deletes, manual runs).
+
+use super::*;
+
+impl PostgresStore {
+    async fn jobs_by_id(&self, ids: &[String], now: Timestamp) -> Result<HashMap<String, Job>> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<JobRow> = sqlx::query_as(&format!("{JOB_SELECT} WHERE j.id = ANY($1)"))
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(self.jobs_from_rows(rows, now).await?.into_iter().map(|j| (j.id.clone(), j)).collect())
+    }
+
+    /// One group-commit attempt of [`Store::job_create_many`].
+    async fn create_batch(&self, jobs: &[JobCreate], now: Timestamp) -> Result<Vec<Staged>> {
+        let items: Vec<Item> = jobs
+            .iter()
+            .map(|c| {
+                let key = c.spec.idempotency_key.clone().or_else(|| c.derived_idempotency_key.clone());
+                Item { fingerprint: c.spec.fingerprint(), explicit_key: c.spec.idempotency_key.is_some(), key }
+            })
+            .collect();
+        let mut staged: Vec<Option<Staged>> = vec![None; jobs.len()];
+        let mut created: Vec<(usize, String, String)> = Vec::new(); // (item, id, name)
+        let mut todo: Vec<usize> = (0..jobs.len()).collect();
+        let mut tx = self.begin().await?;
+        for _round in 0..5 {
+            if todo.is_empty() {
+                break;
+            }
+            let (mut by_key, mut by_name) = lookup_existing(&mut tx, jobs, &items, &todo).await?;
+            // Decide in submission order: an item sees the items before it (as on SQLite).
+            let mut round_new: HashMap<String, usize> = HashMap::new(); // new job id -> item
+            let mut depends: Vec<(usize, String)> = Vec::new(); // item -> new job id it resolved to
+            let mut inserts: Vec<(usize, String, String)> = Vec::new();
+            for &i in &todo {
+                let spec = &jobs[i].spec;
+                let item = &items[i];
+                match resolve(spec, item, &by_key, &by_name) {
+                    Resolution::Existing(s, id) => {
+                        if round_new.contains_key(&id) {
+                            depends.push((i, id));
+                        }
+                        staged[i] = Some(s);
+                    }
+                    Resolution::Create => {
+                        let id = new_id();
+                        let name = spec.name.clone().unwrap_or_else(|| id.clone());
+                        if let Some(k) = &item.key {
+                            by_key.insert((spec.namespace.clone(), k.clone()), (id.clone(), item.fingerprint.clone()));
+                        }
+                        by_name.insert((spec.namespace.clone(), name.clone()), (id.clone(), item.fingerprint.clone()));
+                        round_new.insert(id.clone(), i);
+                        inserts.push((i, id, name));
+                    }
+                }
+            }
+            let inserted = insert_jobs(&mut tx, jobs, &items, &inserts, now).await?;
+            let mut lost: HashSet<String> = HashSet::new();
+            for (i, id, name) in inserts {
+                if inserted.contains(&id) {
+                    created.push((i, id, name));
+                } else {
+                    // A concurrent transaction committed the same name or key first: look again.
+                    lost.insert(id);
+                }
+            }
+            todo = round_new.iter().filter(|(id, _)| lost.contains(*id)).map(|(_, &i)| i).collect();
+            todo.extend(depends.iter().filter(|(_, id)| lost.contains(id)).map(|&(i, _)| i));
+            todo.sort_unstable();
+            for &i in &todo {
+                staged[i] = None;
+            }
+        }
+        if !todo.is_empty() {
+            return Err(StoreError::Unavailable(format!("{RETRYABLE}: submissions kept racing")));
+        }
+        let specs: Vec<(&str, &JobSpec)> = created.iter().map(|(i, id, _)| (id.as_str(), &jobs[*i].spec)).collect();
+        let mut triggers = insert_triggers(&mut tx, &specs, now).await?;
+        let once: Vec<NewRun> = created
+            .iter()
+            .filter(|(i, _, _)| jobs[*i].spec.triggers.is_empty())
+            .map(|(i, id, _)| {
+                let spec = &jobs[*i].spec;
+                // No trigger: one run, due now (held until resume when created paused).
+                NewRun::untriggered(JobSnapshot::from_spec(id, spec), now, spec.paused, false)
+            })
+            .collect();
+        insert_runs(&mut tx, once.iter()).await?;
+        if once.iter().any(|r| !r.held) {
+            self.notify_ready(&mut tx).await?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        for (i, id, name) in created {
+            let mut spec = jobs[i].spec.clone();
+            spec.idempotency_key = items[i].key.clone();
+            let t = triggers.remove(&id).unwrap_or_default();
+            staged[i] = Some(Staged::Created(Box::new(fresh_job(&id, &name, &spec, t, now))));
+        }
+        staged.into_iter().map(|s| s.ok_or_else(|| StoreError::Internal("unresolved submission".into()))).collect()
+    }
+}
+
+/// What one submission became inside the group commit.
+#[derive(Debug, Clone)]
+pub(super) enum Staged {
+    Created(Box<Job>),
+    Replay(String),
+    Failed(Conflict),
+}
+
+pub(super) struct Item {
+    fingerprint: String,
+    explicit_key: bool,
+    /// The key stored: the client's, else the derived one.
+    key: Option<String>,
+}
+
+pub(super) enum Resolution {
+    Existing(Staged, String),
+    Create,
+}
+
+pub(super) type Existing = HashMap<(String, String), (String, String)>;
+
+/// [`submission_vs_existing`] against what exists (committed, or earlier in this batch).
+pub(super) fn resolve(spec: &JobSpec, item: &Item, by_key: &Existing, by_name: &Existing) -> Resolution {
+    let ns = &spec.namespace;
+    let by_key = item.key.as_deref().and_then(|k| Some((Taken::Key(k), by_key.get(&(ns.clone(), k.to_string()))?)));
+    let by_name = || {
+        let name = spec.name.as_deref()?;
+        Some((Taken::Name { name, namespace: ns }, by_name.get(&(ns.clone(), name.to_string()))?))
+    };
+    let Some((taken, (id, fp))) = by_key.or_else(by_name) else { return Resolution::Create };
+    match submission_vs_existing(taken, item.explicit_key, *fp == item.fingerprint) {
+        Ok(()) => Resolution::Existing(Staged::Replay(id.clone()), id.clone()),
+        Err(c) => Resolution::Existing(Staged::Failed(c), id.clone()),
+    }
+}
+
+/// Existing jobs with the keys and names of the items in `todo`, in two index lookups.
+pub(super) async fn lookup_existing(
+    tx: &mut Tx,
+    jobs: &[JobCreate],
+    items: &[Item],
+    todo: &[usize],
+) -> Result<(Existing, Existing)> {
+    let (mut key_ns, mut keys, mut name_ns, mut names) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for &i in todo {
+        let spec = &jobs[i].spec;
+        if let Some(k) = &items[i].key {
+            key_ns.push(spec.namespace.clone());
+            keys.push(k.clone());
+        }
+        if let Some(n) = &spec.name {
+            name_ns.push(spec.namespace.clone());
+            names.push(n.clone());
+        }
+    }
+    let mut by_key = HashMap::new();
+    let mut by_name = HashMap::new();
+    if keys.is_empty() && names.is_empty() {
+        return Ok((by_key, by_name));
+    }
+    let rows: Vec<(String, String, String, Option<String>, String)> = sqlx::query_as(
+        "SELECT j.id, j.namespace, j.name, j.idempotency_key, j.fingerprint FROM jobs j \
+         JOIN UNNEST($1::text[], $2::text[]) AS k(ns, key) ON j.namespace = k.ns AND j.idempotency_key = k.key \
+         UNION \
+         SELECT j.id, j.namespace, j.name, j.idempotency_key, j.fingerprint FROM jobs j \
+         JOIN UNNEST($3::text[], $4::text[]) AS n(ns, name) ON j.namespace = n.ns AND j.name = n.name",
+    )
+    .bind(&key_ns)
+    .bind(&keys)
+    .bind(&name_ns)
+    .bind(&names)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    for (id, ns, name, key, fp) in rows {
+        if let Some(k) = key {
+            by_key.insert((ns.clone(), k), (id.clone(), fp.clone()));
+        }
+        by_name.insert((ns, name), (id, fp));
+    }
+    Ok((by_key, by_name))
+}
+
+/// Inserts the jobs in one statement; returns the ids actually inserted (a row whose name or
+/// key a concurrent transaction took first is left out).
+pub(super) async fn insert_jobs(
+    tx: &mut Tx,
+    jobs: &[JobCreate],
+    items: &[Item],
+    inserts: &[(usize, String, String)],
+    now: Timestamp,
+) -> Result<HashSet<String>> {
+    if inserts.is_empty() {
+        return Ok(HashSet::new());
+    }
+    // Sorted by name, so concurrent batches take the unique-index entries in one order.
+    let mut order: Vec<&(usize, String, String)> = inserts.iter().collect();
+    order.sort_by(|a, b| (&jobs[a.0].spec.namespace, &a.2).cmp(&(&jobs[b.0].spec.namespace, &b.2)));
+    let mut c = JobCols::default();
+    for (i, id, name) in order {
+        let spec = &jobs[*i].spec;
+        let snap = JobSnapshot::from_spec(id, spec);
+        c.id.push(id.clone());
+        c.namespace.push(snap.namespace);
+        c.name.push(name.clone());
+        c.handler.push(snap.handler);
+        c.payload.push(snap.payload);
+        c.priority.push(snap.priority);
+        c.max_attempts.push(snap.max_attempts);
+        c.initial_delay_us.push(snap.initial_delay_us);
+        c.max_delay_us.push(snap.max_delay_us);
+        c.timeout_us.push(snap.timeout_us);
+        c.overlap.push(snap.overlap);
+        c.paused.push(spec.paused);
+        c.key.push(items[*i].key.clone());
+        c.fingerprint.push(items[*i].fingerprint.clone());
+    }
+    let ids: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO jobs (id, namespace, name, handler, payload, priority, max_attempts, initial_delay_us, \
+         max_delay_us, timeout_us, overlap, paused, idempotency_key, fingerprint, created_at, updated_at) \
+         SELECT u.*, $15, $15 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], \
+         $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::text[], $12::bool[], $13::text[], $14::text[]) AS u \
+         ON CONFLICT DO NOTHING RETURNING id",
+    )
+    .bind(c.id)
+    .bind(c.namespace)
+    .bind(c.name)
+    .bind(c.handler)
+    .bind(c.payload)
+    .bind(c.priority)
+    .bind(c.max_attempts)
+    .bind(c.initial_delay_us)
+    .bind(c.max_delay_us)
+    .bind(c.timeout_us)
+    .bind(c.overlap)
+    .bind(c.paused)
+    .bind(c.key)
+    .bind(c.fingerprint)
+    .bind(us(now))
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    Ok(ids.into_iter().collect())
+}
+
+#[derive(Default)]
+pub(super) struct JobCols {
+    id: Vec<String>,
+    namespace: Vec<String>,
+    name: Vec<String>,
+    handler: Vec<String>,
+    payload: Vec<String>,
+    priority: Vec<i64>,
+    max_attempts: Vec<i64>,
+    initial_delay_us: Vec<i64>,
+    max_delay_us: Vec<i64>,
+    timeout_us: Vec<Option<i64>>,
+    overlap: Vec<String>,
+    paused: Vec<bool>,
+    key: Vec<Option<String>>,
+    fingerprint: Vec<String>,
+}
+
+/// [`Store::job_create_many`].
+pub(super) async fn create_many(
+    s: &PostgresStore,
+    jobs: Vec<JobCreate>,
+    now: Timestamp,
+) -> Result<Vec<Result<JobCreated>>> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut tries = 0;
+    let staged = loop {
+        tries += 1;
+        match s.create_batch(&jobs, now).await {
+            Err(e) if is_retryable(&e) && tries < 4 => continue,
+            other => break other?,
+        }
+    };
+    // Replays are read back after the commit (they were committed earlier).
+    let mut replays: Vec<String> =
+        staged.iter().filter_map(|s| if let Staged::Replay(id) = s { Some(id.clone()) } else { None }).collect();
+    replays.sort_unstable();
+    replays.dedup();
+    let found = s.jobs_by_id(&replays, now).await?;
+    Ok(staged
+        .into_iter()
+        .map(|s| match s {
+            Staged::Created(job) => Ok(JobCreated { job: *job, created: true }),
+            Staged::Replay(id) => match found.get(&id) {
+                Some(job) => Ok(JobCreated { job: job.clone(), created: false }),
+                None => Err(StoreError::NotFound(format!("job {id}"))),
+            },
+            Staged::Failed(c) => Err(c.into()),
+        })
+        .collect())
+}
+
+/// [`Store::job_get`].
+pub(super) async fn get(s: &PostgresStore, id: &str, now: Timestamp) -> Result<Job> {
+    let row: Option<JobRow> = sqlx::query_as(&format!("{JOB_SELECT} WHERE j.id = $1"))
+        .bind(id)
+        .fetch_optional(&s.pool)
+        .await
+        .map_err(db_err)?;
+    let row = row.ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
+    Ok(s.jobs_from_rows(vec![row], now).await?.remove(0))
+}
+
+/// [`Store::job_list`].
+pub(super) async fn list(s: &PostgresStore, f: &JobFilter, now: Timestamp) -> Result<Page<Job>> {
+    let mut q = crate::store::listing::job_query::<Postgres>(f)?;
+    let mut rows: Vec<JobRow> = q.build_query_as().fetch_all(&s.pool).await.map_err(db_err)?;
+    let next_cursor = crate::store::listing::split_page(&mut rows, f.limit, |r| (r.created_at, r.id.as_str()));
+    Ok(Page { items: s.jobs_from_rows(rows, now).await?, next_cursor })
+}
+
+/// [`Store::job_update`].
+pub(super) async fn update(s: &PostgresStore, id: &str, spec: JobSpec, now: Timestamp) -> Result<Job> {
+    let mut tx = s.begin().await?;
+    lock_triggers_of(&mut tx, id).await?;
+    let current: Option<(String, bool)> = sqlx::query_as("SELECT name, paused FROM jobs WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    let (old_name, was_paused) = current.ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
+    let name = spec.name.clone().unwrap_or(old_name);
+    let taken: Option<(String,)> =
+        sqlx::query_as("SELECT id FROM jobs WHERE namespace = $1 AND name = $2 AND id <> $3")
+            .bind(&spec.namespace)
+            .bind(&name)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+    if taken.is_some() {
+        return Err(update_conflict(Taken::Name { name: &name, namespace: &spec.namespace }));
+    }
+    if let Some(key) = &spec.idempotency_key {
+        let taken: Option<(String,)> =
+            sqlx::query_as("SELECT id FROM jobs WHERE namespace = $1 AND idempotency_key = $2 AND id <> $3")
+                .bind(&spec.namespace)
+                .bind(key)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        if taken.is_some() {
+            return Err(update_conflict(Taken::Key(key)));
+        }
+    }
+    let snap = JobSnapshot::from_spec(id, &spec);
+    sqlx::query(
+        "UPDATE jobs SET namespace = $1, name = $2, handler = $3, payload = $4, priority = $5, \
+         max_attempts = $6, initial_delay_us = $7, max_delay_us = $8, timeout_us = $9, overlap = $10, \
+         paused = $11, idempotency_key = $12, fingerprint = $13, updated_at = $14 WHERE id = $15",
+    )
+    .bind(&spec.namespace)
+    .bind(&name)
+    .bind(&snap.handler)
+    .bind(&snap.payload)
+    .bind(snap.priority)
+    .bind(snap.max_attempts)
+    .bind(snap.initial_delay_us)
+    .bind(snap.max_delay_us)
+    .bind(snap.timeout_us)
+    .bind(&snap.overlap)
+    .bind(spec.paused)
+    .bind(&spec.idempotency_key)
+    .bind(spec.fingerprint())
+    .bind(us(now))
+    .bind(id)
+    .execute(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    sqlx::query("DELETE FROM triggers WHERE job_id = $1").bind(id).execute(&mut *tx).await.map_err(db_err)?;
+    insert_triggers(&mut tx, &[(id, &spec)], now).await?;
+    if was_paused != spec.paused {
+        sqlx::query("UPDATE runs SET held = $1 WHERE job_id = $2 AND state = 'pending' AND NOT manual")
+            .bind(spec.paused)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+    }
+    tx.commit().await.map_err(db_err)?;
+    s.job_get(id, now).await
+}
+
+/// [`Store::job_delete`].
+pub(super) async fn delete(s: &PostgresStore, id: &str, now: Timestamp) -> Result<()> {
+    let mut tx = s.begin().await?;
+    lock_triggers_of(&mut tx, id).await?;
+    let done = sqlx::query("DELETE FROM jobs WHERE id = $1").bind(id).execute(&mut *tx).await.map_err(db_err)?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound(format!("job {id}")));
+    }
+    sqlx::query("DELETE FROM triggers WHERE job_id = $1").bind(id).execute(&mut *tx).await.map_err(db_err)?;
+    sqlx::query(&format!(
+        "UPDATE runs SET state = 'cancelled', reason = {NOTE_THEN} 'job deleted', finished_at = $1 \
+         WHERE job_id = $2 AND state = 'pending'"
+    ))
+    .bind(us(now))
+    .bind(id)
+    .execute(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    tx.commit().await.map_err(db_err)
+}
+
+/// [`Store::job_set_paused`].
+pub(super) async fn set_paused(s: &PostgresStore, id: &str, paused: bool, now: Timestamp) -> Result<Job> {
+    let mut tx = s.begin().await?;
+    lock_triggers_of(&mut tx, id).await?;
+    let done = sqlx::query("UPDATE jobs SET paused = $1, updated_at = $2 WHERE id = $3")
+        .bind(paused)
+        .bind(us(now))
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound(format!("job {id}")));
+    }
+    sqlx::query("UPDATE triggers SET paused = $1 WHERE job_id = $2")
+        .bind(paused)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    // Manual runs of a paused job still run; everything else waits for resume.
+    sqlx::query("UPDATE runs SET held = $1 WHERE job_id = $2 AND state = 'pending' AND NOT manual")
+        .bind(paused)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    if !paused {
+        s.notify_ready(&mut tx).await?;
+    }
+    tx.commit().await.map_err(db_err)?;
+    s.job_get(id, now).await
+}
+
+/// [`Store::job_run_now`].
+pub(super) async fn run_now(s: &PostgresStore, id: &str, now: Timestamp) -> Result<Run> {
+    let mut tx = s.begin().await?;
+    // The row lock serialises this overlap decision with the schedulers'.
+    let snap: Option<JobSnapshot> =
+        sqlx::query_as(&format!("SELECT {JOB_SNAPSHOT_COLUMNS} FROM jobs WHERE id = $1 FOR UPDATE"))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+    let snap = snap.ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
+    let run = insert_untriggered(&mut tx, NewRun::untriggered(snap, now, false, true), us(now)).await?;
+    if run.state == RunState::Pending && !run.blocked {
+        s.notify_ready(&mut tx).await?;
+    }
+    let row = run_row(&mut tx, &run.id, false).await?.ok_or_else(|| StoreError::Internal("run vanished".into()))?;
+    tx.commit().await.map_err(db_err)?;
+    row.into_run()
+}

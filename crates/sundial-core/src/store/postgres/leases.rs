@@ -1,0 +1,352 @@
+//! PostgreSQL: leases (claims, heartbeats, completions and the reaper), fenced by [`Lease`] and
+//! taking row locks in the order the module docs of [`super`] give.
+
+use super::*;
+
+/// The fence: the run is `running` under the lease whose worker id is the SQL expression
+/// `worker` and whose `run_id:attempt` ([`lease_key`]) the expression `key` matches (`= u_key`,
+/// `= ANY($4)`).
+fn fence(worker: &str, key: &str) -> String {
+    format!("runs.worker_id = {worker} AND runs.id || ':' || runs.attempt {key} AND runs.state = 'running'")
+}
+
+/// A lease as the `key` of [`fence`].
+fn lease_key(l: &Lease) -> String {
+    format!("{}:{}", l.run_id, l.attempt)
+}
+
+/// An attempt to settle.
+pub(super) struct Settle<'a> {
+    row: RunRow,
+    ended: Ended,
+    output: Option<&'a serde_json::Value>,
+    error: Option<&'a str>,
+}
+
+/// Applies settlements to running runs in one statement, each fenced by the lease it is held
+/// under; a retry of a paused job's run is held until resume. Then lets `buffer_one` jobs'
+/// waiting runs go. The caller holds the row locks of the runs and of the jobs that
+/// [`must_lock_job`] names. Returns the updated rows by id.
+pub(super) async fn settle_rows(tx: &mut Tx, items: &[Settle<'_>], now: Timestamp) -> Result<HashMap<String, RunRow>> {
+    if items.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let n = items.len();
+    let (mut ids, mut states, mut retry_at, mut finished) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut outputs, mut errors, mut reasons, mut workers, mut keys) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for it in items {
+        let row = &it.row;
+        let w = settle_row(row, it.ended, it.error, now);
+        let lease = lease_of(row);
+        ids.push(row.id.clone());
+        states.push(w.settlement.state.as_str().to_string());
+        retry_at.push(w.settlement.retry_at.map(us));
+        finished.push(w.finished_at);
+        outputs.push(it.output.map(|o| o.to_string()));
+        errors.push(it.error.map(str::to_string));
+        reasons.push(w.reason);
+        keys.push(lease_key(&lease));
+        workers.push(lease.worker_id);
+    }
+    let rows: Vec<RunRow> = sqlx::query_as(&format!(
+        "UPDATE runs SET state = u_state, scheduled_for = COALESCE(u_retry_at, scheduled_for), \
+         finished_at = u_finished, ended_at = $1, output = COALESCE(u_output, output), \
+         error = COALESCE(u_error, error), reason = u_reason, lease_expires_at = NULL, \
+         held = CASE WHEN u_state = 'pending' THEN NOT manual AND COALESCE((SELECT j.paused FROM jobs j \
+           WHERE j.id = runs.job_id), FALSE) ELSE held END \
+         FROM UNNEST($2::text[], $3::text[], $4::int8[], $5::int8[], $6::text[], $7::text[], $8::text[], \
+         $9::text[], $10::text[]) AS u(u_id, u_state, u_retry_at, u_finished, u_output, u_error, u_reason, \
+         u_worker, u_key) \
+         WHERE runs.id = u_id AND {} RETURNING {RUN_COLUMNS}",
+        fence("u_worker", "= u_key")
+    ))
+    .bind(us(now))
+    .bind(ids)
+    .bind(states)
+    .bind(retry_at)
+    .bind(finished)
+    .bind(outputs)
+    .bind(errors)
+    .bind(reasons)
+    .bind(workers)
+    .bind(keys)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    let mut unblock: Vec<&str> =
+        rows.iter().filter(|r| r.overlap == Overlap::BufferOne.as_str()).map(|r| r.job_id.as_str()).collect();
+    unblock.sort_unstable();
+    unblock.dedup();
+    for job_id in unblock {
+        unblock_next(tx, job_id).await?;
+    }
+    Ok(rows.into_iter().map(|r| (r.id.clone(), r)).collect())
+}
+
+/// Whether settling a run reads or writes its job's state, so the job's row must be locked
+/// first: a `buffer_one` job's waiting run is released, and a retry reads `paused` (a
+/// concurrent pause must not miss the run going back to `pending`).
+pub(super) fn must_lock_job(overlap: &str, attempt: i64, max_attempts: i64, may_retry: bool) -> bool {
+    overlap == Overlap::BufferOne.as_str() || (may_retry && attempt < max_attempts)
+}
+
+/// Whether an attempt that ended so may go back to `pending`.
+pub(super) fn may_retry(ended: Ended) -> bool {
+    !matches!(ended, Ended::Reported(RunState::Succeeded | RunState::Cancelled))
+}
+
+/// For a transaction that already holds run locks (the reaper): locks the jobs of `rows` that
+/// [`must_lock_job`] names, without waiting, and drops the rows whose job is locked elsewhere
+/// (they are picked again on the next pass). Never waiting here keeps the lock order
+/// deadlock-free.
+pub(super) async fn lock_jobs_or_skip(tx: &mut Tx, rows: &mut Vec<RunRow>, ended: Ended) -> Result<()> {
+    let needs = |r: &RunRow| must_lock_job(&r.overlap, r.attempt, r.max_attempts, may_retry(ended));
+    let jobs = sorted_unique(rows.iter().filter(|r| needs(r)).map(|r| r.job_id.clone()).collect());
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let locked: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED")
+            .bind(&jobs)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db_err)?;
+    if locked.len() == jobs.len() {
+        return Ok(());
+    }
+    let existing: Vec<String> = sqlx::query_scalar("SELECT id FROM jobs WHERE id = ANY($1)")
+        .bind(&jobs)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db_err)?;
+    let busy: HashSet<String> = existing.into_iter().filter(|id| !locked.contains(id)).collect();
+    rows.retain(|r| !(needs(r) && busy.contains(&r.job_id)));
+    Ok(())
+}
+
+/// [`Store::run_claim`].
+pub(super) async fn claim(s: &PostgresStore, p: &ClaimParams) -> Result<Vec<ClaimedRun>> {
+    let mut tx = s.begin().await?;
+    let handlers = touch_worker(&mut tx, &p.worker_id, p.now).await?;
+    let rows: Vec<RunRow> = if p.max == 0 || handlers.is_empty() {
+        Vec::new()
+    } else {
+        // Concurrent claimers (other nodes, other workers) skip each other's rows.
+        sqlx::query_as(&format!(
+            "UPDATE runs SET state = 'running', attempt = attempt + 1, worker_id = $1, lease_expires_at = $2, \
+             started_at = $3, reason = note WHERE id IN (SELECT id FROM runs WHERE state = 'pending' \
+             AND NOT held AND NOT blocked AND scheduled_for <= $3 AND handler = ANY($4) \
+             ORDER BY priority DESC, scheduled_for, id LIMIT $5 FOR UPDATE SKIP LOCKED) RETURNING {RUN_COLUMNS}"
+        ))
+        .bind(&p.worker_id)
+        .bind(us(p.now) + dur_us(p.lease))
+        .bind(us(p.now))
+        .bind(&handlers)
+        .bind(p.max as i64)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?
+    };
+    tx.commit().await.map_err(db_err)?;
+    let mut claimed: Vec<ClaimedRun> = rows.into_iter().map(RunRow::into_claimed).collect::<Result<_>>()?;
+    claimed.sort_by_key(|c| c.scheduled_for);
+    Ok(claimed)
+}
+
+/// [`Store::run_heartbeat`].
+pub(super) async fn heartbeat(
+    s: &PostgresStore,
+    worker_id: &str,
+    held: &[Lease],
+    lease: Duration,
+    now: Timestamp,
+) -> Result<HeartbeatOutcome> {
+    let mut tx = s.begin().await?;
+    touch_worker(&mut tx, worker_id, now).await?;
+    let expires = us(now) + dur_us(lease);
+    let mut out = HeartbeatOutcome { lease_expires_at: Some(ts(expires)), ..Default::default() };
+    if !held.is_empty() {
+        // One statement, driven by an index (the primary key, or this worker's running runs);
+        // the attempt is fenced with a filter on `id:attempt` rather than a join with the
+        // list, as a join of two large inputs is one bad row estimate away from quadratic.
+        // Sorted ids: an index scan locks the rows in id order, as completions do.
+        // Another worker's lease is never this worker's to extend.
+        let own: Vec<&Lease> = held.iter().filter(|l| l.worker_id == worker_id).collect();
+        let keys: Vec<String> = own.iter().map(|l| lease_key(l)).collect();
+        let still: Vec<(String, i64, bool)> = sqlx::query_as(&format!(
+            "UPDATE runs SET lease_expires_at = $1 WHERE runs.id = ANY($2) AND {} \
+             RETURNING id, attempt, cancel_requested",
+            fence("$3", "= ANY($4)")
+        ))
+        .bind(expires)
+        .bind(sorted_unique(own.iter().map(|l| l.run_id.clone()).collect()))
+        .bind(worker_id)
+        .bind(keys)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let still: HashMap<(String, i64), bool> = still.into_iter().map(|(id, a, c)| ((id, a), c)).collect();
+        for l in held {
+            let key = (l.run_id.clone(), i64::from(l.attempt));
+            match still.get(&key).filter(|_| l.worker_id == worker_id) {
+                None => out.lost.push(l.run_id.clone()),
+                Some(true) => out.cancel.push(l.run_id.clone()),
+                Some(false) => {}
+            }
+        }
+    }
+    tx.commit().await.map_err(db_err)?;
+    Ok(out)
+}
+
+/// [`Store::run_complete_many`].
+pub(super) async fn complete_many(
+    s: &PostgresStore,
+    completions: Vec<Completion>,
+    now: Timestamp,
+) -> Result<Vec<Result<Run>>> {
+    if completions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut ids: Vec<String> = completions.iter().map(|c| c.lease.run_id.clone()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut tx = s.begin().await?;
+    // Lock order: the jobs settling reads or writes (see `must_lock_job`) first, then the
+    // runs, sorted by id.
+    let peek: Vec<(String, String, String, i64, i64)> =
+        sqlx::query_as("SELECT id, job_id, overlap, attempt, max_attempts FROM runs WHERE id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+    let retrying: HashSet<&str> =
+        completions.iter().filter(|c| may_retry(Ended::Reported(c.state))).map(|c| c.lease.run_id.as_str()).collect();
+    let jobs = peek
+        .iter()
+        .filter(|(id, _, overlap, attempt, max)| must_lock_job(overlap, *attempt, *max, retrying.contains(id.as_str())))
+        .map(|(_, job, ..)| job.clone())
+        .collect();
+    lock_jobs(&mut tx, &sorted_unique(jobs)).await?;
+    let rows: Vec<RunRow> =
+        sqlx::query_as(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ANY($1) ORDER BY id FOR UPDATE"))
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+    let mut rows: HashMap<String, RunRow> = rows.into_iter().map(|r| (r.id.clone(), r)).collect();
+    let mut out: Vec<Option<Result<Run>>> = Vec::with_capacity(completions.len());
+    let mut settles = Vec::new();
+    let mut settled_at: Vec<(usize, String)> = Vec::new();
+    for (i, c) in completions.iter().enumerate() {
+        let run_id = &c.lease.run_id;
+        let Some(row) = rows.get(run_id) else {
+            out.push(Some(Err(StoreError::NotFound(format!("run {run_id}")))));
+            continue;
+        };
+        if !holds(row, &c.lease) {
+            out.push(Some(Err(StoreError::StaleAttempt(run_id.clone()))));
+            continue;
+        }
+        // Settled once: a repeat in this batch finds it no longer running, as on SQLite.
+        let row = rows.remove(run_id).expect("present");
+        let mut after = row.clone();
+        after.state = "settled".into();
+        rows.insert(run_id.clone(), after);
+        settles.push(Settle {
+            row,
+            ended: Ended::Reported(c.state),
+            output: c.output.as_ref(),
+            error: c.error.as_deref(),
+        });
+        settled_at.push((i, run_id.clone()));
+        out.push(None);
+    }
+    let mut updated = settle_rows(&mut tx, &settles, now).await?;
+    for (i, id) in settled_at {
+        out[i] = Some(match updated.remove(&id) {
+            Some(r) => r.into_run(),
+            None => Err(StoreError::StaleAttempt(id)),
+        });
+    }
+    tx.commit().await.map_err(db_err)?;
+    Ok(out.into_iter().map(|o| o.expect("every completion answered")).collect())
+}
+
+/// [`Store::run_reap`].
+pub(super) async fn reap(s: &PostgresStore, p: &ReapParams) -> Result<ReapReport> {
+    let mut tx = s.begin().await?;
+    let now = us(p.now);
+    let mut report = ReapReport::default();
+    // Every pick skips rows another node's reaper holds.
+    let dead: Vec<(String,)> = sqlx::query_as(
+        "UPDATE workers SET state = 'dead' WHERE id IN (SELECT id FROM workers WHERE state = 'active' \
+         AND last_heartbeat < $1 FOR UPDATE SKIP LOCKED) RETURNING id",
+    )
+    .bind(now - dur_us(p.dead_after))
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    report.workers_dead = dead.len() as u64;
+    // A deregistered worker that holds nothing any more is forgotten.
+    sqlx::query(
+        "DELETE FROM workers WHERE id IN (SELECT w.id FROM workers w WHERE w.state = 'draining' \
+         AND w.last_heartbeat < $1 AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.worker_id = w.id \
+         AND r.state = 'running') FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(now - dur_us(p.dead_after))
+    .execute(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    let mut expired: Vec<RunRow> = sqlx::query_as(&format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE state = 'running' AND (lease_expires_at < $1 OR worker_id IN \
+         (SELECT id FROM workers WHERE state = 'dead')) ORDER BY lease_expires_at LIMIT $2 \
+         FOR UPDATE OF runs SKIP LOCKED"
+    ))
+    .bind(now)
+    .bind(p.limit as i64)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    lock_jobs_or_skip(&mut tx, &mut expired, Ended::LeaseExpired).await?;
+    let order: Vec<String> = expired.iter().map(|r| r.id.clone()).collect();
+    let items: Vec<Settle> =
+        expired.into_iter().map(|row| Settle { row, ended: Ended::LeaseExpired, output: None, error: None }).collect();
+    let mut done = settle_rows(&mut tx, &items, p.now).await?;
+    for id in order {
+        if let Some(r) = done.remove(&id) {
+            report.expired.push((r.id.clone(), r.state()?));
+        }
+    }
+    let mut overrun: Vec<RunRow> = sqlx::query_as(&format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE state = 'running' AND timeout_us IS NOT NULL \
+         AND started_at + timeout_us + $1 < $2 LIMIT $3 FOR UPDATE SKIP LOCKED"
+    ))
+    .bind(dur_us(p.timeout_grace))
+    .bind(now)
+    .bind(p.limit as i64)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    lock_jobs_or_skip(&mut tx, &mut overrun, Ended::TimeoutOverrun).await?;
+    let order: Vec<String> = overrun.iter().map(|r| r.id.clone()).collect();
+    let items: Vec<Settle> = overrun
+        .into_iter()
+        .map(|row| Settle { row, ended: Ended::TimeoutOverrun, output: None, error: None })
+        .collect();
+    let mut done = settle_rows(&mut tx, &items, p.now).await?;
+    for id in order {
+        if let Some(r) = done.remove(&id) {
+            report.timed_out.push((r.id.clone(), r.state()?));
+        }
+    }
+    tx.commit().await.map_err(db_err)?;
+    Ok(report)
+}

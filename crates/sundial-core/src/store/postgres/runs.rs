@@ -1,0 +1,292 @@
+//! PostgreSQL: runs (batched inserts with overlap applied, reads, cancels, prunes, counts).
+
+use super::*;
+
+#[derive(Default)]
+pub(super) struct RunCols {
+    id: Vec<String>,
+    job_id: Vec<String>,
+    trigger_id: Vec<Option<String>>,
+    fire_time: Vec<i64>,
+    namespace: Vec<String>,
+    handler: Vec<String>,
+    payload: Vec<String>,
+    priority: Vec<i64>,
+    timeout_us: Vec<Option<i64>>,
+    max_attempts: Vec<i64>,
+    initial_delay_us: Vec<i64>,
+    max_delay_us: Vec<i64>,
+    overlap: Vec<String>,
+    scheduled_for: Vec<i64>,
+    state: Vec<String>,
+    reason: Vec<Option<String>>,
+    note: Vec<Option<String>>,
+    finished_at: Vec<Option<i64>>,
+    manual: Vec<bool>,
+    held: Vec<bool>,
+    blocked: Vec<bool>,
+    created_at: Vec<i64>,
+}
+
+/// Inserts runs in one statement; a run whose `(trigger_id, fire_time)` exists is left out.
+/// Returns how many were inserted.
+pub(super) async fn insert_runs<'a>(tx: &mut Tx, runs: impl IntoIterator<Item = &'a NewRun>) -> Result<u64> {
+    let mut c = RunCols::default();
+    for r in runs {
+        c.id.push(r.id.clone());
+        c.job_id.push(r.job.id.clone());
+        c.trigger_id.push(r.trigger_id.clone());
+        c.fire_time.push(r.fire_time);
+        c.namespace.push(r.job.namespace.clone());
+        c.handler.push(r.job.handler.clone());
+        c.payload.push(r.job.payload.clone());
+        c.priority.push(r.job.priority);
+        c.timeout_us.push(r.job.timeout_us);
+        c.max_attempts.push(r.job.max_attempts);
+        c.initial_delay_us.push(r.job.initial_delay_us);
+        c.max_delay_us.push(r.job.max_delay_us);
+        c.overlap.push(r.job.overlap.clone());
+        c.scheduled_for.push(r.scheduled_for);
+        c.state.push(r.state.as_str().to_string());
+        c.reason.push(r.reason.clone());
+        c.note.push(r.note.clone());
+        c.finished_at.push(r.finished_at());
+        c.manual.push(r.manual);
+        c.held.push(r.held);
+        c.blocked.push(r.blocked);
+        c.created_at.push(r.created_at);
+    }
+    if c.id.is_empty() {
+        return Ok(0);
+    }
+    let done = sqlx::query(
+        "INSERT INTO runs (id, job_id, trigger_id, fire_time, namespace, handler, payload, priority, timeout_us, \
+         max_attempts, initial_delay_us, max_delay_us, overlap, scheduled_for, state, reason, note, finished_at, \
+         manual, held, blocked, created_at) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[], $7::text[], \
+         $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], $13::text[], $14::int8[], $15::text[], \
+         $16::text[], $17::text[], $18::int8[], $19::bool[], $20::bool[], $21::bool[], $22::int8[]) \
+         ON CONFLICT (trigger_id, fire_time) DO NOTHING",
+    )
+    .bind(c.id)
+    .bind(c.job_id)
+    .bind(c.trigger_id)
+    .bind(c.fire_time)
+    .bind(c.namespace)
+    .bind(c.handler)
+    .bind(c.payload)
+    .bind(c.priority)
+    .bind(c.timeout_us)
+    .bind(c.max_attempts)
+    .bind(c.initial_delay_us)
+    .bind(c.max_delay_us)
+    .bind(c.overlap)
+    .bind(c.scheduled_for)
+    .bind(c.state)
+    .bind(c.reason)
+    .bind(c.note)
+    .bind(c.finished_at)
+    .bind(c.manual)
+    .bind(c.held)
+    .bind(c.blocked)
+    .bind(c.created_at)
+    .execute(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    Ok(done.rows_affected())
+}
+
+/// The active runs of several jobs, each job's oldest first.
+pub(super) async fn active_runs(tx: &mut Tx, job_ids: &[String]) -> Result<HashMap<String, ActiveRuns>> {
+    let mut out: HashMap<String, ActiveRuns> = job_ids.iter().map(|id| (id.clone(), ActiveRuns::default())).collect();
+    if job_ids.is_empty() {
+        return Ok(out);
+    }
+    let rows: Vec<(String, String, String, bool)> = sqlx::query_as(
+        "SELECT job_id, id, state, blocked FROM runs WHERE job_id = ANY($1) AND state IN ('pending', 'running') \
+         ORDER BY scheduled_for, id",
+    )
+    .bind(job_ids)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    for (job_id, id, state, blocked) in rows {
+        let a = out.entry(job_id).or_default();
+        match (state.as_str(), blocked) {
+            ("running", _) => a.running.push(id),
+            (_, true) => a.blocked.push(id),
+            _ => a.pending.push(id),
+        }
+    }
+    Ok(out)
+}
+
+/// Cancels pending runs, each with its reason.
+pub(super) async fn cancel_pending(tx: &mut Tx, runs: &[(String, String)], now: i64) -> Result<u64> {
+    if runs.is_empty() {
+        return Ok(0);
+    }
+    let (ids, reasons): (Vec<String>, Vec<String>) = runs.iter().cloned().unzip();
+    let done = sqlx::query(&format!(
+        "UPDATE runs SET state = 'cancelled', reason = {NOTE_THEN} u.reason, finished_at = $3 \
+         FROM UNNEST($1::text[], $2::text[]) AS u(run_id, reason) WHERE runs.id = u.run_id AND runs.state = 'pending'"
+    ))
+    .bind(ids)
+    .bind(reasons)
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    Ok(done.rows_affected())
+}
+
+pub(super) async fn request_cancel(tx: &mut Tx, run_ids: &[String]) -> Result<()> {
+    if run_ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("UPDATE runs SET cancel_requested = TRUE WHERE id = ANY($1) AND state = 'running'")
+        .bind(run_ids)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
+/// `buffer_one`: when the job has nothing running or claimable left, its waiting run may go.
+/// The caller holds the job's row lock, so a scheduler cannot add a blocked run unseen.
+pub(super) async fn unblock_next(tx: &mut Tx, job_id: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE runs SET blocked = FALSE WHERE id = (SELECT id FROM runs WHERE job_id = $1 AND state = 'pending' \
+         AND blocked ORDER BY scheduled_for, id LIMIT 1) AND NOT EXISTS (SELECT 1 FROM runs WHERE job_id = $1 \
+         AND (state = 'running' OR (state = 'pending' AND NOT blocked)))",
+    )
+    .bind(job_id)
+    .execute(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    Ok(())
+}
+
+/// Inserts a run that is not from a trigger, applying the job's overlap policy. The caller
+/// holds the job's row lock.
+pub(super) async fn insert_untriggered(tx: &mut Tx, mut run: NewRun, now: i64) -> Result<NewRun> {
+    if run.job.overlap() != Overlap::Allow {
+        let mut active =
+            active_runs(tx, std::slice::from_ref(&run.job.id)).await?.remove(&run.job.id).unwrap_or_default();
+        match decide(run.job.overlap(), &mut active, &run.id) {
+            Decision::Pending { blocked } => run.blocked = blocked,
+            Decision::Skipped(why) => {
+                run.state = RunState::Skipped;
+                run.reason = Some(why);
+            }
+            Decision::Supersede { cancel_pending: p, cancel_running } => {
+                let reason = superseded_reason(&run.id);
+                let p: Vec<(String, String)> = p.into_iter().map(|id| (id, reason.clone())).collect();
+                cancel_pending(tx, &p, now).await?;
+                request_cancel(tx, &cancel_running).await?;
+            }
+        }
+    }
+    insert_runs(tx, [&run]).await?;
+    Ok(run)
+}
+
+pub(super) async fn run_row(tx: &mut Tx, id: &str, lock: bool) -> Result<Option<RunRow>> {
+    let lock = if lock { " FOR UPDATE" } else { "" };
+    sqlx::query_as(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1{lock}"))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db_err)
+}
+
+/// [`Store::run_get`].
+pub(super) async fn get(s: &PostgresStore, id: &str) -> Result<Run> {
+    let row: Option<RunRow> = sqlx::query_as(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&s.pool)
+        .await
+        .map_err(db_err)?;
+    row.ok_or_else(|| StoreError::NotFound(format!("run {id}")))?.into_run()
+}
+
+/// [`Store::run_list`].
+pub(super) async fn list(s: &PostgresStore, f: &RunFilter) -> Result<Page<Run>> {
+    let mut q = crate::store::listing::run_query::<Postgres>(f)?;
+    let mut rows: Vec<RunRow> = q.build_query_as().fetch_all(&s.pool).await.map_err(db_err)?;
+    let next_cursor = crate::store::listing::split_page(&mut rows, f.limit, |r| (r.scheduled_for, r.id.as_str()));
+    Ok(Page { items: rows.into_iter().map(RunRow::into_run).collect::<Result<_>>()?, next_cursor })
+}
+
+/// [`Store::run_cancel`].
+pub(super) async fn cancel(s: &PostgresStore, id: &str, now: Timestamp) -> Result<Run> {
+    let mut tx = s.begin().await?;
+    let peek = run_row(&mut tx, id, false).await?.ok_or_else(|| StoreError::NotFound(format!("run {id}")))?;
+    if peek.overlap == Overlap::BufferOne.as_str() {
+        // Job before run: the lock order every transaction keeps.
+        lock_jobs(&mut tx, std::slice::from_ref(&peek.job_id)).await?;
+    }
+    let row = run_row(&mut tx, id, true).await?.ok_or_else(|| StoreError::NotFound(format!("run {id}")))?;
+    match row.state()? {
+        RunState::Pending => {
+            cancel_pending(&mut tx, &[(id.to_string(), "cancelled by request".to_string())], us(now)).await?;
+            if row.overlap == Overlap::BufferOne.as_str() {
+                unblock_next(&mut tx, &row.job_id).await?;
+            }
+        }
+        RunState::Running => request_cancel(&mut tx, &[id.to_string()]).await?,
+        _ => return Err(StoreError::AlreadyFinished(id.to_string())),
+    }
+    let row = run_row(&mut tx, id, false).await?.ok_or_else(|| StoreError::NotFound(format!("run {id}")))?;
+    tx.commit().await.map_err(db_err)?;
+    row.into_run()
+}
+
+/// [`Store::run_next_pending`].
+pub(super) async fn next_pending(s: &PostgresStore) -> Result<Option<Timestamp>> {
+    let next: Option<i64> =
+        sqlx::query_scalar("SELECT MIN(scheduled_for) FROM runs WHERE state = 'pending' AND NOT held AND NOT blocked")
+            .fetch_one(&s.pool)
+            .await
+            .map_err(db_err)?;
+    Ok(next.map(ts))
+}
+
+/// [`Store::run_prune`].
+pub(super) async fn prune(s: &PostgresStore, before: Timestamp, limit: u32) -> Result<u64> {
+    let done = sqlx::query(
+        "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE finished_at IS NOT NULL AND finished_at < $1 \
+         LIMIT $2 FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(us(before))
+    .bind(limit as i64)
+    .execute(&s.pool)
+    .await
+    .map_err(db_err)?;
+    Ok(done.rows_affected())
+}
+
+/// [`Store::stats`].
+pub(super) async fn stats(s: &PostgresStore, now: Timestamp) -> Result<Stats> {
+    let by_state: Vec<(String, i64)> =
+        sqlx::query_as("SELECT state, COUNT(*) FROM runs GROUP BY state").fetch_all(&s.pool).await.map_err(db_err)?;
+    let due: (i64, Option<i64>) = sqlx::query_as(
+        "SELECT COUNT(*), MIN(scheduled_for) FROM runs WHERE state = 'pending' AND NOT held AND NOT blocked \
+         AND scheduled_for <= $1",
+    )
+    .bind(us(now))
+    .fetch_one(&s.pool)
+    .await
+    .map_err(db_err)?;
+    let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs").fetch_one(&s.pool).await.map_err(db_err)?;
+    let triggers: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM triggers WHERE next_fire_at IS NOT NULL")
+        .fetch_one(&s.pool)
+        .await
+        .map_err(db_err)?;
+    let workers: Vec<(String, i64)> = sqlx::query_as("SELECT state, COUNT(*) FROM workers GROUP BY state")
+        .fetch_all(&s.pool)
+        .await
+        .map_err(db_err)?;
+    let counts = StatCounts { runs_by_state: by_state, due, jobs, triggers, workers_by_state: workers };
+    Ok(counts.into_stats(now))
+}

@@ -1,0 +1,142 @@
+//! PostgreSQL: triggers (storing them, firing the due ones with `SKIP LOCKED`, the next wake-up).
+
+use super::*;
+
+/// Inserts the triggers of several jobs in one statement; returns them per job id.
+pub(super) async fn insert_triggers(
+    tx: &mut Tx,
+    jobs: &[(&str, &JobSpec)],
+    now: Timestamp,
+) -> Result<HashMap<String, Vec<Trigger>>> {
+    let mut out: HashMap<String, Vec<Trigger>> = HashMap::new();
+    let (mut ids, mut job_ids, mut positions, mut specs, mut nexts, mut paused) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (job_id, spec) in jobs {
+        for (pos, t) in spec.triggers.iter().enumerate() {
+            let id = new_id();
+            let next = crate::schedule::first_fire(t, now);
+            ids.push(id.clone());
+            job_ids.push(job_id.to_string());
+            positions.push(pos as i64);
+            specs.push(trigger_spec_json(t));
+            nexts.push(next.map(us));
+            paused.push(spec.paused);
+            out.entry(job_id.to_string()).or_default().push(Trigger {
+                id,
+                spec: t.clone(),
+                next_fire_at: next,
+                fires: 0,
+            });
+        }
+    }
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    sqlx::query(
+        "INSERT INTO triggers (id, job_id, position, spec, next_fire_at, fires, paused) \
+         SELECT u.id, u.job_id, u.position, u.spec, u.next_fire_at, 0, u.paused \
+         FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], $5::int8[], $6::bool[]) \
+         AS u(id, job_id, position, spec, next_fire_at, paused)",
+    )
+    .bind(ids)
+    .bind(job_ids)
+    .bind(positions)
+    .bind(specs)
+    .bind(nexts)
+    .bind(paused)
+    .execute(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    Ok(out)
+}
+
+/// [`Store::trigger_fire_due`].
+pub(super) async fn fire_due(
+    s: &PostgresStore,
+    now: Timestamp,
+    limit: u32,
+    misfire_threshold: Duration,
+) -> Result<FireReport> {
+    let mut tx = s.begin().await?;
+    // Other nodes' schedulers take other due triggers; none waits for another.
+    let triggers: Vec<TriggerRow> = sqlx::query_as(&format!(
+        "SELECT {TRIGGER_COLUMNS} FROM triggers WHERE NOT paused AND next_fire_at IS NOT NULL \
+         AND next_fire_at <= $1 ORDER BY next_fire_at LIMIT $2 FOR UPDATE SKIP LOCKED"
+    ))
+    .bind(us(now))
+    .bind(limit as i64)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    if triggers.is_empty() {
+        return Ok(FireReport::default());
+    }
+    let mut job_ids: Vec<String> = triggers.iter().map(|t| t.job_id.clone()).collect();
+    job_ids.sort_unstable();
+    job_ids.dedup();
+    // Jobs with an overlap policy: lock their rows (sorted), so overlap decisions for one job
+    // are serial across nodes, and read their active runs after the lock.
+    let mut snaps: Vec<JobSnapshot> = sqlx::query_as(&format!(
+        "SELECT {JOB_SNAPSHOT_COLUMNS} FROM jobs WHERE id = ANY($1) AND overlap <> 'allow' ORDER BY id FOR UPDATE"
+    ))
+    .bind(&job_ids)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    let locked: Vec<String> = snaps.iter().map(|s| s.id.clone()).collect();
+    let allow: Vec<JobSnapshot> =
+        sqlx::query_as(&format!("SELECT {JOB_SNAPSHOT_COLUMNS} FROM jobs WHERE id = ANY($1) AND overlap = 'allow'"))
+            .bind(&job_ids)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+    snaps.extend(allow);
+    let mut active = active_runs(&mut tx, &locked).await?;
+    let jobs: HashMap<String, JobSnapshot> = snaps.into_iter().map(|s| (s.id.clone(), s)).collect();
+    let actions = fire_actions(&triggers, &jobs, &mut active, now, misfire_threshold)?;
+    if !actions.advances.is_empty() {
+        let (mut ids, mut old, mut new, mut added) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for a in &actions.advances {
+            ids.push(a.id.clone());
+            old.push(a.old_next);
+            new.push(a.new_next);
+            added.push(a.fires_added);
+        }
+        let advanced: Vec<String> = sqlx::query_scalar(
+            "UPDATE triggers SET next_fire_at = u.new_next, fires = fires + u.added \
+             FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::int8[]) AS u(trigger_id, old_next, new_next, added) \
+             WHERE triggers.id = u.trigger_id AND triggers.next_fire_at = u.old_next RETURNING triggers.id",
+        )
+        .bind(ids)
+        .bind(old)
+        .bind(new)
+        .bind(added)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        // A trigger another scheduler advanced first: its runs are that scheduler's to create.
+        let advanced: HashSet<String> = advanced.into_iter().collect();
+        insert_runs(
+            &mut tx,
+            actions.inserts.iter().filter(|r| r.trigger_id.as_ref().is_some_and(|t| advanced.contains(t))),
+        )
+        .await?;
+    }
+    cancel_pending(&mut tx, &actions.cancel_pending, us(now)).await?;
+    request_cancel(&mut tx, &actions.cancel_running).await?;
+    if actions.inserts.iter().any(|r| r.state == RunState::Pending && !r.blocked) {
+        s.notify_ready(&mut tx).await?;
+    }
+    tx.commit().await.map_err(db_err)?;
+    Ok(actions.report())
+}
+
+/// [`Store::trigger_next_due`].
+pub(super) async fn next_due(s: &PostgresStore) -> Result<Option<Timestamp>> {
+    let next: Option<i64> =
+        sqlx::query_scalar("SELECT MIN(next_fire_at) FROM triggers WHERE NOT paused AND next_fire_at IS NOT NULL")
+            .fetch_one(&s.pool)
+            .await
+            .map_err(db_err)?;
+    Ok(next.map(ts))
+}

@@ -1,0 +1,76 @@
+//! PostgreSQL: workers (registration, sign of life, deregistration).
+
+use super::*;
+
+/// A claim or heartbeat is a sign of life: a dead worker comes back `active`. Draining
+/// (deregistered) and unknown workers get `NotFound`.
+pub(super) async fn touch_worker(tx: &mut Tx, id: &str, now: Timestamp) -> Result<Vec<String>> {
+    let row: Option<(String,)> = sqlx::query_as(
+        "UPDATE workers SET last_heartbeat = $1, state = 'active' WHERE id = $2 AND state <> 'draining' \
+         RETURNING handlers",
+    )
+    .bind(us(now))
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    let (handlers,) = row.ok_or_else(|| StoreError::NotFound(format!("worker {id}")))?;
+    serde_json::from_str(&handlers).map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+/// [`Store::worker_register`].
+pub(super) async fn register(
+    s: &PostgresStore,
+    name: &str,
+    handlers: &[String],
+    capacity: u32,
+    now: Timestamp,
+) -> Result<Worker> {
+    let id = new_id();
+    sqlx::query(
+        "INSERT INTO workers (id, name, handlers, capacity, last_heartbeat, state, created_at) \
+         VALUES ($1, $2, $3, $4, $5, 'active', $5)",
+    )
+    .bind(&id)
+    .bind(name)
+    .bind(serde_json::to_string(handlers).expect("handlers serialize"))
+    .bind(capacity as i64)
+    .bind(us(now))
+    .execute(&s.pool)
+    .await
+    .map_err(db_err)?;
+    s.worker_get(&id).await
+}
+
+/// [`Store::worker_get`].
+pub(super) async fn get(s: &PostgresStore, id: &str) -> Result<Worker> {
+    let row: Option<WorkerRow> = sqlx::query_as(&format!("{WORKER_SELECT} WHERE w.id = $1"))
+        .bind(id)
+        .fetch_optional(&s.pool)
+        .await
+        .map_err(db_err)?;
+    row.ok_or_else(|| StoreError::NotFound(format!("worker {id}")))?.into_worker()
+}
+
+/// [`Store::worker_list`].
+pub(super) async fn list(s: &PostgresStore) -> Result<Vec<Worker>> {
+    let rows: Vec<WorkerRow> = sqlx::query_as(&format!("{WORKER_SELECT} ORDER BY w.created_at DESC, w.id DESC"))
+        .fetch_all(&s.pool)
+        .await
+        .map_err(db_err)?;
+    rows.into_iter().map(WorkerRow::into_worker).collect()
+}
+
+/// [`Store::worker_deregister`].
+pub(super) async fn deregister(s: &PostgresStore, id: &str, now: Timestamp) -> Result<()> {
+    let done = sqlx::query("UPDATE workers SET state = 'draining', last_heartbeat = $1 WHERE id = $2")
+        .bind(us(now))
+        .bind(id)
+        .execute(&s.pool)
+        .await
+        .map_err(db_err)?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound(format!("worker {id}")));
+    }
+    Ok(())
+}

@@ -1,0 +1,191 @@
+//! SQLite: leases (claims, heartbeats, completions and the reaper), fenced by `(worker_id, attempt)`.
+
+use super::*;
+
+/// The fence: the run is `running` under the lease bound to these three parameters (run id,
+/// worker id, attempt), in that order; see [`bind_lease`].
+const FENCE: &str = "id = ? AND worker_id = ? AND attempt = ? AND state = 'running'";
+
+/// Binds a lease to the parameters of [`FENCE`].
+fn bind_lease<'q, O>(
+    q: sqlx::query::QueryAs<'q, Sqlite, O, sqlx::sqlite::SqliteArguments<'q>>,
+    lease: &'q Lease,
+) -> sqlx::query::QueryAs<'q, Sqlite, O, sqlx::sqlite::SqliteArguments<'q>> {
+    q.bind(&lease.run_id).bind(&lease.worker_id).bind(i64::from(lease.attempt))
+}
+
+/// Applies a settlement to a running run, fenced by the lease it is held under.
+pub(super) async fn apply_settlement(
+    tx: &mut Tx,
+    row: &RunRow,
+    ended: Ended,
+    output: Option<&serde_json::Value>,
+    error: Option<&str>,
+    now: Timestamp,
+) -> Result<Option<RunRow>> {
+    let w = settle_row(row, ended, error, now);
+    let lease = lease_of(row);
+    let sql = format!(
+        "UPDATE runs SET state = ?, scheduled_for = COALESCE(?, scheduled_for), finished_at = ?, ended_at = ?, \
+         output = COALESCE(?, output), error = COALESCE(?, error), reason = ?, lease_expires_at = NULL, \
+         held = (? = 'pending' AND manual = 0 AND EXISTS (SELECT 1 FROM jobs j WHERE j.id = runs.job_id AND j.paused = 1)) \
+         WHERE {FENCE} RETURNING {RUN_COLUMNS}"
+    );
+    let q = sqlx::query_as(&sql)
+        .bind(w.settlement.state.as_str())
+        .bind(w.settlement.retry_at.map(us))
+        .bind(w.finished_at)
+        .bind(us(now))
+        .bind(output.map(|o| o.to_string()))
+        .bind(error)
+        .bind(&w.reason)
+        // A retry of a paused job's run waits for resume like its other pending runs.
+        .bind(w.settlement.state.as_str());
+    let updated: Option<RunRow> = bind_lease(q, &lease).fetch_optional(&mut **tx).await.map_err(db_err)?;
+    if updated.is_some() && row.overlap == Overlap::BufferOne.as_str() {
+        unblock_next(tx, &row.job_id).await?;
+    }
+    Ok(updated)
+}
+
+/// [`Store::run_claim`].
+pub(super) async fn claim(s: &SqliteStore, p: &ClaimParams) -> Result<Vec<ClaimedRun>> {
+    let mut tx = s.begin().await?;
+    let handlers = touch_worker(&mut tx, &p.worker_id, p.now).await?;
+    let rows: Vec<RunRow> = if p.max == 0 || handlers.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_as(&format!(
+            "UPDATE runs SET state = 'running', attempt = attempt + 1, worker_id = ?1, lease_expires_at = ?2, \
+             started_at = ?3, reason = note WHERE id IN (SELECT id FROM runs INDEXED BY runs_ready WHERE state = 'pending' \
+             AND held = 0 AND blocked = 0 AND scheduled_for <= ?3 AND +handler IN (SELECT value FROM json_each(?4)) \
+             ORDER BY priority DESC, scheduled_for, id LIMIT ?5) RETURNING {RUN_COLUMNS}"
+        ))
+        .bind(&p.worker_id)
+        .bind(us(p.now) + dur_us(p.lease))
+        .bind(us(p.now))
+        .bind(serde_json::to_string(&handlers).expect("handlers serialize"))
+        .bind(p.max as i64)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?
+    };
+    tx.commit().await.map_err(db_err)?;
+    let mut claimed: Vec<ClaimedRun> = rows.into_iter().map(RunRow::into_claimed).collect::<Result<_>>()?;
+    claimed.sort_by_key(|c| c.scheduled_for);
+    Ok(claimed)
+}
+
+/// [`Store::run_heartbeat`].
+pub(super) async fn heartbeat(
+    s: &SqliteStore,
+    worker_id: &str,
+    held: &[Lease],
+    lease: Duration,
+    now: Timestamp,
+) -> Result<HeartbeatOutcome> {
+    let mut tx = s.begin().await?;
+    touch_worker(&mut tx, worker_id, now).await?;
+    let expires = us(now) + dur_us(lease);
+    let mut out = HeartbeatOutcome { lease_expires_at: Some(ts(expires)), ..Default::default() };
+    let sql = format!("UPDATE runs SET lease_expires_at = ? WHERE {FENCE} RETURNING cancel_requested");
+    for l in held {
+        let q = sqlx::query_as(&sql).bind(expires);
+        // Another worker's lease is never this worker's to extend.
+        let still: Option<(bool,)> = if l.worker_id == worker_id {
+            bind_lease(q, l).fetch_optional(&mut *tx).await.map_err(db_err)?
+        } else {
+            None
+        };
+        match still {
+            None => out.lost.push(l.run_id.clone()),
+            Some((true,)) => out.cancel.push(l.run_id.clone()),
+            Some((false,)) => {}
+        }
+    }
+    tx.commit().await.map_err(db_err)?;
+    Ok(out)
+}
+
+/// [`Store::run_complete_many`].
+pub(super) async fn complete_many(
+    s: &SqliteStore,
+    completions: Vec<Completion>,
+    now: Timestamp,
+) -> Result<Vec<Result<Run>>> {
+    let mut tx = s.begin().await?;
+    let mut out = Vec::with_capacity(completions.len());
+    for c in completions {
+        let Some(row) = run_row(&mut tx, &c.lease.run_id).await? else {
+            out.push(Err(StoreError::NotFound(format!("run {}", c.lease.run_id))));
+            continue;
+        };
+        if !holds(&row, &c.lease) {
+            out.push(Err(StoreError::StaleAttempt(c.lease.run_id)));
+            continue;
+        }
+        let updated =
+            apply_settlement(&mut tx, &row, Ended::Reported(c.state), c.output.as_ref(), c.error.as_deref(), now)
+                .await?;
+        out.push(match updated {
+            Some(r) => r.into_run(),
+            None => Err(StoreError::StaleAttempt(c.lease.run_id)),
+        });
+    }
+    tx.commit().await.map_err(db_err)?;
+    Ok(out)
+}
+
+/// [`Store::run_reap`].
+pub(super) async fn reap(s: &SqliteStore, p: &ReapParams) -> Result<ReapReport> {
+    let mut tx = s.begin().await?;
+    let now = us(p.now);
+    let mut report = ReapReport::default();
+    let dead: Vec<(String,)> =
+        sqlx::query_as("UPDATE workers SET state = 'dead' WHERE state = 'active' AND last_heartbeat < ? RETURNING id")
+            .bind(now - dur_us(p.dead_after))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+    report.workers_dead = dead.len() as u64;
+    // A deregistered worker that holds nothing any more is forgotten.
+    sqlx::query(
+        "DELETE FROM workers WHERE state = 'draining' AND last_heartbeat < ? AND NOT EXISTS \
+         (SELECT 1 FROM runs r WHERE r.worker_id = workers.id AND r.state = 'running')",
+    )
+    .bind(now - dur_us(p.dead_after))
+    .execute(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    let expired: Vec<RunRow> = sqlx::query_as(&format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE state = 'running' AND (lease_expires_at < ?1 OR worker_id IN \
+         (SELECT id FROM workers WHERE state = 'dead')) ORDER BY lease_expires_at LIMIT ?2"
+    ))
+    .bind(now)
+    .bind(p.limit as i64)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    for row in &expired {
+        if let Some(r) = apply_settlement(&mut tx, row, Ended::LeaseExpired, None, None, p.now).await? {
+            report.expired.push((r.id.clone(), r.state()?));
+        }
+    }
+    let overrun: Vec<RunRow> = sqlx::query_as(&format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE state = 'running' AND timeout_us IS NOT NULL \
+         AND started_at + timeout_us + ?1 < ?2 LIMIT ?3"
+    ))
+    .bind(dur_us(p.timeout_grace))
+    .bind(now)
+    .bind(p.limit as i64)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    for row in &overrun {
+        if let Some(r) = apply_settlement(&mut tx, row, Ended::TimeoutOverrun, None, None, p.now).await? {
+            report.timed_out.push((r.id.clone(), r.state()?));
+        }
+    }
+    tx.commit().await.map_err(db_err)?;
+    Ok(report)
+}

@@ -1,0 +1,107 @@
+//! SQLite: triggers (storing them, firing the due ones, the scheduler's next wake-up).
+
+use super::*;
+
+/// The triggers of a new definition, with their first due times (not yet stored).
+pub(super) fn new_triggers(spec: &JobSpec, now: Timestamp) -> Vec<Trigger> {
+    spec.triggers
+        .iter()
+        .map(|t| Trigger { id: new_id(), spec: t.clone(), next_fire_at: crate::schedule::first_fire(t, now), fires: 0 })
+        .collect()
+}
+
+/// Stores triggers as `(job_id, paused, trigger)` rows in multi-row statements.
+pub(super) async fn insert_triggers(tx: &mut Tx, rows: &[(&str, bool, usize, &Trigger)]) -> Result<()> {
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO triggers (id, job_id, position, spec, next_fire_at, fires, paused) ",
+        );
+        q.push_values(chunk, |mut b, (job_id, paused, pos, t)| {
+            b.push_bind(t.id.clone())
+                .push_bind(job_id.to_string())
+                .push_bind(*pos as i64)
+                .push_bind(trigger_spec_json(&t.spec))
+                .push_bind(t.next_fire_at.map(us))
+                .push_bind(0i64)
+                .push_bind(*paused);
+        });
+        q.build().execute(&mut **tx).await.map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// [`Store::trigger_fire_due`].
+pub(super) async fn fire_due(
+    s: &SqliteStore,
+    now: Timestamp,
+    limit: u32,
+    misfire_threshold: Duration,
+) -> Result<FireReport> {
+    let mut tx = s.begin().await?;
+    let triggers: Vec<TriggerRow> = sqlx::query_as(&format!(
+        "SELECT {TRIGGER_COLUMNS} FROM triggers WHERE paused = 0 AND next_fire_at IS NOT NULL \
+         AND next_fire_at <= ? ORDER BY next_fire_at LIMIT ?"
+    ))
+    .bind(us(now))
+    .bind(limit as i64)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    if triggers.is_empty() {
+        return Ok(FireReport::default());
+    }
+    let mut job_ids: Vec<String> = triggers.iter().map(|t| t.job_id.clone()).collect();
+    job_ids.sort();
+    job_ids.dedup();
+    let snaps: Vec<JobSnapshot> = sqlx::query_as(&format!(
+        "SELECT {JOB_SNAPSHOT_COLUMNS} FROM jobs WHERE id IN (SELECT value FROM json_each(?))"
+    ))
+    .bind(serde_json::to_string(&job_ids).expect("ids serialize"))
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    let mut active = HashMap::new();
+    for s in snaps.iter().filter(|s| s.overlap() != Overlap::Allow) {
+        active.insert(s.id.clone(), active_runs(&mut tx, &s.id).await?);
+    }
+    let jobs: HashMap<String, JobSnapshot> = snaps.into_iter().map(|s| (s.id.clone(), s)).collect();
+    let actions = fire_actions(&triggers, &jobs, &mut active, now, misfire_threshold)?;
+    let mut advanced = std::collections::HashSet::new();
+    for a in &actions.advances {
+        let done =
+            sqlx::query("UPDATE triggers SET next_fire_at = ?, fires = fires + ? WHERE id = ? AND next_fire_at = ?")
+                .bind(a.new_next)
+                .bind(a.fires_added)
+                .bind(&a.id)
+                .bind(a.old_next)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        if done.rows_affected() == 1 {
+            advanced.insert(a.id.as_str());
+        }
+    }
+    // Only triggers this pass advanced get runs; another scheduler that got to a trigger
+    // first creates that trigger's runs itself.
+    let runs: Vec<&NewRun> =
+        actions.inserts.iter().filter(|r| r.trigger_id.as_deref().is_some_and(|t| advanced.contains(t))).collect();
+    insert_runs(&mut tx, &runs).await?;
+    for (id, reason) in &actions.cancel_pending {
+        cancel_pending(&mut tx, id, reason, us(now)).await?;
+    }
+    for id in &actions.cancel_running {
+        request_cancel(&mut tx, id).await?;
+    }
+    tx.commit().await.map_err(db_err)?;
+    Ok(actions.report())
+}
+
+/// [`Store::trigger_next_due`].
+pub(super) async fn next_due(s: &SqliteStore) -> Result<Option<Timestamp>> {
+    let next: Option<i64> =
+        sqlx::query_scalar("SELECT MIN(next_fire_at) FROM triggers WHERE paused = 0 AND next_fire_at IS NOT NULL")
+            .fetch_one(&s.read)
+            .await
+            .map_err(db_err)?;
+    Ok(next.map(ts))
+}

@@ -1,0 +1,80 @@
+//! SQLite: workers (registration, sign of life, deregistration).
+
+use super::*;
+
+/// A claim or heartbeat is a sign of life: a dead worker comes back `active`. Draining
+/// (deregistered) and unknown workers get `NotFound`.
+pub(super) async fn touch_worker(tx: &mut Tx, id: &str, now: Timestamp) -> Result<Vec<String>> {
+    let row: Option<(String, String)> = sqlx::query_as(
+        "UPDATE workers SET last_heartbeat = ?, state = 'active' WHERE id = ? AND state != 'draining' \
+         RETURNING handlers, state",
+    )
+    .bind(us(now))
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    let (handlers, _) = row.ok_or_else(|| StoreError::NotFound(format!("worker {id}")))?;
+    serde_json::from_str(&handlers).map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+/// [`Store::worker_register`].
+pub(super) async fn register(
+    s: &SqliteStore,
+    name: &str,
+    handlers: &[String],
+    capacity: u32,
+    now: Timestamp,
+) -> Result<Worker> {
+    let id = new_id();
+    let mut tx = s.begin().await?;
+    sqlx::query(
+        "INSERT INTO workers (id, name, handlers, capacity, last_heartbeat, state, created_at) \
+         VALUES (?,?,?,?,?,'active',?)",
+    )
+    .bind(&id)
+    .bind(name)
+    .bind(serde_json::to_string(handlers).expect("handlers serialize"))
+    .bind(capacity as i64)
+    .bind(us(now))
+    .bind(us(now))
+    .execute(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    tx.commit().await.map_err(db_err)?;
+    s.worker_get(&id).await
+}
+
+/// [`Store::worker_get`].
+pub(super) async fn get(s: &SqliteStore, id: &str) -> Result<Worker> {
+    let row: Option<WorkerRow> = sqlx::query_as(&format!("{WORKER_SELECT} WHERE w.id = ?"))
+        .bind(id)
+        .fetch_optional(&s.write)
+        .await
+        .map_err(db_err)?;
+    row.ok_or_else(|| StoreError::NotFound(format!("worker {id}")))?.into_worker()
+}
+
+/// [`Store::worker_list`].
+pub(super) async fn list(s: &SqliteStore) -> Result<Vec<Worker>> {
+    let rows: Vec<WorkerRow> = sqlx::query_as(&format!("{WORKER_SELECT} ORDER BY w.created_at DESC, w.id DESC"))
+        .fetch_all(&s.read)
+        .await
+        .map_err(db_err)?;
+    rows.into_iter().map(WorkerRow::into_worker).collect()
+}
+
+/// [`Store::worker_deregister`].
+pub(super) async fn deregister(s: &SqliteStore, id: &str, now: Timestamp) -> Result<()> {
+    let mut tx = s.begin().await?;
+    let done = sqlx::query("UPDATE workers SET state = 'draining', last_heartbeat = ? WHERE id = ?")
+        .bind(us(now))
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound(format!("worker {id}")));
+    }
+    tx.commit().await.map_err(db_err)
+}
