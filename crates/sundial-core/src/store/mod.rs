@@ -5,6 +5,18 @@
 //! [`conformance`] runs against both. No driver type appears in this API: backends map driver
 //! errors to [`StoreError`] in one function each.
 //!
+//! Layout:
+//! * this file: the trait, its parameter and result types, [`StoreError`];
+//! * `plan` and `fire`: the decisions both backends share, as pure functions with their unit
+//!   tests (submissions and conflicts, run reasons, the fencing check, settlements, stats; turning
+//!   due triggers into runs). A backend reads, calls one, and writes the answer;
+//! * `rows` (row shapes and their domain conversion) and `listing` (list queries, generic over the
+//!   database): SQL and decoding written once for both;
+//! * [`sqlite`] and [`postgres`]: `mod.rs` (connecting, the transaction type, error mapping, and for
+//!   PostgreSQL the lock order) with an `impl Store` that reads as a table of contents, plus one
+//!   file of SQL per noun (`jobs.rs`, `triggers.rs`, `runs.rs`, `leases.rs`, `workers.rs`,
+//!   PostgreSQL's `listener.rs`), named as the [`conformance`] suite's files are.
+//!
 //! Methods take `now` from the caller's [`Clock`](crate::clock::Clock) rather than reading the
 //! database clock, so every time-dependent behaviour is testable with a manual clock.
 //!
