@@ -5,19 +5,10 @@
 
 use crate::clock::SharedClock;
 use crate::domain::Timestamp;
+use crate::signals::{Event, Signals};
 use crate::store::{ClaimParams, ClaimedRun, Result, SharedStore};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
-
-/// In-process wake-ups shared by the API, scheduler, reaper and dispatcher.
-#[derive(Debug, Default)]
-pub struct Signals {
-    /// Runs became claimable (created, retried, unblocked, resumed).
-    pub runs_ready: Notify,
-    /// Triggers were created or changed, so the scheduler's next due time may be earlier.
-    pub triggers_changed: Notify,
-}
 
 /// Claims runs for workers.
 #[derive(Clone)]
@@ -53,6 +44,7 @@ impl Dispatcher {
             notified.as_mut().enable();
             let now = self.clock.now();
             let waited = started.elapsed();
+            let claim = self.signals.next_claim();
             let runs = self
                 .store
                 .run_claim(&ClaimParams { worker_id: worker_id.to_string(), max, lease: self.lease, now })
@@ -65,8 +57,9 @@ impl Dispatcher {
                 return Ok((runs, waited));
             }
             let wake = self.next_wake(now, deadline).await?;
+            self.signals.emit(Event::ClaimParked { claim });
             tokio::select! {
-                _ = &mut notified => {}
+                _ = &mut notified => self.signals.emit(Event::ClaimWokenBySignal),
                 _ = self.clock.sleep_until(wake) => {}
             }
         }

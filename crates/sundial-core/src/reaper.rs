@@ -4,8 +4,8 @@
 //! Every outcome is a recorded run state with a reason (guarantee 4).
 
 use crate::clock::SharedClock;
-use crate::dispatcher::Signals;
 use crate::domain::RunState;
+use crate::signals::Signals;
 use crate::store::{ReapParams, ReapReport, Result, SharedStore};
 use std::sync::Arc;
 use std::time::Duration;

@@ -7,7 +7,7 @@
 //! [`Scheduler::run`] repeats it, sleeping until the next due time or a change signal.
 
 use crate::clock::SharedClock;
-use crate::dispatcher::Signals;
+use crate::signals::Signals;
 use crate::store::{FireReport, Result, SharedStore};
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 use sundial_core::clock::{Clock, ManualClock, SharedClock};
-use sundial_core::dispatcher::Signals;
 use sundial_core::domain::{job::JobRequest, trigger::TriggerWire, JobSpec};
 use sundial_core::scheduler::{Scheduler, SchedulerConfig};
+use sundial_core::signals::Signals;
 use sundial_core::store::{JobCreate, RunFilter};
 use tokio_util::sync::CancellationToken;
 

@@ -7,11 +7,10 @@
 
 use serde::Deserialize;
 use sundial_core::domain::job::JobRequest;
-use sundial_core::domain::JobSpec;
+use sundial_core::domain::{JobSpec, Timestamp};
+use sundial_core::input::{self, Rejection, MAX_BATCH};
+use sundial_core::schedule::validate_job;
 use sundial_core::store::JobCreate;
-use sundial_server::api::jobs::MAX_BATCH;
-use sundial_server::body;
-use sundial_server::error::ApiError;
 
 /// `{"jobs": [...]}`.
 #[derive(Deserialize)]
@@ -51,27 +50,24 @@ pub struct Decoded {
     pub batch: bool,
 }
 
-/// Parses and validates a message value. `None` (a tombstone) reads as an empty body.
-pub fn decode(source: &Source, value: Option<&[u8]>) -> Result<Decoded, ApiError> {
-    let value: serde_json::Value = body::parse(value.unwrap_or_default())?;
+/// Parses and validates a message value at `now` (the node clock's reading). `None` (a
+/// tombstone) reads as an empty body.
+pub fn decode(source: &Source, value: Option<&[u8]>, now: Timestamp) -> Result<Decoded, Rejection> {
+    let value: serde_json::Value = input::parse(value.unwrap_or_default())?;
     let is_batch = value.as_object().is_some_and(|o| o.contains_key("jobs"));
     if !is_batch {
-        let req: JobRequest = body::typed(value)?;
-        let spec = JobSpec::from_request(req)?;
+        let req: JobRequest = input::typed(value)?;
+        let spec = validate_job(req, now)?;
         return Ok(Decoded { jobs: vec![create(source, spec, None)], batch: false });
     }
     let count = value["jobs"].as_array().map_or(0, Vec::len);
     if count > MAX_BATCH {
-        return Err(ApiError::new(
-            http::StatusCode::PAYLOAD_TOO_LARGE,
-            "batch_too_large",
-            format!("jobs: at most {MAX_BATCH} jobs per batch, got {count}"),
-        ));
+        return Err(Rejection::batch_too_large(count));
     }
-    let batch: Batch = body::typed(value)?;
+    let batch: Batch = input::typed(value)?;
     let mut jobs = Vec::with_capacity(batch.jobs.len());
     for (i, req) in batch.jobs.into_iter().enumerate() {
-        let spec = JobSpec::from_request(req).map_err(|e| ApiError::from(e.within(&format!("jobs[{i}]"))))?;
+        let spec = validate_job(req, now).map_err(|e| Rejection::from(e.within(&format!("jobs[{i}]"))))?;
         jobs.push(create(source, spec, Some(i)));
     }
     Ok(Decoded { jobs, batch: true })
@@ -103,6 +99,10 @@ mod tests {
 
     fn src() -> Source {
         Source { topic: "jobs".into(), partition: 2, offset: 41 }
+    }
+
+    fn decode(source: &Source, value: Option<&[u8]>) -> Result<Decoded, Rejection> {
+        super::decode(source, value, Timestamp::from_timestamp(1_800_000_000, 0).unwrap())
     }
 
     #[test]

@@ -36,6 +36,7 @@
 
 pub mod decode;
 mod pipeline;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 use anyhow::Context as _;
@@ -47,7 +48,7 @@ use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
 use std::sync::Arc;
 use std::time::Duration;
 use sundial_core::clock::SharedClock;
-use sundial_core::dispatcher::Signals;
+use sundial_core::signals::Signals;
 use sundial_core::store::SharedStore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -159,12 +160,6 @@ pub struct Target {
     pub clock: SharedClock,
     /// Woken after jobs are stored (`runs_ready` for due-now jobs, `triggers_changed` for others).
     pub signals: Arc<Signals>,
-}
-
-impl From<&sundial_server::AppState> for Target {
-    fn from(s: &sundial_server::AppState) -> Self {
-        Self { store: s.store.clone(), clock: s.clock.clone(), signals: s.signals.clone() }
-    }
 }
 
 /// librdkafka's logs and rebalances, as tracing events; counts rebalances so the pipeline can

@@ -21,8 +21,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
+use sundial_core::input::Rejection;
+use sundial_core::signals::Event;
 use sundial_core::store::{JobCreate, JobCreated, StoreError};
-use sundial_server::error::ApiError;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -31,7 +32,7 @@ enum Outcome {
     /// Its jobs are `creates[range]` (and later `results[range]`).
     Jobs { range: Range<usize>, batch: bool },
     /// To the dead-letter topic with this reason.
-    Reject(ApiError),
+    Reject(Rejection),
 }
 
 struct Item {
@@ -41,7 +42,7 @@ struct Item {
 }
 
 /// Result of storing one job.
-type Stored = Result<JobCreated, ApiError>;
+type Stored = Result<JobCreated, Rejection>;
 
 struct Pipeline {
     consumer: Arc<KafkaConsumer>,
@@ -142,9 +143,10 @@ impl Pipeline {
 
         let mut creates: Vec<JobCreate> = Vec::new();
         let mut items: Vec<Item> = Vec::with_capacity(n);
+        let now = self.target.clock.now();
         for msg in batch {
             let source = Source { topic: msg.topic().to_string(), partition: msg.partition(), offset: msg.offset() };
-            let outcome = match decode(&source, msg.payload()) {
+            let outcome = match decode(&source, msg.payload(), now) {
                 Ok(d) => {
                     let start = creates.len();
                     creates.extend(d.jobs);
@@ -219,7 +221,7 @@ impl Pipeline {
                         Ok(r) => out.extend(r),
                         Err(e) => {
                             tracing::error!(error = %e, source = ?item.source, "the store refused a kafka message");
-                            let e = ApiError::from(e);
+                            let e = Rejection::from(e);
                             out.extend(range.clone().map(|_| Err(e.clone())));
                         }
                     }
@@ -238,10 +240,11 @@ impl Pipeline {
             match self.target.store.job_create_many(creates.to_vec(), now).await {
                 Ok(r) => {
                     self.resume();
-                    return Some(Ok(r.into_iter().map(|r| r.map_err(ApiError::from)).collect()));
+                    return Some(Ok(r.into_iter().map(|r| r.map_err(Rejection::from)).collect()));
                 }
                 Err(StoreError::Unavailable(m)) => {
                     metrics::counter!("sundial_kafka_store_retries_total").increment(1);
+                    self.target.signals.emit(Event::IngestStoreRetry);
                     tracing::warn!(error = %m, retry_in = ?backoff, "store unavailable: kafka consumption paused");
                     if !self.wait_paused(backoff).await {
                         return None;
@@ -256,7 +259,7 @@ impl Pipeline {
     /// Sends every rejected message of the batch to the dead-letter topic and waits for the
     /// acknowledgements, retrying with backoff. False on shutdown before all were acknowledged.
     async fn dead_letter(&mut self, items: &[Item]) -> bool {
-        let mut pending: Vec<(&Item, &ApiError)> = items
+        let mut pending: Vec<(&Item, &Rejection)> = items
             .iter()
             .filter_map(|i| match &i.outcome {
                 Outcome::Reject(e) => Some((i, e)),
@@ -297,7 +300,7 @@ impl Pipeline {
         true
     }
 
-    async fn send_dead_letter(&self, item: &Item, e: &ApiError) -> Result<(), rdkafka::error::KafkaError> {
+    async fn send_dead_letter(&self, item: &Item, e: &Rejection) -> Result<(), rdkafka::error::KafkaError> {
         let partition = item.source.partition.to_string();
         let offset = item.source.offset.to_string();
         let mut h = OwnedHeaders::new();

@@ -1,14 +1,17 @@
 //! The ingest consumer inside one process, against the real broker (`scripts/kafka-broker.sh`,
 //! started when 127.0.0.1:19092 does not answer) and a real SQLite store. Each test uses topics
-//! and a consumer group of its own. Waits are bounded polls on stored state.
+//! and a consumer group of its own. Waits are on the node's events or bounded polls
+//! (`eventually`) on stored state.
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use sundial_core::domain::Job;
+use sundial_core::signals::Event;
 use sundial_core::store::JobFilter;
+use sundial_core::testing::eventually;
 use sundial_ingest::testing::{
     self, create_topic, ensure_broker, header, produce, produce_with_headers, read_topic, text, unique,
 };
@@ -52,6 +55,12 @@ async fn setup_with(partitions: i32, with_dlq: bool) -> Fixture {
     Fixture { _dir: dir, node, topic, dlq, group: unique("group") }
 }
 
+/// Where the node's own API would store jobs: its store, clock and wake-ups.
+fn target(node: &Node) -> Target {
+    let s = &node.state;
+    Target { store: s.store.clone(), clock: s.clock.clone(), signals: s.signals.clone() }
+}
+
 impl Fixture {
     fn config(&self) -> IngestConfig {
         let mut c = IngestConfig::new(testing::BROKERS, &self.topic);
@@ -60,7 +69,7 @@ impl Fixture {
     }
 
     fn ingest(&self) -> Ingest {
-        Ingest::start(self.config(), Target::from(&self.node.state)).unwrap()
+        Ingest::start(self.config(), target(&self.node)).unwrap()
     }
 
     async fn jobs(&self) -> Vec<Job> {
@@ -78,15 +87,12 @@ impl Fixture {
     }
 
     async fn wait_jobs(&self, n: usize, secs: u64) -> Vec<Job> {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
+        let what = format!("{n} jobs");
+        eventually(&what, Duration::from_secs(secs), move || async move {
             let jobs = self.jobs().await;
-            if jobs.len() >= n {
-                return jobs;
-            }
-            assert!(Instant::now() < deadline, "{} of {n} jobs after {secs}s", jobs.len());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            (jobs.len() >= n).then_some(jobs)
+        })
+        .await
     }
 
     /// The group's committed offsets summed over partitions (-1001 = none counts as 0).
@@ -141,22 +147,20 @@ async fn redelivered_messages_map_to_the_jobs_they_created() {
     // Every message again, as after a crash before any commit: a new group reads from the start.
     let mut again = f.config();
     again.group = unique("replay");
-    let second = Ingest::start(again.clone(), Target::from(&f.node.state)).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let second = Ingest::start(again.clone(), target(&f.node)).unwrap();
     let c: BaseConsumer =
         ClientConfig::new().set("bootstrap.servers", testing::BROKERS).set("group.id", &again.group).create().unwrap();
-    loop {
+    let c = &c;
+    let topic = f.topic.as_str();
+    eventually("the replay group to commit all 302 offsets", Duration::from_secs(60), move || async move {
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&f.topic, 0);
-        tpl.add_partition(&f.topic, 1);
+        tpl.add_partition(topic, 0);
+        tpl.add_partition(topic, 1);
         let got = c.committed_offsets(tpl, Duration::from_secs(5)).unwrap();
         let sum: i64 = got.elements().iter().filter_map(|e| e.offset().to_raw()).filter(|o| *o >= 0).sum();
-        if sum == 302 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "replay group committed {sum} of 302");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (sum == 302).then_some(())
+    })
+    .await;
     second.stop().await;
     let jobs = f.jobs().await;
     assert_eq!(jobs.len(), 301, "redelivery created no second job");
@@ -243,15 +247,16 @@ async fn batch_messages_store_every_item_and_a_bad_item_dead_letters_its_message
 async fn an_unavailable_store_pauses_consumption_and_commits_nothing_past_it() {
     let f = setup(1).await;
     let db = f._dir.path().join("ingest.db");
-    // Another process holds the write lock longer than the store's busy timeout (10s).
+    // Another process holds the write lock (longer than the store's busy timeout, 10s) until
+    // its stdin is closed.
     let mut locker = std::process::Command::new("python3")
         .args([
             "-c",
-            "import sqlite3,sys,time\nc=sqlite3.connect(sys.argv[1],isolation_level=None)\n\
-             c.execute('BEGIN EXCLUSIVE')\nprint('locked',flush=True)\ntime.sleep(float(sys.argv[2]))\nc.execute('COMMIT')",
+            "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1],isolation_level=None)\n\
+             c.execute('BEGIN EXCLUSIVE')\nprint('locked',flush=True)\nsys.stdin.read()\nc.execute('COMMIT')",
             db.to_str().unwrap(),
-            "12",
         ])
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -261,18 +266,24 @@ async fn an_unavailable_store_pauses_consumption_and_commits_nothing_past_it() {
         std::io::BufReader::new(locker.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
         assert_eq!(line.trim(), "locked");
     }
+    let mut events = f.node.state.signals.events();
     produce(&f.topic, (0..50).map(|i| msg(json!({"handler": "echo", "payload": {"i": i}})))).await;
     let ingest = f.ingest();
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    events
+        .wait_for("the pipeline to find the store unavailable", Duration::from_secs(60), |e| {
+            *e == Event::IngestStoreRetry
+        })
+        .await;
     assert_eq!(f.committed(1), 0, "nothing committed while the batch is not stored");
+    drop(locker.stdin.take());
+    let _ = locker.wait();
     let jobs = f.wait_jobs(50, 40).await;
     assert_eq!(jobs.len(), 50);
-    let _ = locker.wait();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while f.committed(1) != 50 {
-        assert!(Instant::now() < deadline, "offsets committed after the store came back");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let fixture = &f;
+    eventually("offsets committed after the store came back", Duration::from_secs(10), move || async move {
+        (fixture.committed(1) == 50).then_some(())
+    })
+    .await;
     ingest.stop().await;
     f.node.stop().await;
 }

@@ -10,44 +10,15 @@ use serde::de::DeserializeOwned;
 /// A JSON body typed as `T`; errors follow API.md.
 pub struct JsonBody<T>(pub T);
 
-/// Parses bytes as JSON then as `T`, naming the failing field by its path.
+/// Parses bytes as JSON then as `T`, naming the failing field by its path (the rules every
+/// entry point shares live in [`sundial_core::input`]).
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let value: serde_json::Value = if bytes.iter().all(u8::is_ascii_whitespace) {
-        serde_json::Value::Object(Default::default())
-    } else {
-        serde_json::from_slice(bytes)
-            .map_err(|e| ApiError::malformed(format!("request body is not valid JSON: {e}")))?
-    };
-    typed(value)
+    sundial_core::input::parse(bytes).map_err(ApiError::from)
 }
 
 /// Types an already parsed JSON value.
 pub fn typed<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        // serde says "missing field `x`"; API.md wants the message to lead with the field path.
-        let (path, msg) = match inner.strip_prefix("missing field `").and_then(|r| r.split_once('`')) {
-            Some((field, _)) => (join(&path, field), "is required".to_string()),
-            None => match inner.strip_prefix("unknown field `").and_then(|r| r.split_once('`')) {
-                Some((field, rest)) => (join(&path, field), format!("unknown field{rest}")),
-                None => (path, inner),
-            },
-        };
-        if path.is_empty() || path == "." {
-            ApiError::invalid(msg)
-        } else {
-            ApiError::invalid(format!("{path}: {msg}"))
-        }
-    })
-}
-
-fn join(path: &str, field: &str) -> String {
-    if path.is_empty() || path == "." {
-        field.to_string()
-    } else {
-        format!("{path}.{field}")
-    }
+    sundial_core::input::typed(value).map_err(ApiError::from)
 }
 
 /// Reads the body, mapping a too-large body to 413 with the API error shape.

@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use sundial_core::domain::FieldError;
+use sundial_core::input::Rejection;
 use sundial_core::store::StoreError;
 
 /// An error answer.
@@ -43,28 +44,16 @@ impl From<FieldError> for ApiError {
     }
 }
 
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> Self {
+        let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        ApiError::new(status, r.code, r.message)
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound(what) => ApiError::not_found(what),
-            StoreError::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
-            StoreError::StaleAttempt(run) => ApiError::new(
-                StatusCode::CONFLICT,
-                "stale_attempt",
-                format!("run {run} is no longer held by this worker_id and attempt"),
-            ),
-            StoreError::AlreadyFinished(run) => {
-                ApiError::new(StatusCode::CONFLICT, "already_finished", format!("run {run} already finished"))
-            }
-            StoreError::Invalid(m) => ApiError::invalid(m),
-            StoreError::Unavailable(m) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", format!("store unavailable: {m}"))
-            }
-            StoreError::Internal(m) => {
-                tracing::error!(error = %m, "internal store error");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
-            }
-        }
+        Rejection::from(e).into()
     }
 }
 

@@ -6,6 +6,8 @@
 //! * [`batcher`] — group commit for submissions and completions.
 //! * [`local`] — the in-process worker transport behind `serve --workers N`.
 //! * [`ops`] — health, readiness, metrics, auth; [`openapi`]; [`dashboard`].
+//! * [`recorder`] — the process-wide Prometheus recorder.
+//! * [`state`] — what every handler shares (store, clock, signals, batchers).
 //! * [`node`] — starts one node: store, scheduler, reaper, HTTP, in-process workers.
 
 pub mod api;
@@ -17,6 +19,7 @@ pub mod local;
 pub mod node;
 pub mod openapi;
 pub mod ops;
+pub mod recorder;
 pub mod state;
 
 use axum::extract::DefaultBodyLimit;

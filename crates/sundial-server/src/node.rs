@@ -8,9 +8,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use sundial_core::clock::{SharedClock, SystemClock};
-use sundial_core::dispatcher::Signals;
 use sundial_core::reaper::{Reaper, ReaperConfig};
 use sundial_core::scheduler::{Scheduler, SchedulerConfig};
+use sundial_core::signals::Signals;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -161,7 +161,8 @@ impl Node {
         Ok(Node { addr, state, shutdown, tasks, pool })
     }
 
-    /// Drains the in-process workers, then stops the loops and the HTTP server.
+    /// Drains the in-process workers, then stops the loops and the HTTP server, then the
+    /// batchers (after the last request that could feed them has been answered).
     pub async fn stop(mut self) {
         if let Some((token, handle)) = self.pool.take() {
             token.cancel();
@@ -171,5 +172,7 @@ impl Node {
         for t in self.tasks.drain(..) {
             let _ = t.await;
         }
+        self.state.submissions.stop().await;
+        self.state.completions.stop().await;
     }
 }

@@ -4,8 +4,9 @@ use crate::batcher::Batcher;
 use std::sync::Arc;
 use std::time::Duration;
 use sundial_core::clock::SharedClock;
-use sundial_core::dispatcher::{Dispatcher, Signals};
+use sundial_core::dispatcher::Dispatcher;
 use sundial_core::domain::Run;
+use sundial_core::signals::Signals;
 use sundial_core::store::{Completion, JobCreate, JobCreated, SharedStore};
 
 /// Server settings that handlers read.
@@ -69,7 +70,7 @@ impl AppState {
             submissions,
             completions,
             config: Arc::new(config),
-            metrics: crate::ops::prometheus_handle(),
+            metrics: crate::recorder::prometheus_handle(),
         }
     }
 }

@@ -3,6 +3,7 @@
 mod common;
 use common::*;
 use serde_json::{json, Value};
+use sundial_core::signals::Event;
 
 const JOB_FIELDS: &[&str] = &[
     "id",
@@ -383,14 +384,17 @@ async fn worker_protocol_register_claim_heartbeat_complete_deregister() {
 
 #[tokio::test]
 async fn claim_long_polls_and_wakes_when_a_run_is_submitted() {
-    let s = TestServer::with_workers(0).await;
+    // The clock never moves: the dispatcher's safety poll and the claim's own deadline never
+    // come, so only the wake-up sent by the submission can end the wait.
+    let (_clock, shared) = manual_clock();
+    let s = TestServer::start(|c| c.clock = shared).await;
     let wid = s.post("/v1/workers", json!({"name": "w", "handlers": ["echo"], "capacity": 1})).await.body["id"]
         .as_str()
         .unwrap()
         .to_string();
+    let mut events = s.signals().events();
     let base = s.base.clone();
     let claimer = tokio::spawn(async move {
-        let started = std::time::Instant::now();
         let r: Value = reqwest::Client::new()
             .post(format!("{base}/v1/workers/{wid}/claim"))
             .json(&json!({"max": 1, "wait": "20s"}))
@@ -400,13 +404,13 @@ async fn claim_long_polls_and_wakes_when_a_run_is_submitted() {
             .json()
             .await
             .unwrap();
-        (r, started.elapsed())
+        r
     });
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let wait = std::time::Duration::from_secs(20);
+    events.wait_for("the claim to park", wait, |e| matches!(e, Event::ClaimParked { .. })).await;
     s.post("/v1/jobs", json!({"handler": "echo"})).await;
-    let (r, waited) = claimer.await.unwrap();
+    let r = tokio::time::timeout(wait, claimer).await.expect("the parked claim was not woken").unwrap();
     assert_eq!(r["runs"].as_array().unwrap().len(), 1, "{r}");
-    assert!(waited < std::time::Duration::from_secs(10), "claim was not woken: {waited:?}");
     s.stop().await;
 }
 
@@ -456,7 +460,7 @@ async fn failing_run_records_failed_with_error_and_reason() {
 async fn shell_handler_is_off_unless_enabled_so_its_runs_wait() {
     let s = TestServer::with_workers(1).await;
     let j = s.post("/v1/jobs", json!({"handler": "shell", "payload": {"command": "true"}})).await.body;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    s.claim_passed_over_pending_runs().await;
     let runs = s.get(&format!("/v1/runs?job_id={}", j["id"].as_str().unwrap())).await.body;
     assert_eq!(runs["items"][0]["state"], "pending", "no live worker serves shell: {runs}");
     s.stop().await;

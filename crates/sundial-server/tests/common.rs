@@ -5,6 +5,8 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 use sundial_core::clock::SharedClock;
+use sundial_core::signals::{Event, Signals};
+use sundial_core::testing::eventually;
 use sundial_server::node::{Node, NodeConfig};
 
 pub struct TestServer {
@@ -74,15 +76,34 @@ impl TestServer {
 
     /// Polls `GET path` until `pred` holds (bounded wait for asynchronous execution).
     pub async fn wait_for(&self, path: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
+        let pred = &pred;
+        eventually(what, Duration::from_secs(20), move || async move {
             let r = self.get(path).await;
-            if r.status == 200 && pred(&r.body) {
-                return r.body;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: last {}", r.body);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            (r.status == 200 && pred(&r.body)).then_some(r.body)
+        })
+        .await
+    }
+
+    /// The node's wake-ups and test events.
+    pub fn signals(&self) -> Arc<Signals> {
+        self.node.as_ref().unwrap().state.signals.clone()
+    }
+
+    /// Waits until a claim that started after this call (so after every commit before it)
+    /// found nothing due and parked: whatever is pending now was passed over by it.
+    pub async fn claim_passed_over_pending_runs(&self) {
+        let signals = self.signals();
+        let mut events = signals.events();
+        let after = signals.claims_started();
+        // Wakes a parked claimer; one mid-claim has registered for this wake-up already.
+        signals.runs_ready.notify_waiters();
+        events
+            .wait_for(
+                "a claim that looked after the last commit to park",
+                Duration::from_secs(20),
+                |e| matches!(e, Event::ClaimParked { claim } if *claim > after),
+            )
+            .await;
     }
 
     pub async fn stop(mut self) {

@@ -140,7 +140,7 @@ async fn paused_job_created_without_triggers_holds_its_run_until_resume() {
     let s = TestServer::with_workers(1).await;
     let j = s.post("/v1/jobs", json!({"handler": "echo", "paused": true})).await.body;
     let id = j["id"].as_str().unwrap().to_string();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.claim_passed_over_pending_runs().await;
     let runs = s.get(&format!("/v1/runs?job_id={id}")).await.body;
     assert_eq!(runs["items"][0]["state"], "pending", "held while paused: {runs}");
     s.post(&format!("/v1/jobs/{id}/resume"), json!({})).await;

@@ -334,22 +334,23 @@ mod tests {
 
     #[tokio::test]
     async fn shell_cancel_kills_the_whole_process_group() {
-        let c = ctx(json!({"command": "sleep 30 & echo $!; sleep 30"}));
+        let marker = std::env::temp_dir().join(format!("sundial-shell-cancel-{}", std::process::id()));
+        let _ = std::fs::remove_file(&marker);
+        // The marker appears once the background child exists and its pid is on stdout.
+        let command = format!("sleep 30 & echo $!; : > '{}'; sleep 30", marker.display());
+        let c = ctx(json!({ "command": command }));
         let token = c.cancel.clone();
         let call = tokio::spawn(async move { Shell.call(c).await });
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let wait = Duration::from_secs(10);
+        crate::test_support::eventually("the command to start its child", wait, || marker.exists()).await;
+        let _ = std::fs::remove_file(&marker);
         token.cancel();
         let err = tokio::time::timeout(Duration::from_secs(5), call).await.unwrap().unwrap().unwrap_err();
         let output = err.output.expect("output of a killed command");
         assert_eq!(output["exit_code"], 128 + libc::SIGKILL);
         let pid: u32 = output["stdout"].as_str().unwrap().trim().parse().unwrap();
         // The kernel may take a moment to tear the killed child down.
-        let gone = async {
-            while alive(pid) {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(5), gone).await.expect("background child still alive");
+        crate::test_support::eventually("the background child to die", wait, || !alive(pid)).await;
     }
 
     #[test]

@@ -53,3 +53,13 @@ pub(crate) async fn read_request(sock: &mut TcpStream) -> String {
     }
     String::from_utf8_lossy(&data).into_owned()
 }
+
+/// Re-checks `holds` on the real clock until it is true; panics naming `what` after `timeout`.
+/// For conditions no event reports (a child process's effects).
+pub(crate) async fn eventually(what: &str, timeout: std::time::Duration, mut holds: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !holds() {
+        assert!(std::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}

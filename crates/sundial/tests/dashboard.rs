@@ -3,9 +3,10 @@
 
 use serde_json::{json, Value};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod support;
+use sundial_core::testing::eventually;
 use support::*;
 
 fn chromium() -> String {
@@ -25,7 +26,6 @@ async fn dashboard_renders_jobs_runs_and_workers_in_a_real_browser() {
     let _server = serve(&format!("sqlite://{}/dash.db", dir.path().display()), port, &["--workers", "1"]);
     wait_ready(&base).await;
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
     let job: Value = http
         .post(format!("{base}/v1/jobs"))
         .json(&json!({"name": "dash-probe", "handler": "echo", "payload": {"x": 1}}))
@@ -36,14 +36,13 @@ async fn dashboard_renders_jobs_runs_and_workers_in_a_real_browser() {
         .await
         .unwrap();
     let id = job["id"].as_str().unwrap();
-    loop {
-        let runs: Value = http.get(format!("{base}/v1/runs?job_id={id}")).send().await.unwrap().json().await.unwrap();
-        if runs["items"][0]["state"] == "succeeded" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "run did not succeed: {runs}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (http_ref, base_ref) = (&http, &base);
+    eventually("the run to succeed", Duration::from_secs(30), move || async move {
+        let runs: Value =
+            http_ref.get(format!("{base_ref}/v1/runs?job_id={id}")).send().await.unwrap().json().await.unwrap();
+        (runs["items"][0]["state"] == "succeeded").then_some(())
+    })
+    .await;
 
     let profile = tempfile::tempdir().unwrap();
     let out = tokio::task::spawn_blocking(move || {

@@ -6,6 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
+use sundial_core::testing::eventually;
 use support::*;
 
 async fn get(base: &str, path: &str) -> Value {
@@ -18,15 +19,12 @@ async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
 }
 
 async fn wait_for(base: &str, path: &str, what: &str, secs: u64, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
+    let pred = &pred;
+    eventually(what, Duration::from_secs(secs), move || async move {
         let v = get(base, path).await;
-        if pred(&v) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}: {v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        pred(&v).then_some(v)
+    })
+    .await
 }
 
 async fn all_runs(base: &str) -> Vec<Value> {
@@ -82,9 +80,11 @@ async fn accepted_jobs_survive_sigkill_of_the_server_and_each_runs_once() {
             }
         }));
     }
-    while accepted.lock().unwrap().len() < 300 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let counted = &accepted;
+    eventually("300 accepted submissions", Duration::from_secs(60), move || async move {
+        (counted.lock().unwrap().len() >= 300).then_some(())
+    })
+    .await;
     server.kill9();
     for t in tasks {
         let _ = t.await;
@@ -99,11 +99,13 @@ async fn accepted_jobs_survive_sigkill_of_the_server_and_each_runs_once() {
         assert_eq!(j["id"], id.as_str(), "accepted job {id} lost after SIGKILL: {j}");
     }
     let n = accepted.len();
-    wait_for(&base, "/v1/runs?state=pending&limit=1", "every run to finish", 60, |v| {
-        v["items"].as_array().is_some_and(|a| a.is_empty())
+    // Waits for every run to be finished (neither pending nor running), then asserts how.
+    let base_ref = base.as_str();
+    let runs = eventually("every run to finish", Duration::from_secs(60), move || async move {
+        let runs = all_runs(base_ref).await;
+        runs.iter().all(|r| r["state"] != "pending" && r["state"] != "running").then_some(runs)
     })
     .await;
-    let runs = all_runs(&base).await;
     let mut per_job = std::collections::HashMap::<String, Vec<&Value>>::new();
     for r in &runs {
         per_job.entry(r["job_id"].as_str().unwrap().to_string()).or_default().push(r);
@@ -135,6 +137,12 @@ async fn worker_killed_mid_run_is_retried_on_another_worker_and_shows_dead() {
     let mut a = worker(&base, &["--enable-shell", "--name", "victim", "--capacity", "1"]);
     let running = wait_for(&base, &format!("/v1/runs?job_id={job_id}"), "run to start on A", 20, |v| {
         v["items"][0]["state"] == "running"
+    })
+    .await;
+    // Killed only once the command itself has begun (the run is `running` a moment earlier).
+    let marker_ref = &marker;
+    eventually("the first execution to begin", Duration::from_secs(20), move || async move {
+        std::fs::read_to_string(marker_ref).is_ok_and(|m| m.lines().count() == 1).then_some(())
     })
     .await;
     let victim_id = running["items"][0]["worker_id"].as_str().unwrap().to_string();

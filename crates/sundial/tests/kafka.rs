@@ -4,8 +4,9 @@
 
 use serde_json::{json, Value};
 use std::collections::HashSet;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+use sundial_core::testing::eventually;
 use sundial_ingest::testing::{self, create_topic, ensure_broker, produce, unique};
 
 mod support;
@@ -81,11 +82,11 @@ impl Node {
 
     /// Waits until the created + duplicate counters say `n` jobs were handled on this node.
     async fn wait_created(&self, n: f64, secs: u64) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while self.metric("sundial_kafka_jobs_created_total").await < n {
-            assert!(Instant::now() < deadline, "{} did not create {n} jobs in {secs}s", self.base);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let what = format!("{} to create {n} jobs", self.base);
+        eventually(&what, Duration::from_secs(secs), move || async move {
+            (self.metric("sundial_kafka_jobs_created_total").await >= n).then_some(())
+        })
+        .await;
     }
 }
 
@@ -99,18 +100,16 @@ fn messages(n: usize) -> impl Iterator<Item = (Option<Vec<u8>>, Vec<u8>)> {
 
 /// Waits for exactly `n` distinct jobs (one per message index), failing on any extra.
 async fn assert_exactly(node: &Node, n: usize, secs: u64) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
+    let what = format!("{n} jobs");
+    let jobs = eventually(&what, Duration::from_secs(secs), move || async move {
         let jobs = node.jobs().await;
         assert!(jobs.len() <= n, "{} jobs for {n} messages", jobs.len());
-        if jobs.len() == n {
-            let seen: HashSet<u64> = jobs.iter().map(|j| j["payload"]["i"].as_u64().unwrap()).collect();
-            assert_eq!(seen.len(), n, "one job per message");
-            return jobs;
-        }
-        assert!(Instant::now() < deadline, "{} of {n} jobs after {secs}s", jobs.len());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        (jobs.len() == n).then_some(jobs)
+    })
+    .await;
+    let seen: HashSet<u64> = jobs.iter().map(|j| j["payload"]["i"].as_u64().unwrap()).collect();
+    assert_eq!(seen.len(), n, "one job per message");
+    jobs
 }
 
 async fn topic(partitions: i32) -> String {
@@ -136,11 +135,11 @@ async fn ten_thousand_messages_become_exactly_ten_thousand_jobs() {
     assert_eq!(node.metric("sundial_kafka_jobs_created_total").await, N as f64);
     assert_eq!(node.metric("sundial_kafka_dead_lettered_total").await, 0.0);
     // The lag gauge is refreshed every 5 s; everything is consumed, so it settles at 0.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while node.metric("sundial_kafka_consumer_lag").await != 0.0 || !metric_present(&node).await {
-        assert!(Instant::now() < deadline, "consumer lag never reached 0");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let n_ref = &node;
+    eventually("consumer lag to reach 0", Duration::from_secs(15), move || async move {
+        (n_ref.metric("sundial_kafka_consumer_lag").await == 0.0 && metric_present(n_ref).await).then_some(())
+    })
+    .await;
     assert_eq!(node.terminate(), Some(0), "exits 0 on SIGTERM after committing");
 }
 
@@ -180,16 +179,15 @@ async fn two_nodes_in_one_group_share_the_partitions() {
     let db = format!("sqlite://{}/k.db", dir.path().display());
     let a = Node::start(&db, &topic, &group).await;
     let b = Node::start(&db, &topic, &group).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (pa, pb) =
-            (a.metric("sundial_kafka_assigned_partitions").await, b.metric("sundial_kafka_assigned_partitions").await);
-        if pa > 0.0 && pb > 0.0 && pa + pb == 4.0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "partitions never split between the nodes: {pa} + {pb}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (a_ref, b_ref) = (&a, &b);
+    eventually("the partitions to split between the nodes", Duration::from_secs(60), move || async move {
+        let (pa, pb) = (
+            a_ref.metric("sundial_kafka_assigned_partitions").await,
+            b_ref.metric("sundial_kafka_assigned_partitions").await,
+        );
+        (pa > 0.0 && pb > 0.0 && pa + pb == 4.0).then_some(())
+    })
+    .await;
     produce(&topic, messages(N)).await;
     assert_exactly(&a, N, 120).await;
     let (ca, cb) =
@@ -197,52 +195,4 @@ async fn two_nodes_in_one_group_share_the_partitions() {
     eprintln!("node a created {ca} jobs, node b {cb}");
     assert!(ca > 0.0 && cb > 0.0, "both nodes stored some: {ca} + {cb}");
     assert_eq!(ca + cb, N as f64, "each message stored by exactly one node");
-}
-
-/// The ingest rate: `N_BENCH` messages already on a 4-partition topic, one node, time until all
-/// are stored. Run by hand (release build, any store):
-/// `SUNDIAL_BENCH_BIN=target/release/sundial SUNDIAL_BENCH_DB=postgres://… cargo test -p sundial
-/// --test kafka -- --ignored --nocapture ingest_rate`.
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "a measurement, not a test: run by hand"]
-async fn ingest_rate_of_one_node() {
-    let n: usize = std::env::var("SUNDIAL_BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
-    let topic = topic(4).await;
-    let dir = tempfile::tempdir().unwrap();
-    let db =
-        std::env::var("SUNDIAL_BENCH_DB").unwrap_or_else(|_| format!("sqlite://{}/bench.db", dir.path().display()));
-    let started = Instant::now();
-    produce(&topic, messages(n)).await;
-    eprintln!("produced {n} messages in {:.1}s", started.elapsed().as_secs_f64());
-    let bin = std::env::var("SUNDIAL_BENCH_BIN").unwrap_or_else(|_| BIN.to_string());
-    let port = free_port();
-    let child = Command::new(&bin)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--db", &db, "--workers", "0"])
-        .args(["--kafka-brokers", testing::BROKERS, "--kafka-topic", &topic, "--kafka-group", &unique("bench")])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let node = Node { proc: Proc(child), base: format!("http://127.0.0.1:{port}") };
-    let t0 = Instant::now();
-    let mut first: Option<Instant> = None;
-    loop {
-        let done = node.metric("sundial_kafka_jobs_created_total").await;
-        if done > 0.0 && first.is_none() {
-            first = Some(Instant::now());
-        }
-        if done >= n as f64 {
-            break;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(600), "{done} of {n} after 10 minutes");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let total = t0.elapsed().as_secs_f64();
-    let busy = first.map_or(total, |f| f.elapsed().as_secs_f64());
-    eprintln!(
-        "{n} messages stored on {db}: {total:.1}s from process start ({:.0} msg/s), {busy:.1}s from the first job ({:.0} msg/s)",
-        n as f64 / total,
-        n as f64 / busy
-    );
 }

@@ -6,9 +6,10 @@
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 mod support;
+use sundial_core::testing::eventually;
 use support::*;
 
 /// Forwards TCP to `target` until `cut` is set; then drops every connection and refuses new ones.
@@ -45,7 +46,6 @@ async fn partitioned_worker_stops_its_run_before_the_lease_ends() {
     let _server = serve(&format!("sqlite://{}/p.db", dir.path().display()), port, &["--workers", "0", "--lease", "3s"]);
     wait_ready(&base).await;
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
     let cut = Arc::new(AtomicBool::new(false));
     let proxy_port = proxy(format!("127.0.0.1:{port}"), cut.clone()).await;
     let proxied = format!("http://127.0.0.1:{proxy_port}");
@@ -63,10 +63,9 @@ async fn partitioned_worker_stops_its_run_before_the_lease_ends() {
         .unwrap();
     let id = job["id"].as_str().unwrap();
     // Let it run through a few heartbeats, then cut the network.
-    while !beat.exists() {
-        assert!(Instant::now() < deadline, "the run never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let beat_ref = &beat;
+    eventually("the run to start", Duration::from_secs(30), move || async move { beat_ref.exists().then_some(()) })
+        .await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let cut_at = SystemTime::now();
     cut.store(true, Ordering::SeqCst);
@@ -81,14 +80,11 @@ async fn partitioned_worker_stops_its_run_before_the_lease_ends() {
     assert!(stopped_after_cut < lease, "the handler ran {stopped_after_cut:?} past the cut: beyond the lease");
 
     // The server, for its part, expired the lease: the single attempt ended failed.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let (http, base) = (&http, &base);
+    let runs = eventually("the run to end failed", Duration::from_secs(20), move || async move {
         let runs: Value = http.get(format!("{base}/v1/runs?job_id={id}")).send().await.unwrap().json().await.unwrap();
-        if runs["items"][0]["state"] == "failed" {
-            assert_eq!(runs["items"][0]["reason"], "lease expired");
-            break;
-        }
-        assert!(Instant::now() < deadline, "{runs}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (runs["items"][0]["state"] == "failed").then_some(runs)
+    })
+    .await;
+    assert_eq!(runs["items"][0]["reason"], "lease expired");
 }

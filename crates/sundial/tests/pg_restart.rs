@@ -8,9 +8,10 @@
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod support;
+use sundial_core::testing::eventually;
 use support::*;
 
 fn pg_bin(name: &str) -> Option<PathBuf> {
@@ -89,12 +90,10 @@ async fn status(http: &reqwest::Client, url: &str) -> u16 {
     http.get(url).send().await.map(|r| r.status().as_u16()).unwrap_or(0)
 }
 
-async fn until(what: &str, secs: u64, mut f: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// Waits until `GET url` answers `want`.
+async fn until_status(what: &str, secs: u64, http: &reqwest::Client, url: &str, want: u16) {
+    eventually(what, Duration::from_secs(secs), move || async move { (status(http, url).await == want).then_some(()) })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -106,7 +105,8 @@ async fn node_survives_postgres_restart_and_readyz_reports_it() {
     let base = format!("http://127.0.0.1:{port}");
     let _node = serve(&pg.url(), port, &["--workers", "2"]);
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    until("node ready", 60, async || status(&http, &format!("{base}/readyz")).await == 200).await;
+    let readyz = format!("{base}/readyz");
+    until_status("node ready", 60, &http, &readyz, 200).await;
 
     let mut accepted = Vec::new();
     for i in 0..20 {
@@ -121,8 +121,7 @@ async fn node_survives_postgres_restart_and_readyz_reports_it() {
     }
 
     pg.stop();
-    until("readyz 503 while PostgreSQL is down", 30, async || status(&http, &format!("{base}/readyz")).await == 503)
-        .await;
+    until_status("readyz 503 while PostgreSQL is down", 30, &http, &readyz, 503).await;
     assert_eq!(status(&http, &format!("{base}/healthz")).await, 200, "the process itself is up");
     let r = http.post(format!("{base}/v1/jobs")).json(&json!({"handler": "echo"})).send().await.unwrap();
     let code = r.status().as_u16();
@@ -131,8 +130,7 @@ async fn node_survives_postgres_restart_and_readyz_reports_it() {
     assert_eq!(body["error"]["code"], "store_unavailable");
 
     pg.start();
-    until("readyz 200 after PostgreSQL returns", 60, async || status(&http, &format!("{base}/readyz")).await == 200)
-        .await;
+    until_status("readyz 200 after PostgreSQL returns", 60, &http, &readyz, 200).await;
     for i in 20..30 {
         let r = http
             .post(format!("{base}/v1/jobs"))
@@ -145,12 +143,13 @@ async fn node_survives_postgres_restart_and_readyz_reports_it() {
     }
     for id in &accepted {
         let url = format!("{base}/v1/runs?job_id={id}");
-        until(&format!("job {id} to run"), 60, async || {
-            let v: Value = match http.get(&url).send().await {
+        let (http, url) = (&http, url.as_str());
+        eventually(&format!("job {id} to run"), Duration::from_secs(60), move || async move {
+            let v: Value = match http.get(url).send().await {
                 Ok(r) => r.json().await.unwrap_or(Value::Null),
-                Err(_) => return false,
+                Err(_) => return None,
             };
-            v["items"][0]["state"] == "succeeded"
+            (v["items"][0]["state"] == "succeeded").then_some(())
         })
         .await;
     }

@@ -169,7 +169,8 @@ pub struct JobSpec {
 const MAX_NAME_LEN: usize = 200;
 
 impl JobSpec {
-    /// Validates a parsed request; errors name the field by its full path.
+    /// Validates a parsed request's shape; errors name the field by its full path. Entry points
+    /// use `schedule::validate_job`, which also compiles each trigger's schedule.
     pub fn from_request(r: JobRequest) -> Result<Self, FieldError> {
         let handler = r.handler.trim().to_string();
         if handler.is_empty() {

@@ -13,7 +13,8 @@ mod misfire;
 pub use cron::CronSchedule;
 pub use misfire::PLAN_LIMIT;
 
-use crate::domain::{FieldError, Timestamp, TriggerKind, TriggerSpec};
+use crate::domain::job::JobRequest;
+use crate::domain::{FieldError, JobSpec, Timestamp, TriggerKind, TriggerSpec};
 use chrono::{DateTime, TimeDelta};
 use chrono_tz::Tz;
 use interval::Grid;
@@ -71,6 +72,18 @@ impl Schedule {
             Schedule::Interval { every, anchor } => Grid::new(*anchor, *every)?.at_or_after(t),
         }
     }
+}
+
+/// Validates a job request completely, as every entry point (HTTP, Kafka) must: its shape
+/// ([`JobSpec::from_request`]), then what only compiling each trigger's schedule can tell (a
+/// cron expression, a zone), with paths `triggers[i].expr`. `now` is where the check that a
+/// cron expression fires at all starts; validation reads no clock of its own.
+pub fn validate_job(req: JobRequest, now: Timestamp) -> Result<JobSpec, FieldError> {
+    let spec = JobSpec::from_request(req)?;
+    for (i, t) in spec.triggers.iter().enumerate() {
+        Schedule::compile(&t.kind, now).map_err(|e| e.within(&format!("triggers[{i}]")))?;
+    }
+    Ok(spec)
 }
 
 /// One due time the scheduler turns into a run.

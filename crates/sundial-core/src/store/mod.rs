@@ -27,6 +27,7 @@
 //! * fenced leases: [`Store::run_heartbeat`] and [`Store::run_complete_many`] change a run only
 //!   while it is `running` under the caller's [`Lease`] (`worker_id`, `attempt`).
 
+#[cfg(feature = "conformance")]
 pub mod conformance;
 pub(crate) mod fire;
 mod listing;

@@ -10,11 +10,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use sundial_core::domain::{job::JobRequest, Job, JobSpec, Run};
+use sundial_core::domain::{job::JobRequest, Job, Run};
+use sundial_core::input::Rejection;
+use sundial_core::schedule::validate_job;
 use sundial_core::store::{JobCreate, JobCreated, JobFilter, StoreError};
 
-/// Most jobs accepted in one batch request.
-pub const MAX_BATCH: usize = 10_000;
+use sundial_core::input::MAX_BATCH;
 
 fn created_response(c: JobCreated) -> Response {
     let status = if c.created { StatusCode::CREATED } else { StatusCode::OK };
@@ -34,7 +35,7 @@ fn after_create(state: &AppState, jobs: &[&Job]) {
 #[utoipa::path(post, path = "/v1/jobs", request_body = JobRequest,
     responses((status = 201, body = Job), (status = 200, body = Job), (status = 409), (status = 422)))]
 pub async fn create(State(state): State<AppState>, JsonBody(req): JsonBody<JobRequest>) -> ApiResult<Response> {
-    let spec = JobSpec::from_request(req)?;
+    let spec = validate_job(req, state.clock.now())?;
     // Answers only after the group-commit transaction holding this job committed (guarantee 1).
     let created = state.submissions.submit(JobCreate { spec, derived_idempotency_key: None }).await?;
     metrics::counter!("sundial_jobs_submitted_total", "outcome" => if created.created { "created" } else { "replay" })
@@ -78,17 +79,14 @@ fn error_item(e: ApiError) -> BatchItem {
     responses((status = 200, body = ListResponse<BatchItem>)))]
 pub async fn batch(State(state): State<AppState>, JsonBody(req): JsonBody<BatchRequest>) -> ApiResult<Response> {
     if req.jobs.len() > MAX_BATCH {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "batch_too_large",
-            format!("jobs: at most {MAX_BATCH} jobs per batch, got {}", req.jobs.len()),
-        ));
+        return Err(Rejection::batch_too_large(req.jobs.len()).into());
     }
     let mut items: Vec<Option<BatchItem>> = Vec::with_capacity(req.jobs.len());
     let mut valid = Vec::new();
     let mut slots = Vec::new();
+    let now = state.clock.now();
     for (i, raw) in req.jobs.into_iter().enumerate() {
-        match typed::<JobRequest>(raw).and_then(|r| JobSpec::from_request(r).map_err(ApiError::from)) {
+        match typed::<JobRequest>(raw).and_then(|r| validate_job(r, now).map_err(ApiError::from)) {
             Ok(spec) => {
                 valid.push(JobCreate { spec, derived_idempotency_key: None });
                 slots.push(i);
@@ -154,7 +152,7 @@ pub async fn patch(
         obj.insert(k, v);
     }
     // Nulls from the current definition mean "unset"; the typed parse treats them so.
-    let spec = JobSpec::from_request(typed::<JobRequest>(merged)?)?;
+    let spec = validate_job(typed::<JobRequest>(merged)?, state.clock.now())?;
     let job = state.store.job_update(&id, spec, state.clock.now()).await?;
     state.signals.triggers_changed.notify_one();
     state.signals.runs_ready.notify_waiters();

@@ -111,7 +111,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             if let Some(dlq) = args.kafka_dlq_topic.filter(|d| !d.is_empty()) {
                 config.dlq_topic = dlq;
             }
-            Some(sundial_ingest::Ingest::start(config, sundial_ingest::Target::from(&node.state))?)
+            let s = &node.state;
+            let target =
+                sundial_ingest::Target { store: s.store.clone(), clock: s.clock.clone(), signals: s.signals.clone() };
+            Some(sundial_ingest::Ingest::start(config, target)?)
         }
         None => None,
     };

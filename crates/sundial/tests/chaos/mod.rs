@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use sundial_core::testing::eventually;
 
 /// Driver settings.
 #[derive(Debug, Clone)]
@@ -114,11 +115,8 @@ async fn ready(http: &reqwest::Client, base: &str) -> bool {
 }
 
 async fn wait_ready(http: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ready(http, base).await {
-        assert!(Instant::now() < deadline, "{base} never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("{base} to be ready");
+    eventually(&what, Duration::from_secs(60), move || async move { ready(http, base).await.then_some(()) }).await;
 }
 
 async fn scrape_stale(http: &reqwest::Client, base: &str) -> f64 {
@@ -298,18 +296,15 @@ pub async fn run(cfg: Config) -> Report {
     tokio::time::sleep(Duration::from_millis(500)).await; // in-flight submissions answer
 
     // The cron triggers have ended; drain: nothing pending or running.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
+    let (http_ref, base0) = (&http, bases[0].as_str());
+    eventually("the cluster to drain (nothing pending or running)", Duration::from_secs(120), move || async move {
         let p: Value =
-            http.get(format!("{}/v1/runs?state=pending&limit=1", bases[0])).send().await.unwrap().json().await.unwrap();
+            http_ref.get(format!("{base0}/v1/runs?state=pending&limit=1")).send().await.unwrap().json().await.unwrap();
         let r: Value =
-            http.get(format!("{}/v1/runs?state=running&limit=1", bases[0])).send().await.unwrap().json().await.unwrap();
-        if p["items"].as_array().unwrap().is_empty() && r["items"].as_array().unwrap().is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "cluster did not drain: pending {p} running {r}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            http_ref.get(format!("{base0}/v1/runs?state=running&limit=1")).send().await.unwrap().json().await.unwrap();
+        (p["items"].as_array().unwrap().is_empty() && r["items"].as_array().unwrap().is_empty()).then_some(())
+    })
+    .await;
     for b in &bases {
         report.stale_completions += scrape_stale(&http, b).await;
     }

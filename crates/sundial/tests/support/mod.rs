@@ -3,7 +3,8 @@
 #![allow(dead_code)]
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use sundial_core::testing::eventually;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_sundial");
@@ -58,9 +59,10 @@ pub fn worker(server: &str, extra: &[&str]) -> Proc {
 
 /// Waits (bounded) until `GET {base}/readyz` answers 200.
 pub async fn wait_ready(base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while reqwest::get(format!("{base}/readyz")).await.map(|r| r.status().as_u16()).unwrap_or(0) != 200 {
-        assert!(Instant::now() < deadline, "server at {base} never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("server at {base} to be ready");
+    eventually(&what, Duration::from_secs(60), move || async move {
+        let status = reqwest::get(format!("{base}/readyz")).await.map(|r| r.status().as_u16()).unwrap_or(0);
+        (status == 200).then_some(())
+    })
+    .await;
 }

@@ -12,7 +12,7 @@ use sqlx::{ConnectOptions, Connection};
 use std::path::PathBuf;
 use std::str::FromStr;
 use sundial_core::domain::job::JobRequest;
-use sundial_core::domain::JobSpec;
+use sundial_core::schedule::validate_job;
 use sundial_core::store::JobCreate;
 
 /// Jobs per `job_create_many` call when inserting directly.
@@ -225,7 +225,7 @@ impl BenchDb {
                 let mut items = Vec::with_capacity((end - start) as usize);
                 for i in start..end {
                     let req: JobRequest = serde_json::from_value(make(i)).context("bench job JSON")?;
-                    let spec = JobSpec::from_request(req).map_err(|e| anyhow::anyhow!("bench job: {e}"))?;
+                    let spec = validate_job(req, chrono::Utc::now()).map_err(|e| anyhow::anyhow!("bench job: {e}"))?;
                     items.push(JobCreate { spec, derived_idempotency_key: None });
                 }
                 let results = store.job_create_many(items, chrono::Utc::now()).await?;
