@@ -100,7 +100,13 @@ pub struct PreviewFire {
     pub at: Timestamp,
     /// The same instant in the trigger's zone with its offset (`+00:00` for once and interval).
     #[schema(value_type = String, format = DateTime)]
+    #[serde(serialize_with = "with_offset")]
     pub local: DateTime<FixedOffset>,
+}
+
+/// RFC 3339 with the numeric offset even when it is zero (chrono's serde writes `Z`).
+fn with_offset<S: serde::Serializer>(t: &DateTime<FixedOffset>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false))
 }
 
 /// The instant `at` in the zone of a trigger of kind `kind`.
