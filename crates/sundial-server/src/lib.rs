@@ -1,7 +1,7 @@
 //! sundial-server: the HTTP face of a sundial node.
 //!
 //! # Layout
-//! * [`api`] — `/v1`: jobs, runs and the worker protocol, one module each.
+//! * [`api`] — `/v1`: jobs, runs, the worker protocol and previews, one module each.
 //! * [`body`], [`error`] — request parsing and the `{"error": {...}}` shape.
 //! * [`batcher`] — group commit for submissions and completions.
 //! * [`local`] — the in-process worker transport behind `serve --workers N`.
@@ -36,6 +36,8 @@ pub fn app(state: AppState) -> Router {
         .route("/jobs/{id}/pause", post(api::jobs::pause))
         .route("/jobs/{id}/resume", post(api::jobs::resume))
         .route("/jobs/{id}/run", post(api::jobs::run_now))
+        .route("/jobs/{id}/fires", get(api::fires::job_fires))
+        .route("/triggers/preview", post(api::fires::trigger_preview))
         .route("/runs", get(api::runs::list))
         .route("/runs/{id}", get(api::runs::get))
         .route("/runs/{id}/cancel", post(api::runs::cancel))

@@ -1,6 +1,6 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
-use crate::api::{jobs, runs, workers};
+use crate::api::{fires, jobs, runs, workers};
 use utoipa::OpenApi;
 
 /// sundial's API description.
@@ -17,6 +17,8 @@ use utoipa::OpenApi;
         jobs::pause,
         jobs::resume,
         jobs::run_now,
+        fires::job_fires,
+        fires::trigger_preview,
         runs::list,
         runs::get,
         runs::cancel,
@@ -32,7 +34,8 @@ use utoipa::OpenApi;
         sundial_core::domain::Run,
         sundial_core::domain::Worker,
         sundial_core::domain::job::JobRequest,
-        sundial_core::domain::trigger::TriggerWire
+        sundial_core::domain::trigger::TriggerWire,
+        sundial_core::schedule::PreviewFire
     ))
 )]
 pub struct ApiDoc;

@@ -1,20 +1,25 @@
-//! Cron schedules: croner parses the expression and finds matching wall-clock times; this module
-//! turns wall times into instants in the trigger's IANA zone under sundial's DST rules.
+//! Cron schedules: the strict reading of an expression (which fields, which values, which error
+//! message), croner's matching of wall-clock times, and the turn from wall times into instants in
+//! the trigger's IANA zone under sundial's DST rules.
 //!
-//! croner 2.2 resolves zones itself, and mostly as API.md wants (a gap time becomes the first
-//! instant after the gap, a repeated time its first occurrence), but the tests below pin two
-//! faults: searching from an instant inside the second occurrence of a repeated hour returns
-//! times *before* the start (their first occurrences again), and a gap longer than an hour (e.g.
-//! Pacific/Apia skipping 2011-12-30) is an error that ends the schedule. So croner only matches
-//! naive wall times (handed over as UTC, where no DST exists) and `resolve` maps them:
+//! croner 4 matches fields (including `L`, `#` and a `W` that never leaves the month) but is
+//! lenient where sundial is strict: it reads names anywhere (`0 0 * MON *`), skips empty list
+//! items (`1,,2`), takes `?` and a year field. [`check_fields`] refuses those first and names the
+//! field and value in the message; only then does croner parse.
+//!
+//! croner is handed naive wall times (no zone, so no DST) and `resolve` maps its matches:
 //! - a repeated wall time → its first occurrence; a search that starts in the second occurrence
 //!   steps over those earlier instants, so each wall time fires once;
 //! - a nonexistent wall time → the first instant after the gap; several such times in one gap
 //!   resolve to the same instant, and since the next search starts after it, it fires once.
+//!
+//! A day of month and a day of week that are both restricted (`*/2` counts as restricted) match
+//! when either matches, as crontab(5) says.
 
 use crate::domain::{FieldError, Timestamp};
 use chrono::{DateTime, LocalResult, NaiveDateTime, TimeDelta, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
+use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
 
 /// Most wall-time matches stepped over per search. Only a search starting inside the second
@@ -29,25 +34,22 @@ pub struct CronSchedule {
 }
 
 impl CronSchedule {
-    /// Parses `expr` (5 fields, or 6 with leading seconds; whatever croner supports: ranges,
-    /// steps, names, `L`, `W`, `#`, `@daily`…) in the IANA zone `timezone`. Errors carry the
+    /// Parses `expr` (5 fields, or 6 with leading seconds; ranges, steps, lists, names in their
+    /// own field, `L`, `nW`, `#`, `@daily`…) in the IANA zone `timezone`. Errors carry the
     /// relative paths `expr` and `timezone`. An expression that matches no date at all (e.g.
     /// `0 0 31 2 *`) is rejected too, checked from `anchor`.
     pub fn new(expr: &str, timezone: &str, anchor: Timestamp) -> Result<Self, FieldError> {
-        let cron = Cron::new(expr)
-            .with_seconds_optional()
-            .parse()
-            .map_err(|e| FieldError::new("expr", format!("invalid cron expression {expr:?}: {e}")))?;
+        let cron = parse(expr, true).map_err(|m| FieldError::new("expr", m))?;
         let tz: Tz = timezone.parse().map_err(|_| {
             FieldError::new(
                 "timezone",
                 format!("unknown time zone {timezone:?}; expected an IANA name such as \"Europe/Berlin\" or \"UTC\""),
             )
         })?;
-        // croner gives up after year 5000; for a pattern that cannot match that takes a moment,
-        // but only invalid input pays it.
+        // croner gives up after a few thousand years; for a pattern that cannot match that takes
+        // a moment, but only invalid input pays it.
         let wall = anchor.with_timezone(&tz).naive_local();
-        if cron.find_next_occurrence(&wall.and_utc(), true).is_err() {
+        if cron.find_next_occurrence(&wall, true).is_err() {
             return Err(FieldError::new("expr", format!("cron expression {expr:?} never fires")));
         }
         Ok(Self { cron, tz })
@@ -62,7 +64,7 @@ impl CronSchedule {
     pub fn next_after(&self, t: Timestamp) -> Option<Timestamp> {
         let mut wall = t.with_timezone(&self.tz).naive_local().with_nanosecond(0)?;
         for _ in 0..FOLD_STEP_LIMIT {
-            let next = self.cron.find_next_occurrence(&wall.and_utc(), false).ok()?.naive_utc();
+            let next = self.cron.find_next_occurrence(&wall, false).ok()?;
             let at = resolve(&self.tz, next)?;
             // Only not after `t` when `t` is in the second occurrence of a repeated hour and
             // `next` is a wall time there: it already fired in the first occurrence.
@@ -77,6 +79,154 @@ impl CronSchedule {
     /// The first fire time at or after `t`.
     pub fn next_at_or_after(&self, t: Timestamp) -> Option<Timestamp> {
         self.next_after(t.checked_sub_signed(TimeDelta::nanoseconds(1))?)
+    }
+}
+
+/// Whether a wall time matches a parsed expression (for calendars' `cron` entries).
+pub(crate) fn matches_wall(cron: &Cron, wall: NaiveDateTime) -> bool {
+    cron.is_time_matching(&wall).unwrap_or(false)
+}
+
+/// Parses `expr` strictly: [`check_fields`] first, then croner (seconds optional when
+/// `allow_seconds`, never a year field). The error is the message for the `expr` field.
+pub(crate) fn parse(expr: &str, allow_seconds: bool) -> Result<Cron, String> {
+    check_fields(expr, allow_seconds)?;
+    CronParser::builder()
+        .seconds(if allow_seconds { Seconds::Optional } else { Seconds::Disallowed })
+        .year(Year::Disallowed)
+        .build()
+        .parse(expr)
+        .map_err(|e| format!("invalid cron expression {expr:?}: {e}"))
+}
+
+/// One cron field: its name in messages and its value range.
+struct Field {
+    name: &'static str,
+    min: u32,
+    max: u32,
+}
+
+const SECOND: Field = Field { name: "second", min: 0, max: 59 };
+const MINUTE: Field = Field { name: "minute", min: 0, max: 59 };
+const HOUR: Field = Field { name: "hour", min: 0, max: 23 };
+const DAY_OF_MONTH: Field = Field { name: "day-of-month", min: 1, max: 31 };
+const MONTH: Field = Field { name: "month", min: 1, max: 12 };
+const DAY_OF_WEEK: Field = Field { name: "day-of-week", min: 0, max: 7 };
+
+const MONTH_NAMES: [&str; 12] = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"];
+const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+const NICKNAMES: [&str; 6] = ["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@hourly"];
+
+/// The strict grammar croner does not enforce. Each item of a comma list is `*`, a value, a
+/// range `a-b`, either with `/step`, or (day of month) `L`, `LW`, `nW`, or (day of week) `nL`,
+/// `n#k`. Values are numbers in the field's range, or names in their own field (any case).
+/// Errors read `minute field: 61 is out of range 0-59`.
+fn check_fields(expr: &str, allow_seconds: bool) -> Result<(), String> {
+    let trimmed = expr.trim();
+    if trimmed.starts_with('@') {
+        return if NICKNAMES.iter().any(|n| n.eq_ignore_ascii_case(trimmed)) {
+            Ok(())
+        } else {
+            Err(format!("unknown nickname {trimmed:?}; expected one of {}", NICKNAMES.join(", ")))
+        };
+    }
+    let parts: Vec<&str> = trimmed.split_whitespace().collect();
+    let fields: &[Field] = match (parts.len(), allow_seconds) {
+        (5, _) => &[MINUTE, HOUR, DAY_OF_MONTH, MONTH, DAY_OF_WEEK],
+        (6, true) => &[SECOND, MINUTE, HOUR, DAY_OF_MONTH, MONTH, DAY_OF_WEEK],
+        (n, true) => return Err(format!("expected 5 fields (or 6 with leading seconds), got {n}")),
+        (n, false) => return Err(format!("expected 5 fields, got {n}")),
+    };
+    for (field, part) in fields.iter().zip(&parts) {
+        check_field(field, part).map_err(|m| format!("{} field: {m}", field.name))?;
+    }
+    Ok(())
+}
+
+fn check_field(field: &Field, part: &str) -> Result<(), String> {
+    for item in part.split(',') {
+        if item.is_empty() {
+            return Err(format!("empty list item in {part:?}"));
+        }
+        if item.contains('?') {
+            return Err(format!("{item:?}: '?' is not supported; use '*'"));
+        }
+        check_item(field, &item.to_ascii_uppercase())?;
+    }
+    Ok(())
+}
+
+fn check_item(field: &Field, item: &str) -> Result<(), String> {
+    if field.name == DAY_OF_MONTH.name {
+        if item == "L" || item == "LW" {
+            return Ok(());
+        }
+        if let Some(day) = item.strip_suffix('W') {
+            return value(field, day).map(drop);
+        }
+    }
+    if field.name == DAY_OF_WEEK.name {
+        if let Some(day) = item.strip_suffix('L') {
+            return value(field, day).map(drop);
+        }
+        if let Some((day, nth)) = item.split_once('#') {
+            value(field, day)?;
+            return match nth.parse::<u32>() {
+                Ok(1..=5) => Ok(()),
+                _ => Err(format!("{nth:?} after '#' is not an occurrence 1-5")),
+            };
+        }
+    }
+    let (base, step) = match item.split_once('/') {
+        Some((base, step)) => (base, Some(step)),
+        None => (item, None),
+    };
+    if let Some(step) = step {
+        match step.parse::<u32>() {
+            Ok(n) if n >= 1 && n <= field.max => {}
+            _ => return Err(format!("step {step:?} in {item:?} is not a number from 1 to {}", field.max)),
+        }
+    }
+    if base == "*" {
+        return Ok(());
+    }
+    match base.split_once('-') {
+        Some((from, to)) => {
+            let (a, mut b) = (value(field, from)?, value(field, to)?);
+            // `FRI-SUN`: Sunday ends a range as 7.
+            if field.name == DAY_OF_WEEK.name && to == "SUN" {
+                b = 7;
+            }
+            if a > b {
+                return Err(format!("range {from}-{to} runs backwards"));
+            }
+            Ok(())
+        }
+        None => value(field, base).map(drop),
+    }
+}
+
+/// A number in the field's range, or a name that belongs to the field.
+fn value(field: &Field, v: &str) -> Result<u32, String> {
+    if let Some(i) = MONTH_NAMES.iter().position(|n| *n == v) {
+        return if field.name == MONTH.name {
+            Ok(i as u32 + 1)
+        } else {
+            Err(format!("{v:?} is a month name, allowed only in the month field"))
+        };
+    }
+    if let Some(i) = DAY_NAMES.iter().position(|n| *n == v) {
+        return if field.name == DAY_OF_WEEK.name {
+            Ok(i as u32)
+        } else {
+            Err(format!("{v:?} is a day-of-week name, allowed only in the day-of-week field"))
+        };
+    }
+    // Digits only: Rust would read `+5`, and croner reads a leading `+` as "AND the day fields".
+    match v.bytes().all(|b| b.is_ascii_digit()).then(|| v.parse::<u32>()) {
+        Some(Ok(n)) if (field.min..=field.max).contains(&n) => Ok(n),
+        Some(Ok(n)) => Err(format!("{n} is out of range {}-{}", field.min, field.max)),
+        _ => Err(format!("{v:?} is not a number")),
     }
 }
 
@@ -144,47 +294,160 @@ mod tests {
         out
     }
 
-    // --- What croner 2.2 does on its own (why this module resolves zones itself) ---
+    // --- Parsing: strict syntax, messages naming field and value ---
 
-    #[test]
-    fn croner_alone_resolves_a_gap_time_to_the_end_of_the_gap() {
-        let tz: Tz = "Europe/Berlin".parse().unwrap();
-        let cron = Cron::new("30 2 * * *").parse().unwrap();
-        let from = tz.with_ymd_and_hms(2026, 3, 29, 0, 0, 0).unwrap();
-        let next = cron.find_next_occurrence(&from, false).unwrap();
-        assert_eq!(next.to_rfc3339(), "2026-03-29T03:00:00+02:00");
+    fn expr_error(expr: &str) -> String {
+        let err = CronSchedule::new(expr, "UTC", ts("2026-01-01T00:00:00Z")).unwrap_err();
+        assert_eq!(err.path, "expr", "{expr:?}");
+        err.message
     }
 
     #[test]
-    fn croner_alone_returns_times_before_a_start_in_the_second_occurrence() {
-        let tz: Tz = "America/New_York".parse().unwrap();
-        let cron = Cron::new("*/15 * * * *").parse().unwrap();
-        // 01:10 EST, the second 01:10 of 2026-11-01.
-        let from = ts("2026-11-01T06:10:00Z").with_timezone(&tz);
-        let next = cron.find_next_occurrence(&from, false).unwrap();
-        assert_eq!(next.to_rfc3339(), "2026-11-01T01:15:00-04:00");
-        assert!(next < from);
+    fn out_of_range_value_names_the_field_and_value() {
+        assert_eq!(expr_error("61 * * * *"), "minute field: 61 is out of range 0-59");
+        assert_eq!(expr_error("0 24 * * *"), "hour field: 24 is out of range 0-23");
+        assert_eq!(expr_error("0 0 0 * *"), "day-of-month field: 0 is out of range 1-31");
+        assert_eq!(expr_error("0 0 32W * *"), "day-of-month field: 32 is out of range 1-31");
+        assert_eq!(expr_error("0 0 1 13 *"), "month field: 13 is out of range 1-12");
+        assert_eq!(expr_error("0 0 * * 8"), "day-of-week field: 8 is out of range 0-7");
+        assert_eq!(expr_error("60 0 0 * * *"), "second field: 60 is out of range 0-59");
+        assert_eq!(expr_error("0 0 * * MON#6"), "day-of-week field: \"6\" after '#' is not an occurrence 1-5");
     }
 
     #[test]
-    fn croner_alone_fails_on_a_gap_longer_than_an_hour() {
-        let tz: Tz = "Pacific/Apia".parse().unwrap();
-        let cron = Cron::new("0 12 * * *").parse().unwrap();
-        let from = tz.with_ymd_and_hms(2011, 12, 29, 13, 0, 0).unwrap();
-        assert!(cron.find_next_occurrence(&from, false).is_err());
+    fn names_outside_their_field_are_refused() {
+        assert_eq!(
+            expr_error("0 0 * MON *"),
+            "month field: \"MON\" is a day-of-week name, allowed only in the day-of-week field"
+        );
+        assert_eq!(
+            expr_error("0 0 * * JAN"),
+            "day-of-week field: \"JAN\" is a month name, allowed only in the month field"
+        );
+        assert_eq!(
+            expr_error("0 0 JAN * *"),
+            "day-of-month field: \"JAN\" is a month name, allowed only in the month field"
+        );
+        assert_eq!(
+            expr_error("0 fri * * *"),
+            "hour field: \"FRI\" is a day-of-week name, allowed only in the day-of-week field"
+        );
     }
 
-    // --- Parsing ---
+    #[test]
+    fn names_in_their_own_field_are_fine_in_any_case() {
+        assert_eq!(fires("0 0 * jan,Jul mon", "UTC", "2026-06-30T00:00:00Z", 1), ["2026-07-06T00:00:00+00:00"]);
+        assert_eq!(fires("0 0 * * Fri-sun", "UTC", "2026-05-01T00:00:00Z", 3).len(), 3);
+        assert_eq!(
+            fires("0 0 * * FRI-SUN", "UTC", "2026-05-01T00:00:00Z", 4),
+            [
+                "2026-05-02T00:00:00+00:00", // Saturday
+                "2026-05-03T00:00:00+00:00", // Sunday
+                "2026-05-08T00:00:00+00:00", // Friday
+                "2026-05-09T00:00:00+00:00",
+            ]
+        );
+    }
 
     #[test]
-    fn bad_expression_is_an_expr_error_with_croners_reason() {
-        for expr in ["61 * * * *", "* * *", "a b c d e", "", "0 0 * * MON#6", "1 2 3 4 5 6 7"] {
-            let err = CronSchedule::new(expr, "UTC", ts("2026-01-01T00:00:00Z")).unwrap_err();
-            assert_eq!(err.path, "expr", "{expr:?}");
-            assert!(err.message.starts_with("invalid cron expression"), "{}", err.message);
+    fn empty_list_items_and_question_marks_are_refused() {
+        assert_eq!(expr_error("1,,2 * * * *"), "minute field: empty list item in \"1,,2\"");
+        assert_eq!(expr_error("1, * * * *"), "minute field: empty list item in \"1,\"");
+        assert_eq!(expr_error(",1 * * * *"), "minute field: empty list item in \",1\"");
+        assert_eq!(expr_error("? * * * *"), "minute field: \"?\": '?' is not supported; use '*'");
+        assert_eq!(expr_error("0 0 ? * MON"), "day-of-month field: \"?\": '?' is not supported; use '*'");
+        assert_eq!(expr_error("0 0 1 * ?"), "day-of-week field: \"?\": '?' is not supported; use '*'");
+    }
+
+    #[test]
+    fn other_malformed_expressions_are_expr_errors() {
+        assert_eq!(expr_error("* * *"), "expected 5 fields (or 6 with leading seconds), got 3");
+        assert_eq!(expr_error(""), "expected 5 fields (or 6 with leading seconds), got 0");
+        assert_eq!(expr_error("1 2 3 4 5 6 7"), "expected 5 fields (or 6 with leading seconds), got 7");
+        assert_eq!(expr_error("a b c d e"), "minute field: \"A\" is not a number");
+        assert_eq!(expr_error("*/0 * * * *"), "minute field: step \"0\" in \"*/0\" is not a number from 1 to 59");
+        assert_eq!(expr_error("0 5-2 * * *"), "hour field: range 5-2 runs backwards");
+        assert_eq!(expr_error("0 0 * * +MON"), "day-of-week field: \"+MON\" is not a number");
+        assert_eq!(expr_error("0 0 1 * +5"), "day-of-week field: \"+5\" is not a number");
+        assert!(expr_error("@reboot").starts_with("unknown nickname \"@reboot\""));
+        assert_eq!(fires("@daily", "UTC", "2026-05-01T10:00:00Z", 1), ["2026-05-02T00:00:00+00:00"]);
+    }
+
+    // --- `nW`: the nearest weekday, never outside the month ---
+
+    #[test]
+    fn first_w_on_a_saturday_first_fires_monday_the_third() {
+        // 2026-08-01 is a Saturday; the Friday before is in July.
+        assert_eq!(fires("0 0 1W * *", "UTC", "2026-07-15T00:00:00Z", 1), ["2026-08-03T00:00:00+00:00"]);
+        // 2026-03-01 is a Sunday: Monday the 2nd.
+        assert_eq!(fires("0 0 1W * *", "UTC", "2026-02-15T00:00:00Z", 1), ["2026-03-02T00:00:00+00:00"]);
+    }
+
+    #[test]
+    fn first_w_fires_once_in_every_month_and_inside_it() {
+        let all = fires("0 0 1W * *", "UTC", "2025-12-31T00:00:00Z", 24);
+        let months: Vec<&str> = all.iter().map(|t| &t[..7]).collect();
+        let expected: Vec<String> = (0..24).map(|i| format!("{}-{:02}", 2026 + i / 12, i % 12 + 1)).collect();
+        assert_eq!(months, expected);
+        for t in &all {
+            let day: u32 = t[8..10].parse().unwrap();
+            assert!((1..=3).contains(&day), "{t}");
         }
-        let err = CronSchedule::new("61 * * * *", "UTC", ts("2026-01-01T00:00:00Z")).unwrap_err();
-        assert!(err.message.contains("out of bounds"), "{}", err.message);
+    }
+
+    #[test]
+    fn last_day_w_on_a_sunday_fires_friday_and_short_months_have_none() {
+        // 2026-05-31 is a Sunday: Friday the 29th (Monday would be June).
+        assert_eq!(fires("0 0 31W * *", "UTC", "2026-05-01T00:00:00Z", 1), ["2026-05-29T00:00:00+00:00"]);
+        // April, June and September have no 31st: no fire in them, nor a move to the 30th.
+        assert_eq!(
+            fires("0 0 31W * *", "UTC", "2026-04-01T00:00:00Z", 4),
+            [
+                "2026-05-29T00:00:00+00:00",
+                "2026-07-31T00:00:00+00:00", // Friday
+                "2026-08-31T00:00:00+00:00", // Monday
+                "2026-10-30T00:00:00+00:00", // the 31st is a Saturday
+            ]
+        );
+    }
+
+    #[test]
+    fn last_day_w_in_long_months_does_not_skip_january_2027() {
+        // 2027-01-31 is a Sunday: Friday the 29th.
+        assert_eq!(
+            fires("0 0 31W 1,3,5,7,8,10,12 *", "UTC", "2026-11-01T00:00:00Z", 3),
+            ["2026-12-31T00:00:00+00:00", "2027-01-29T00:00:00+00:00", "2027-03-31T00:00:00+00:00"]
+        );
+    }
+
+    // --- Day of month OR day of week (crontab(5)) ---
+
+    #[test]
+    fn restricted_day_of_month_and_day_of_week_fire_when_either_matches() {
+        // The 13th or any Friday (2026-05-01 is a Friday).
+        assert_eq!(
+            fires("0 0 13 * FRI", "UTC", "2026-05-01T00:00:00Z", 4),
+            [
+                "2026-05-08T00:00:00+00:00",
+                "2026-05-13T00:00:00+00:00",
+                "2026-05-15T00:00:00+00:00",
+                "2026-05-22T00:00:00+00:00",
+            ]
+        );
+        // `*/2` is a restriction too (Vixie cron would AND here): odd days or Mondays.
+        assert_eq!(
+            fires("0 0 */2 * MON", "UTC", "2026-05-01T00:00:00Z", 5),
+            [
+                "2026-05-03T00:00:00+00:00",
+                "2026-05-04T00:00:00+00:00", // Monday, even
+                "2026-05-05T00:00:00+00:00",
+                "2026-05-07T00:00:00+00:00",
+                "2026-05-09T00:00:00+00:00",
+            ]
+        );
+        // With `*` in either, only the other one restricts.
+        assert_eq!(fires("0 0 * * MON", "UTC", "2026-05-01T00:00:00Z", 1), ["2026-05-04T00:00:00+00:00"]);
+        assert_eq!(fires("0 0 13 * *", "UTC", "2026-05-01T00:00:00Z", 1), ["2026-05-13T00:00:00+00:00"]);
     }
 
     #[test]

@@ -3,14 +3,21 @@
 //! takes the instants it needs, so it is tested with plain values.
 //!
 //! This module holds the API ([`Schedule`], [`first_fire`], [`plan`], [`next_fire_from`],
-//! [`cron_next`]); `cron` reads cron expressions in a zone (DST rules), `interval` is the
-//! fixed-period grid, `misfire` turns the due times that passed into a [`FirePlan`].
+//! [`cron_next`]); `cron` reads cron expressions strictly in a zone (DST rules), `interval` is the
+//! fixed-period grid, `misfire` turns the due times that passed into a [`FirePlan`], `fires` lists
+//! due times ahead (previews) and in a range (backfill), [`calendar`] excludes due times.
 
+pub mod calendar;
 mod cron;
+mod fires;
 mod interval;
 mod misfire;
 
+pub use calendar::{Calendar, Exclusion};
 pub use cron::CronSchedule;
+pub use fires::{
+    due_times, fires_after, preview, preview_unsaved, Fires, PreviewFire, BACKFILL_LIMIT, PREVIEW_LIMIT, SCAN_LIMIT,
+};
 pub use misfire::PLAN_LIMIT;
 
 use crate::domain::job::JobRequest;
@@ -165,7 +172,7 @@ pub fn next_fire_from(spec: &TriggerSpec, next_fire_at: Timestamp, t: Timestamp)
 
 /// The next `n` fire times of a cron expression strictly after `after`, in its zone (for
 /// `sundial cron next`, which prints them with the zone's offset). Errors carry the paths
-/// `expr` and `timezone`. Fewer than `n` only past croner's horizon (year 5000).
+/// `expr` and `timezone`. Fewer than `n` only past croner's search horizon.
 pub fn cron_next(expr: &str, timezone: &str, after: Timestamp, n: usize) -> Result<Vec<DateTime<Tz>>, FieldError> {
     let schedule = CronSchedule::new(expr, timezone, after)?;
     let tz = schedule.timezone();

@@ -1,5 +1,6 @@
-//! The `/v1` HTTP API: jobs, runs, and the worker protocol.
+//! The `/v1` HTTP API: jobs, runs, the worker protocol, and previews of due times.
 
+pub mod fires;
 pub mod jobs;
 pub mod runs;
 pub mod workers;

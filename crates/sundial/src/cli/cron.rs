@@ -1,4 +1,5 @@
-//! `sundial cron next EXPR`: upcoming fire times, computed locally (no server needed).
+//! `sundial cron next EXPR`: upcoming fire times, computed locally (no server needed) by the same
+//! schedule code the scheduler and the preview API use.
 
 use clap::Subcommand;
 
@@ -12,18 +13,28 @@ pub enum CronCmd {
         /// IANA time zone.
         #[arg(long, default_value = "UTC")]
         timezone: String,
+        /// Times strictly after this RFC 3339 instant (default: now).
+        #[arg(long, value_parser = parse_time)]
+        after: Option<chrono::DateTime<chrono::Utc>>,
         /// How many times.
         #[arg(short = 'n', default_value_t = 5)]
         n: usize,
     },
 }
 
+fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("expected an RFC 3339 time such as 2026-03-28T00:00:00Z ({e})"))
+}
+
 /// Runs a cron subcommand.
 pub fn run(cmd: CronCmd) -> anyhow::Result<()> {
     match cmd {
-        CronCmd::Next { expr, timezone, n } => {
-            let times = sundial_core::schedule::cron_next(&expr, &timezone, chrono::Utc::now(), n)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        CronCmd::Next { expr, timezone, after, n } => {
+            let after = after.unwrap_or_else(chrono::Utc::now);
+            let times =
+                sundial_core::schedule::cron_next(&expr, &timezone, after, n).map_err(|e| anyhow::anyhow!("{e}"))?;
             for t in times {
                 println!("{}", t.to_rfc3339());
             }
