@@ -58,9 +58,11 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Invalid(m) => ApiError::invalid(m),
             StoreError::Unavailable(m) => {
+                sundial_core::metrics::store_error();
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", format!("store unavailable: {m}"))
             }
             StoreError::Internal(m) => {
+                sundial_core::metrics::store_error();
                 tracing::error!(error = %m, "internal store error");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
             }

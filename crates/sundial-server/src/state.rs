@@ -17,6 +17,8 @@ pub struct ApiConfig {
     pub tokens: Vec<String>,
     /// Largest accepted request body.
     pub max_body: usize,
+    /// Dead workers silent longer than this are no longer listed.
+    pub worker_retention: Duration,
 }
 
 /// Shared state.
@@ -69,7 +71,7 @@ impl AppState {
             submissions,
             completions,
             config: Arc::new(config),
-            metrics: crate::ops::prometheus_handle(),
+            metrics: crate::metrics::prometheus_handle(),
         }
     }
 }
