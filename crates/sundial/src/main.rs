@@ -16,7 +16,7 @@ pub struct Cli {
     #[arg(long = "auth-token", global = true, env = "SUNDIAL_AUTH_TOKEN")]
     pub auth_token: Option<String>,
     /// Output format of client commands.
-    #[arg(long, global = true, value_enum, default_value_t = cli::client::Output::Table)]
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = cli::client::Output::Table)]
     pub output: cli::client::Output,
     #[command(subcommand)]
     pub command: Command,

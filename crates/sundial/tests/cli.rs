@@ -233,6 +233,11 @@ async fn lists_hint_when_cut_and_print_yaml_or_json() {
 #[tokio::test(flavor = "multi_thread")]
 async fn job_add_warns_when_no_live_worker_serves_the_handler() {
     let s = start("1").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api(&s.base, "/v1/workers").await["items"].as_array().is_none_or(|w| w.is_empty()) {
+        assert!(Instant::now() < deadline, "the in-process pool never registered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let served = ok(cli(&s.base, &["job", "add", "--handler", "echo"]).await);
     assert!(!stderr(&served).contains("warning"), "{}", stderr(&served));
     let unserved = ok(cli(&s.base, &["job", "add", "--handler", "resize-images"]).await);

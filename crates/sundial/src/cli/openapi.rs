@@ -47,7 +47,8 @@ pub fn markdown(doc: &Value) -> String {
         for m in METHODS.iter().filter(|m| item.get(**m).is_some()) {
             let op = &item[*m];
             let id = op.get("operationId").and_then(Value::as_str).unwrap_or("");
-            let _ = writeln!(out, "| {} | `{path}` | [{id}](#{}) |", m.to_uppercase(), anchor(id));
+            let heading = format!("{} {path}", m.to_uppercase());
+            let _ = writeln!(out, "| {} | [`{path}`](#{}) | {id} |", m.to_uppercase(), anchor(&heading));
         }
     }
     out.push('\n');
@@ -69,13 +70,19 @@ pub fn markdown(doc: &Value) -> String {
     out
 }
 
-fn anchor(id: &str) -> String {
-    id.to_ascii_lowercase().replace(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_', "")
+/// The anchor a Markdown renderer (GitHub's rules) gives a heading.
+fn anchor(heading: &str) -> String {
+    heading
+        .to_ascii_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ' '))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
 }
 
 fn operation(out: &mut String, method: &str, path: &str, op: &Value) {
     let id = op.get("operationId").and_then(Value::as_str).unwrap_or("");
-    let _ = writeln!(out, "## {id}\n\n`{method} {path}`\n");
+    let _ = writeln!(out, "## {method} {path}\n\nOperation `{id}`.\n");
     for k in ["summary", "description"] {
         if let Some(t) = op.get(k).and_then(Value::as_str).filter(|t| !t.trim().is_empty()) {
             let _ = writeln!(out, "{}\n", t.trim());
