@@ -48,7 +48,9 @@ impl Dispatcher {
             let runs = self
                 .store
                 .run_claim(&ClaimParams { worker_id: worker_id.to_string(), max, lease: self.lease, now })
-                .await?;
+                .await
+                .inspect_err(|_| crate::metrics::store_error())?;
+            crate::metrics::claimed(&runs, now);
             if !runs.is_empty() || now >= deadline {
                 if !runs.is_empty() && runs.len() as u32 == max {
                     // There may be more: let another idle claimer look too.

@@ -30,12 +30,14 @@ pub struct Reaper {
     clock: SharedClock,
     signals: Arc<Signals>,
     config: ReaperConfig,
+    /// Workers whose death was logged already.
+    dead_logged: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Reaper {
     /// A reaper over `store`.
     pub fn new(store: SharedStore, clock: SharedClock, signals: Arc<Signals>, config: ReaperConfig) -> Self {
-        Self { store, clock, signals, config }
+        Self { store, clock, signals, config, dead_logged: Default::default() }
     }
 
     /// One pass at the clock's `now`.
@@ -49,12 +51,48 @@ impl Reaper {
                 dead_after: self.config.lease * 2,
                 limit: self.config.batch,
             })
-            .await?;
+            .await
+            .inspect_err(|_| crate::metrics::store_error())?;
         crate::metrics::reaped(&report);
+        for (run_id, to) in &report.expired {
+            tracing::warn!(run_id = %run_id, to = to.as_str(), "lease expired; run recovered");
+        }
+        for (run_id, to) in &report.timed_out {
+            tracing::warn!(run_id = %run_id, to = to.as_str(), "run overran its timeout unreported; timed out by the server");
+        }
+        if report.workers_dead > 0 {
+            self.log_dead_workers().await;
+        }
+        // Runs the reaper finished (retries exhausted) are counted with their handler and times.
+        for (run_id, _) in report.expired.iter().chain(&report.timed_out).filter(|(_, s)| s.is_finished()) {
+            if let Ok(run) = self.store.run_get(run_id).await {
+                crate::metrics::finished(&run);
+            }
+        }
         if report.expired.iter().chain(&report.timed_out).any(|(_, s)| *s == RunState::Pending) {
             self.signals.runs_ready.notify_waiters();
         }
         Ok(report)
+    }
+
+    /// Logs the workers this pass declared dead, one line each. The reap report counts them
+    /// without ids, so they are read back: dead, and silent since about `2 × lease` ago (a
+    /// store that reported their ids would make this exact).
+    async fn log_dead_workers(&self) {
+        let now = self.clock.now();
+        let recent = chrono::Duration::from_std(self.config.lease * 3 + self.config.interval * 2).unwrap_or_default();
+        let Ok(workers) = self.store.worker_list().await else { return };
+        let mut logged = self.dead_logged.lock().unwrap_or_else(|e| e.into_inner());
+        for w in workers.iter().filter(|w| w.state == crate::domain::WorkerState::Dead) {
+            if now.signed_duration_since(w.last_heartbeat) <= recent && logged.insert(w.id.clone()) {
+                tracing::warn!(worker_id = %w.id, worker_name = %w.name, last_heartbeat = %w.last_heartbeat.to_rfc3339(),
+                    "worker missed heartbeats for 2 × lease; declared dead");
+            }
+        }
+        // Bounded: an id seen long ago will not be declared dead again.
+        if logged.len() > 10_000 {
+            logged.clear();
+        }
     }
 
     /// Deletes finished runs past retention, one batch.
@@ -67,10 +105,9 @@ impl Reaper {
     /// Runs until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut passes: u64 = 0;
+        let mut outage = crate::metrics::Outage::default();
         while !shutdown.is_cancelled() {
-            if let Err(e) = self.tick().await {
-                tracing::warn!(error = %e, "reaper pass failed");
-            }
+            outage.observe("reaper", self.tick().await.as_ref().map(|_| ()));
             // Retention is not urgent: about once a minute at the default interval.
             if passes.is_multiple_of(60) {
                 match self.prune().await {

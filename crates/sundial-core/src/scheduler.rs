@@ -48,8 +48,11 @@ impl Scheduler {
     pub async fn tick(&self) -> Result<FireReport> {
         let mut total = FireReport::default();
         loop {
-            let r =
-                self.store.trigger_fire_due(self.clock.now(), self.config.batch, self.config.misfire_threshold).await?;
+            let r = self
+                .store
+                .trigger_fire_due(self.clock.now(), self.config.batch, self.config.misfire_threshold)
+                .await
+                .inspect_err(|_| crate::metrics::store_error())?;
             total.triggers += r.triggers;
             total.runs_pending += r.runs_pending;
             total.runs_skipped += r.runs_skipped;
@@ -67,18 +70,23 @@ impl Scheduler {
     /// Runs until `shutdown`, sleeping until the next due time between passes.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
+        let mut outage = crate::metrics::Outage::default();
         while !shutdown.is_cancelled() {
             let changed = self.signals.triggers_changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let wake = match self.tick().await.and(self.store.trigger_next_due().await) {
+            let pass = match self.tick().await {
+                Ok(_) => self.store.trigger_next_due().await.inspect_err(|_| crate::metrics::store_error()),
+                Err(e) => Err(e),
+            };
+            outage.observe("scheduler", pass.as_ref().map(|_| ()));
+            let wake = match pass {
                 Ok(next) => {
                     backoff = Duration::from_millis(100);
                     let idle = self.clock.now() + chrono::Duration::from_std(self.config.max_idle).unwrap_or_default();
                     next.map_or(idle, |n| n.min(idle))
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "scheduler pass failed; retrying");
+                Err(_) => {
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     self.clock.now() + chrono::Duration::from_std(backoff).unwrap_or_default()
                 }

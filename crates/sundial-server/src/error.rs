@@ -53,6 +53,9 @@ impl From<Rejection> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if matches!(e, StoreError::Unavailable(_) | StoreError::Internal(_)) {
+            sundial_core::metrics::store_error();
+        }
         Rejection::from(e).into()
     }
 }

@@ -5,8 +5,7 @@
 //! * [`body`], [`error`] — request parsing and the `{"error": {...}}` shape.
 //! * [`batcher`] — group commit for submissions and completions.
 //! * [`local`] — the in-process worker transport behind `serve --workers N`.
-//! * [`ops`] — health, readiness, metrics, auth; [`openapi`]; [`dashboard`].
-//! * [`recorder`] — the process-wide Prometheus recorder.
+//! * [`ops`] — health, readiness, auth; [`metrics`]; [`openapi`]; [`dashboard`].
 //! * [`state`] — what every handler shares (store, clock, signals, batchers).
 //! * [`node`] — starts one node: store, scheduler, reaper, HTTP, in-process workers.
 
@@ -16,10 +15,10 @@ pub mod body;
 pub mod dashboard;
 pub mod error;
 pub mod local;
+pub mod metrics;
 pub mod node;
 pub mod openapi;
 pub mod ops;
-pub mod recorder;
 pub mod state;
 
 use axum::extract::DefaultBodyLimit;
@@ -52,9 +51,11 @@ pub fn app(state: AppState) -> Router {
         .nest("/v1", v1)
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
+        .route("/metrics", get(metrics::metrics))
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/", get(dashboard::index))
+        // After the routes, so the route template is known; unmatched paths are not counted.
+        .route_layer(axum::middleware::from_fn(metrics::track_http))
         .fallback(|| async { error::ApiError::not_found("route") })
         .layer(DefaultBodyLimit::max(state.config.max_body))
         .with_state(state)

@@ -35,6 +35,8 @@ pub struct NodeConfig {
     pub max_body: usize,
     /// Finished runs older than this are pruned (`None` = keep).
     pub retention: Option<Duration>,
+    /// Dead workers silent longer than this are forgotten.
+    pub worker_retention: Duration,
     /// The clock (a manual one in tests).
     pub clock: SharedClock,
 }
@@ -51,6 +53,7 @@ impl Default for NodeConfig {
             misfire_threshold: Duration::from_secs(60),
             max_body: 10 * 1024 * 1024,
             retention: Some(Duration::from_secs(7 * 24 * 3600)),
+            worker_retention: Duration::from_secs(3600),
             clock: Arc::new(SystemClock),
         }
     }
@@ -104,7 +107,12 @@ impl Node {
             store.clone(),
             clock.clone(),
             signals.clone(),
-            ApiConfig { lease: config.lease, tokens: config.tokens.clone(), max_body: config.max_body },
+            ApiConfig {
+                lease: config.lease,
+                tokens: config.tokens.clone(),
+                max_body: config.max_body,
+                worker_retention: config.worker_retention,
+            },
         );
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
@@ -130,7 +138,17 @@ impl Node {
         tasks.push(tokio::spawn(reaper.run(shutdown.clone())));
         tasks.push(tokio::spawn(relay_wakeups(store.clone(), signals.clone(), shutdown.clone())));
 
-        let listener = tokio::net::TcpListener::bind(&config.listen).await?;
+        let listener = tokio::net::TcpListener::bind(&config.listen).await.map_err(|e| {
+            let port = config.listen.rsplit(':').next().unwrap_or(&config.listen);
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                anyhow::anyhow!(
+                    "port {port} is already in use (--listen {}); stop the other process or pick another port",
+                    config.listen
+                )
+            } else {
+                anyhow::anyhow!("cannot listen on {} (--listen): {e}", config.listen)
+            }
+        })?;
         let addr = listener.local_addr()?;
         let router = app(state.clone());
         let http_shutdown = shutdown.clone();

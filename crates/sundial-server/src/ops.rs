@@ -1,5 +1,5 @@
-//! Operations endpoints: `/healthz`, `/readyz`, `/metrics` (Prometheus), `/openapi.json`, and
-//! bearer-token auth for `/v1`.
+//! Operations endpoints: `/healthz`, `/readyz`, and bearer-token auth for `/v1` (`/metrics` is
+//! [`crate::metrics`]).
 
 use crate::state::AppState;
 use axum::extract::{Request, State};
@@ -24,27 +24,6 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         Ok(Err(e)) => unavailable(e.to_string()),
         Err(_) => unavailable("store did not answer within 2s".into()),
     }
-}
-
-/// Prometheus text; gauges are read from the store at scrape time.
-pub async fn metrics(State(state): State<AppState>) -> Response {
-    if let Ok(s) = state.store.stats(state.clock.now()).await {
-        for st in sundial_core::domain::RunState::ALL {
-            let n = s.runs_by_state.iter().find(|(x, _)| *x == st).map_or(0, |(_, n)| *n);
-            metrics::gauge!("sundial_runs", "state" => st.as_str()).set(n as f64);
-        }
-        metrics::gauge!("sundial_runs_due").set(s.runs_due as f64);
-        metrics::gauge!("sundial_runs_oldest_due_wait_seconds").set(s.oldest_due_wait_s);
-        metrics::gauge!("sundial_jobs").set(s.jobs as f64);
-        metrics::gauge!("sundial_triggers_active").set(s.triggers_active as f64);
-        for (st, n) in s.workers_by_state {
-            metrics::gauge!("sundial_workers", "state" => st.as_str()).set(n as f64);
-        }
-        metrics::gauge!("sundial_store_up").set(1.0);
-    } else {
-        metrics::gauge!("sundial_store_up").set(0.0);
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }
 
 /// With tokens configured, `/v1` needs `Authorization: Bearer <token>`.

@@ -18,6 +18,8 @@ pub struct ApiConfig {
     pub tokens: Vec<String>,
     /// Largest accepted request body.
     pub max_body: usize,
+    /// Dead workers silent longer than this are no longer listed.
+    pub worker_retention: Duration,
 }
 
 /// Shared state.
@@ -70,7 +72,7 @@ impl AppState {
             submissions,
             completions,
             config: Arc::new(config),
-            metrics: crate::recorder::prometheus_handle(),
+            metrics: crate::metrics::prometheus_handle(),
         }
     }
 }

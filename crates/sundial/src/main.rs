@@ -1,9 +1,9 @@
 //! `sundial`: one binary for the server (`serve`), remote workers (`worker`), thin API clients
-//! (`job`, `run`, `workers`), `cron next`, and `bench`.
+//! (`job`, `run`, `workers`, `apply`), `cron next`, `openapi`, `completions`, and `bench`.
 
 mod cli;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// A distributed, durable job scheduler.
 #[derive(Parser)]
@@ -16,7 +16,7 @@ pub struct Cli {
     #[arg(long = "auth-token", global = true, env = "SUNDIAL_AUTH_TOKEN")]
     pub auth_token: Option<String>,
     /// Output format of client commands.
-    #[arg(long, global = true, value_enum, default_value_t = cli::client::Output::Table)]
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = cli::client::Output::Table)]
     pub output: cli::client::Output,
     #[command(subcommand)]
     pub command: Command,
@@ -37,9 +37,18 @@ pub enum Command {
     Run(cli::client::RunCmd),
     /// List workers.
     Workers,
+    /// Create or update the jobs of a YAML file by namespace/name.
+    Apply(cli::client::ApplyArgs),
     /// Cron helpers.
     #[command(subcommand)]
     Cron(cli::cron::CronCmd),
+    /// Print the API's OpenAPI document (JSON, or the Markdown of docs/api.md).
+    Openapi(cli::openapi::OpenapiArgs),
+    /// Print a shell completion script (e.g. `sundial completions bash > /etc/bash_completion.d/sundial`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Benchmark a server (started as a child on a fresh database) and check its results.
     Bench(cli::bench::BenchArgs),
 }
@@ -51,9 +60,17 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(args) => cli::serve::run(args).await,
             Command::Worker(args) => cli::worker::run(args, cli.server, cli.auth_token).await,
-            Command::Job(cmd) => cli::client::Client::new(&cli.server, cli.auth_token, cli.output).job(cmd).await,
-            Command::Run(cmd) => cli::client::Client::new(&cli.server, cli.auth_token, cli.output).run(cmd).await,
-            Command::Workers => cli::client::Client::new(&cli.server, cli.auth_token, cli.output).workers().await,
+            Command::Job(cmd) => cli::client::Client::new(&cli.server, cli.auth_token, cli.output)?.job(cmd).await,
+            Command::Run(cmd) => cli::client::Client::new(&cli.server, cli.auth_token, cli.output)?.run(cmd).await,
+            Command::Workers => cli::client::Client::new(&cli.server, cli.auth_token, cli.output)?.workers().await,
+            Command::Apply(args) => {
+                cli::client::Client::new(&cli.server, cli.auth_token, cli.output)?.apply(args).await
+            }
+            Command::Openapi(args) => cli::openapi::run(args),
+            Command::Completions { shell } => {
+                clap_complete::generate(shell, &mut Cli::command(), "sundial", &mut std::io::stdout());
+                Ok(())
+            }
             Command::Cron(cmd) => cli::cron::run(cmd),
             Command::Bench(args) => cli::bench::run(args).await,
         }

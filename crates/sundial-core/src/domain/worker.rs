@@ -55,3 +55,43 @@ pub struct Worker {
     /// Registration time.
     pub created_at: DateTime<Utc>,
 }
+
+impl Worker {
+    /// Whether a worker is past `retention`: dead, and silent since before `now - retention`.
+    /// Such a worker is no longer listed (`--worker-retention`); active and draining workers
+    /// are always kept.
+    pub fn is_forgotten(&self, now: DateTime<Utc>, retention: std::time::Duration) -> bool {
+        let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        self.state == WorkerState::Dead && now.signed_duration_since(self.last_heartbeat) > retention
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn worker(state: WorkerState, last_heartbeat: DateTime<Utc>) -> Worker {
+        Worker {
+            id: "w".into(),
+            name: "w".into(),
+            handlers: vec![],
+            capacity: 1,
+            last_heartbeat,
+            state,
+            running: 0,
+            created_at: last_heartbeat,
+        }
+    }
+
+    #[test]
+    fn only_dead_workers_past_retention_are_forgotten() {
+        let t = DateTime::parse_from_rfc3339("2026-11-24T08:00:00Z").unwrap().with_timezone(&Utc);
+        let hour = Duration::from_secs(3600);
+        let later = t + chrono::Duration::seconds(3601);
+        assert!(worker(WorkerState::Dead, t).is_forgotten(later, hour));
+        assert!(!worker(WorkerState::Dead, t).is_forgotten(t + chrono::Duration::seconds(3600), hour));
+        assert!(!worker(WorkerState::Active, t).is_forgotten(later, hour));
+        assert!(!worker(WorkerState::Draining, t).is_forgotten(later, hour));
+    }
+}

@@ -45,5 +45,7 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiRe
 /// Cancel: a pending run at once; a running one is told at its worker's next heartbeat.
 #[utoipa::path(post, path = "/v1/runs/{id}/cancel", responses((status = 200, body = Run), (status = 409)))]
 pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>, _b: IgnoredBody) -> ApiResult<Json<Run>> {
-    Ok(Json(state.store.run_cancel(&id, state.clock.now()).await?))
+    let run = state.store.run_cancel(&id, state.clock.now()).await?;
+    sundial_core::metrics::finished(&run);
+    Ok(Json(run))
 }

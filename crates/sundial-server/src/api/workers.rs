@@ -72,7 +72,6 @@ pub(crate) async fn do_claim(state: &AppState, worker_id: &str, req: ClaimReques
     };
     let max = req.max.clamp(1, 1000);
     let (runs, waited) = state.dispatcher.claim(worker_id, max, wait).await?;
-    metrics::counter!("sundial_runs_claimed_total").increment(runs.len() as u64);
     Ok(ClaimResponse { runs: runs.into_iter().map(to_wire).collect(), waited_ms: waited.as_millis() as u64 })
 }
 
@@ -138,10 +137,10 @@ pub(crate) async fn do_complete(state: &AppState, run_id: &str, req: CompleteReq
         .await
         .inspect_err(|e| {
             if matches!(e, sundial_core::store::StoreError::StaleAttempt(_)) {
-                metrics::counter!("sundial_completions_stale_total").increment(1);
+                sundial_core::metrics::completion_stale();
             }
         })?;
-    sundial_core::metrics::completed(reported.as_str(), run.state.as_str());
+    sundial_core::metrics::finished(&run);
     if run.state == RunState::Pending {
         // A retry is due later; claimers waiting learn its time on their next look.
         state.signals.runs_ready.notify_waiters();
@@ -170,9 +169,11 @@ pub async fn deregister(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Workers, newest first.
+/// Workers, newest first; dead ones past `--worker-retention` are left out.
 #[utoipa::path(get, path = "/v1/workers", responses((status = 200, body = Object)))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
-    let workers: Vec<Worker> = state.store.worker_list().await?;
+    let now = state.clock.now();
+    let mut workers: Vec<Worker> = state.store.worker_list().await?;
+    workers.retain(|w| !w.is_forgotten(now, state.config.worker_retention));
     Ok(Json(serde_json::json!({ "items": workers, "next_cursor": null })))
 }

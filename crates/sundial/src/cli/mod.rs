@@ -1,21 +1,35 @@
 //! One module per subcommand.
 
+pub mod apply;
 pub mod bench;
 pub mod client;
 pub mod cron;
+pub mod openapi;
 pub mod serve;
 pub mod worker;
 
-/// Tracing to stderr; `RUST_LOG` overrides the default level; `SUNDIAL_LOG_FORMAT=json` for
-/// structured logs.
-pub fn init_logging() {
+/// How `serve` and `worker` write their logs.
+#[derive(Clone, Copy, Debug, Default, clap::ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
+}
+
+/// Tracing to stderr in `format`; `RUST_LOG` overrides the default level.
+pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if std::env::var("SUNDIAL_LOG_FORMAT").as_deref() == Ok("json") {
-        let _ = builder.json().try_init();
-    } else {
-        let _ = builder.try_init();
+    match format {
+        LogFormat::Json => {
+            let _ = builder.json().flatten_event(true).try_init();
+        }
+        LogFormat::Text => {
+            let _ = builder.try_init();
+        }
     }
 }
 

@@ -35,6 +35,12 @@ pub struct ServeArgs {
     /// Finished runs older than this are pruned ("0s" keeps them forever).
     #[arg(long, env = "SUNDIAL_RETENTION", default_value = "7days", value_parser = super::parse_duration)]
     pub retention: Duration,
+    /// Dead workers silent longer than this are forgotten (no longer listed).
+    #[arg(long, env = "SUNDIAL_WORKER_RETENTION", default_value = "1h", value_parser = super::parse_duration)]
+    pub worker_retention: Duration,
+    /// Log lines as text or JSON (one object per line).
+    #[arg(long, env = "SUNDIAL_LOG_FORMAT", value_enum, default_value_t = super::LogFormat::Text)]
+    pub log_format: super::LogFormat,
     /// Kafka brokers (`HOST:PORT[,…]`): when given, the node also consumes job messages (each
     /// the JSON of `POST /v1/jobs`, or `{"jobs": [...]}`) from `--kafka-topic`.
     #[arg(long, env = "SUNDIAL_KAFKA_BROKERS")]
@@ -89,7 +95,7 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
 
 /// Runs a node until SIGTERM, then drains and exits 0.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    super::init_logging();
+    super::init_logging(args.log_format);
     let config = NodeConfig {
         db: args.db.clone(),
         listen: args.listen,
@@ -100,9 +106,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         misfire_threshold: args.misfire_threshold,
         max_body: args.max_body,
         retention: (!args.retention.is_zero()).then_some(args.retention),
+        worker_retention: args.worker_retention,
         ..NodeConfig::default()
     };
-    let node = Node::start(config).await.with_context(|| format!("starting node on {}", args.db))?;
+    let node = Node::start(config).await.with_context(|| format!("cannot start sundial serve (--db {})", args.db))?;
     let ingest = match args.kafka_brokers.filter(|b| !b.trim().is_empty()) {
         Some(brokers) => {
             let mut config = sundial_ingest::IngestConfig::new(brokers, args.kafka_topic);
@@ -120,6 +127,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     tracing::info!(addr = %node.addr, db = %args.db, workers = args.workers, "sundial ready on http://{}", node.addr);
     super::shutdown_signal().await;
+    tracing::info!("signal received: claiming nothing new; running runs may finish");
     if let Some(ingest) = ingest {
         // Commit what is stored and leave the group before the store goes away.
         tracing::info!("shutting down: stopping kafka ingest");
@@ -127,6 +135,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down: draining workers");
     node.stop().await;
+    tracing::info!("stopped");
     Ok(())
 }
 

@@ -21,11 +21,14 @@ pub struct WorkerArgs {
     /// Worker name (default: hostname-pid).
     #[arg(long, env = "SUNDIAL_WORKER_NAME")]
     pub name: Option<String>,
+    /// Log lines as text or JSON (one object per line).
+    #[arg(long, env = "SUNDIAL_LOG_FORMAT", value_enum, default_value_t = super::LogFormat::Text)]
+    pub log_format: super::LogFormat,
 }
 
 /// Runs until SIGTERM, then drains and deregisters.
 pub async fn run(args: WorkerArgs, server: String, token: Option<String>) -> anyhow::Result<()> {
-    super::init_logging();
+    super::init_logging(args.log_format);
     let name = args.name.unwrap_or_else(|| {
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "worker".into());
         format!("{}-{}", host.trim(), std::process::id())
