@@ -50,6 +50,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/", get(dashboard::index))
+        .route("/ui/{*path}", get(dashboard::asset))
         .fallback(|| async { error::ApiError::not_found("route") })
         .layer(DefaultBodyLimit::max(state.config.max_body))
         .with_state(state)
