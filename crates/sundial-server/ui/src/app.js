@@ -57,7 +57,8 @@ async function act(label, fn, after) {
     after?.(out);
     return out;
   } catch (e) {
-    if (missingRoute(e) && e.status === 405) toast("This action is not available on this server.", "error");
+    // 404 from the router's fallback (not from a handler) means the route itself is missing.
+    if (e.status === 405 || (e.status === 404 && e.message === "route not found")) toast("This action is not available on this server.", "error");
     else toast(`${e.message}`, "error");
     return undefined;
   }
@@ -513,7 +514,7 @@ function JobPage({ id }) {
     </div>
     <${Panel} title="Recent runs" testid="job-runs" actions=${html`<a href=${href("runs", { job: j.id })}>all runs of this job →</a>`}>
       <${Status} q=${runs} what="Runs" />
-      ${runs.data && html`<${RunRows} runs=${runs.data.items} hideJob=${true} empty="No runs yet." />`}
+      ${runs.data && html`<${RunRows} runs=${runs.data.items} hideJob=${true} empty="No runs yet." reload=${runs.reload} />`}
     <//>
   </div>`;
 }
@@ -521,9 +522,15 @@ function JobPage({ id }) {
 // ---------------------------------------------------------------------------------------------
 // Runs.
 
-function RunRows({ runs, hideJob, empty }) {
+/** Retry or cancel one run from a list, without opening it. */
+async function rowAction(r, action, reload) {
+  if (action === "cancel" && !(await ask({ title: `Cancel run ${shortId(r.id)}?`, confirm: "Cancel run", danger: true, testid: "cancel-confirm" }))) return;
+  await act(action === "retry" ? `Run ${shortId(r.id)} queued for retry.` : `Run ${shortId(r.id)} cancelled.`, () => post(`/runs/${r.id}/${action}`), reload);
+}
+
+function RunRows({ runs, hideJob, empty, reload }) {
   return html`<${Table} testid="runs-table" empty=${empty} head=${[
-    "Run", ...(hideJob ? [] : ["Job"]), "State", { label: "Attempt", cls: "wide" }, "Scheduled", { label: "Took", cls: "wide" }, { label: "Worker", cls: "wide" }, { label: "Why", cls: "wide" }]}>
+    "Run", ...(hideJob ? [] : ["Job"]), "State", { label: "Attempt", cls: "wide" }, "Scheduled", { label: "Took", cls: "wide" }, { label: "Worker", cls: "wide" }, { label: "Why", cls: "wide" }, ...(reload ? [{ label: "", cls: "wide" }] : [])]}>
     ${runs.map((r) => html`<tr class=${FAILED_STATES.includes(r.state) ? "row-bad" : ""} data-run=${r.id} data-state=${r.state}>
       <td><a href=${href(`runs/${r.id}`)} class="mono">${shortId(r.id)}</a></td>
       ${!hideJob && html`<td><${JobRef} id=${r.job_id} /></td>`}
@@ -533,6 +540,10 @@ function RunRows({ runs, hideJob, empty }) {
       <td class="wide">${dur(between(r.started_at, r.finished_at))}</td>
       <td class="wide" title=${r.worker_id || ""}>${workerLabel(r.worker_name, r.worker_id)}</td>
       <td class="wide why" title=${r.error || r.reason || ""}>${r.error ? html`<span class="error-text">${r.error}</span>` : r.reason || ""}</td>
+      ${reload && html`<td class="wide row-actions">
+        ${RETRYABLE.includes(r.state) && html`<button class="small" onClick=${() => rowAction(r, "retry", reload)}>Retry</button>`}
+        ${CANCELLABLE.includes(r.state) && !r.cancel_requested && html`<button class="small danger" onClick=${() => rowAction(r, "cancel", reload)}>Cancel</button>`}
+      </td>`}
     </tr>`)}
   <//>`;
 }
@@ -613,7 +624,7 @@ function Runs({ query }) {
       <button onClick=${() => bulk("retry")} data-testid="bulk-retry" title="Retry every failed, timed-out or cancelled run the filter matches">Retry all matching…</button>
       <button class="danger" onClick=${() => bulk("cancel")} data-testid="bulk-cancel" title="Cancel every pending or running run the filter matches">Cancel all matching…</button>`}>
       <${Status} q=${runs} what="Runs" />
-      ${runs.data && html`<${RunRows} runs=${runs.data.items} empty="No runs match." />`}
+      ${runs.data && html`<${RunRows} runs=${runs.data.items} empty="No runs match." reload=${runs.reload} />`}
       ${runs.data && html`<${Pager} pager=${pager} nextCursor=${runs.data.next} />`}
     <//>
   </div>`;

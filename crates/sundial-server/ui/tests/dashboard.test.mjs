@@ -4,7 +4,9 @@
 // outcome. Screenshots of every main view (desktop and 400 px) go to target/screenshots/.
 //
 // Run: `npm ci && npm test` in crates/sundial-server/ui after `cargo build -p sundial`.
-// SUNDIAL_BIN and CHROMIUM override where the binary and the browser are.
+// SUNDIAL_BIN and CHROMIUM override where the binary and the browser are. Steps that need a
+// round-2 route the server lacks are skipped (each panel must then say "not available");
+// SUNDIAL_UI_ALL_ROUTES=1 makes them mandatory.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -95,18 +97,27 @@ function client(base, token) {
   return { get: (p) => call("GET", p), post: (p, b = {}) => call("POST", p, b) };
 }
 
-/** Whether the server has a route (per its OpenAPI document), for the routes built in parallel. */
-async function hasRoute(base, path) {
-  const doc = await (await fetch(`${base}/openapi.json`)).json();
-  return Object.keys(doc.paths || {}).includes(path);
+/**
+ * Whether the server has a route (several are built in parallel with the dashboard): an absent
+ * one answers 405, or 404 from the router's fallback ("route not found") rather than from the
+ * handler ("run … not found").
+ */
+async function hasRoute(base, method, path) {
+  const res = await fetch(`${base}/v1${path}`, { method, headers: { "Content-Type": "application/json" }, body: method === "GET" ? undefined : "{}" });
+  const body = await res.json().catch(() => null);
+  const has = !(res.status === 405 || (res.status === 404 && body?.error?.message === "route not found"));
+  // Once every round-2 route has landed, SUNDIAL_UI_ALL_ROUTES=1 makes the optional steps mandatory.
+  if (!has && process.env.SUNDIAL_UI_ALL_ROUTES === "1") assert.fail(`the server lacks ${method} /v1${path}`);
+  return has;
 }
+const NO_ID = "00000000-0000-0000-0000-000000000000";
 
 async function shot(page, name) {
   await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
 }
 
 /** Opens a fresh page that fails the test on any script error. */
-async function newPage(viewport = { width: 1280, height: 900 }) {
+async function newPage(viewport = { width: 1280, height: 640 }) {
   const context = await browser.newContext({ viewport, colorScheme: "light" });
   const page = await context.newPage();
   page.errors = [];
@@ -122,7 +133,7 @@ test("an operator pauses, runs, cancels and retries from the dashboard", async (
   const bad = await api.post("/jobs", { name: "fails-exit-3", handler: "shell", payload: { command: "echo about to fail; exit 3" }, retry: { max_attempts: 1 } });
   const nightly = await api.post("/jobs", { name: "nightly-report", handler: "echo", triggers: [{ kind: "cron", expr: "0 3 * * *", timezone: "Europe/Berlin" }] });
   const stuck = await api.post("/jobs", { name: "needs-gpu", handler: "gpu-render" });
-  await api.post("/jobs", { name: "held", handler: "echo", paused: true });
+  const held = await api.post("/jobs", { name: "held", handler: "echo", paused: true });
   const lastRun = async (job) => (await api.get(`/runs?job_id=${job.id}`)).items[0];
   await until("ok-echo to succeed", async () => (await lastRun(ok))?.state === "succeeded");
   await until("fails-exit-3 to fail", async () => (await lastRun(bad))?.state === "failed");
@@ -134,7 +145,7 @@ test("an operator pauses, runs, cancels and retries from the dashboard", async (
 
   // Overview: the handler nobody serves is called out.
   await page.getByTestId("view-overview").waitFor();
-  if (await hasRoute(base, "/v1/stats/handlers")) {
+  if (await hasRoute(base, "GET", "/stats/handlers")) {
     await page.getByTestId("stranded-handler").filter({ hasText: "gpu-render" }).waitFor();
   } else {
     await page.getByTestId("handlers").getByTestId("unavailable").waitFor();
@@ -163,7 +174,7 @@ test("an operator pauses, runs, cancels and retries from the dashboard", async (
   await page.click('tr[data-job="nightly-report"] a');
   await page.getByTestId("view-job").waitFor();
   assert.equal(await page.getByTestId("job-name").textContent(), "nightly-report");
-  if (await hasRoute(base, "/v1/jobs/{id}/fires")) {
+  if (await hasRoute(base, "GET", `/jobs/${nightly.id}/fires`)) {
     await until("five previewed fire times", async () => (await page.getByTestId("fires").locator("li").count()) === 5);
     assert.match(await page.getByTestId("fires").textContent(), /T03:00:00\+0[12]:00/);
   } else {
@@ -199,7 +210,7 @@ test("an operator pauses, runs, cancels and retries from the dashboard", async (
   await page.getByTestId("view-run").waitFor();
   assert.match(await page.getByTestId("run-output").textContent(), /exit code\s*3[\s\S]*about to fail/);
   if (failedRun.error) assert.ok((await page.getByTestId("run-error").textContent()).includes(failedRun.error));
-  if (await hasRoute(base, "/v1/runs/{id}/attempts")) {
+  if (await hasRoute(base, "GET", `/runs/${failedRun.id}/attempts`)) {
     await page.getByTestId("attempts").locator(".state-failed").first().waitFor();
   } else {
     await page.getByTestId("attempts").getByTestId("unavailable").waitFor();
@@ -207,7 +218,7 @@ test("an operator pauses, runs, cancels and retries from the dashboard", async (
   await shot(page, "run");
 
   // Retry from the run page (the route is built in parallel: exercised once it exists).
-  if (await hasRoute(base, "/v1/runs/{id}/retry")) {
+  if (await hasRoute(base, "POST", `/runs/${NO_ID}/retry`)) {
     await page.getByTestId("retry").click();
     await page.getByTestId("retry-confirm").getByTestId("confirm").click();
     const retried = await until("the retried run to fail again", async () => {
@@ -219,7 +230,7 @@ test("an operator pauses, runs, cancels and retries from the dashboard", async (
   }
 
   // Bulk retry of every failed run (the route is built in parallel: exercised once it exists).
-  if (await hasRoute(base, "/v1/runs/bulk")) {
+  if (await hasRoute(base, "POST", "/runs/bulk")) {
     const more = await api.post("/jobs", { name: "fails-too", handler: "shell", payload: { command: "exit 3" }, retry: { max_attempts: 1 } });
     await until("fails-too to fail", async () => (await lastRun(more))?.state === "failed");
     const failedNow = (await api.get("/runs?state=failed")).items;
@@ -238,6 +249,30 @@ test("an operator pauses, runs, cancels and retries from the dashboard", async (
     }
   }
 
+  // Backfill (built in parallel: exercised once it exists) and delete from the job page.
+  await page.goto(`${base}/#/jobs/${nightly.id}`);
+  await page.getByTestId("view-job").waitFor();
+  if (await hasRoute(base, "POST", `/jobs/${NO_ID}/backfill`)) {
+    await page.getByTestId("backfill").click();
+    const form = page.getByTestId("dialog");
+    const day = (offset) => new Date(Date.now() + offset * 86400e3);
+    const local = (d) => new Date(d.getTime() - d.getTimezoneOffset() * 60e3).toISOString().slice(0, 16);
+    await form.locator('input[name="from"]').fill(local(day(-3)));
+    await form.locator('input[name="until"]').fill(local(day(-1)));
+    await form.getByTestId("confirm").click();
+    // 03:00 Berlin falls once a day: two or three due times in a two-day window, by the hour.
+    const toast = await page.getByTestId("toast").filter({ hasText: "Backfill" }).textContent();
+    const created = Number(/(\d+) run\(s\) created/.exec(toast)[1]);
+    assert.ok(created >= 1 && created <= 3, toast);
+    const backfilled = (await api.get(`/runs?job_id=${nightly.id}`)).items.filter((r) => r.reason === "backfill");
+    assert.equal(backfilled.length, created);
+  }
+  await page.goto(`${base}/#/jobs/${held.id}`);
+  await page.getByTestId("delete").click();
+  await page.getByTestId("dialog").getByTestId("confirm").click();
+  await page.getByTestId("view-jobs").waitFor();
+  assert.equal((await fetch(`${base}/v1/jobs/${held.id}`)).status, 404);
+
   // The other views render (or say the server lacks them) without script errors.
   for (const view of ["workers", "limits", "calendars"]) {
     await page.click(`[data-nav="${view}"]`);
@@ -251,7 +286,7 @@ test("an operator pauses, runs, cancels and retries from the dashboard", async (
   assert.deepEqual(page.errors, []);
 
   // 400 px wide: every main view fits without sideways scrolling of the page.
-  const narrow = await newPage({ width: 400, height: 860 });
+  const narrow = await newPage({ width: 400, height: 700 });
   const views = {
     overview: "#/overview",
     jobs: "#/jobs",
@@ -271,7 +306,7 @@ test("an operator pauses, runs, cancels and retries from the dashboard", async (
   assert.deepEqual(narrow.errors, []);
 
   // Dark mode follows the system.
-  const dark = await browser.newContext({ viewport: { width: 1280, height: 900 }, colorScheme: "dark" });
+  const dark = await browser.newContext({ viewport: { width: 1280, height: 640 }, colorScheme: "dark" });
   const darkPage = await dark.newPage();
   await darkPage.goto(`${base}/#/jobs`);
   await darkPage.locator('tr[data-job="fails-exit-3"]').waitFor();
