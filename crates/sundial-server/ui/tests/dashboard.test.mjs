@@ -113,7 +113,8 @@ async function hasRoute(base, method, path) {
 const NO_ID = "00000000-0000-0000-0000-000000000000";
 
 async function shot(page, name) {
-  await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+  // Toasts from earlier clicks would cover the view.
+  await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true, style: ".toasts { display: none; }" });
 }
 
 /** Opens a fresh page that fails the test on any script error. */
