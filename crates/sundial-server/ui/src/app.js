@@ -548,10 +548,27 @@ function RunRows({ runs, hideJob, empty, reload }) {
   <//>`;
 }
 
-/** The API filter a runs view stands for; `job` may be an id or `namespace/name`. */
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** A job's id from what a person types: an id, `namespace/name`, or a name in `default`. */
+async function resolveJob(text) {
+  if (!text || UUID.test(text)) return text;
+  const [ns, name] = text.includes("/") ? [text.slice(0, text.indexOf("/")), text.slice(text.indexOf("/") + 1)] : ["default", text];
+  try {
+    return (await get(jobPath(`${ns}/${name}`))).id;
+  } catch (e) {
+    if (!(e instanceof ApiError) || e.status !== 404) throw e;
+  }
+  // Servers without name lookup: find it among the namespace's jobs.
+  const page = await get(`/jobs${qs({ namespace: ns, limit: 1000 })}`);
+  const job = page.items.find((j) => j.name === name);
+  if (!job) throw new Error(`job: no job named ${ns}/${name}`);
+  return job.id;
+}
+
+/** The API filter a runs view stands for; `job` may be an id, `namespace/name` or a name. */
 async function runFilter(query) {
-  let jobId = query.job || "";
-  if (jobId.includes("/")) jobId = (await get(jobPath(jobId))).id;
+  const jobId = await resolveJob((query.job || "").trim());
   return { job_id: jobId, state: query.state, namespace: query.namespace, handler: query.handler, since: query.since, until: query.until };
 }
 
@@ -614,7 +631,7 @@ function Runs({ query }) {
   return html`<div class="view" data-testid="view-runs">
     <${Filters} view="runs" query=${query} fields=${[
       { name: "state", label: "State", options: [["", "any"], ...RUN_STATES.map((s) => [s, s.replace("_", " ")])] },
-      { name: "job", label: "Job", placeholder: "id or namespace/name" },
+      { name: "job", label: "Job", placeholder: "name, ns/name or id" },
       { name: "handler", label: "Handler", placeholder: "all" },
       { name: "namespace", label: "Namespace", placeholder: "all" },
       { name: "since", label: "Due from", time: true },

@@ -206,7 +206,7 @@ test("an operator pauses, runs, cancels and retries from the dashboard", async (
 
   // The failed run explains itself: output, error, attempts.
   const failedRun = await lastRun(bad);
-  await page.goto(`${base}/#/runs?state=failed`);
+  await page.goto(`${base}/#/runs?state=failed&job=fails-exit-3`); // a job by its name
   await page.locator(`tr[data-run="${failedRun.id}"] a`).first().click();
   await page.getByTestId("view-run").waitFor();
   assert.match(await page.getByTestId("run-output").textContent(), /exit code\s*3[\s\S]*about to fail/);
