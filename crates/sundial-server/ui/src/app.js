@@ -195,7 +195,7 @@ function Panel({ title, children, actions, testid, cls = "" }) {
 /** What a panel shows instead of data: loading, route missing, or the API's error. */
 function Status({ q, what }) {
   if (q.error && missingRoute(q.error)) {
-    return html`<p class="unavailable" data-testid="unavailable">${what} is not available on this server (it answers ${q.error.status} for this route).</p>`;
+    return html`<p class="unavailable" data-testid="unavailable">${what}: not available on this server (it answers ${q.error.status} for this route).</p>`;
   }
   if (q.error && q.data === undefined) return html`<p class="error-text">${q.error.message}</p>`;
   if (q.data === undefined) return html`<p class="muted">Loading…</p>`;
