@@ -166,6 +166,10 @@ test("an operator pauses, runs, cancels and retries from the dashboard", async (
   assert.match(await next.getAttribute("title"), /Europe\/Berlin/);
   await shot(page, "jobs");
 
+  // Live: a job made elsewhere shows up without a reload, within a couple of polls.
+  await api.post("/jobs", { name: "made-elsewhere", handler: "echo", paused: true });
+  await page.locator('tr[data-job="made-elsewhere"]').waitFor({ timeout: 5000 });
+
   // Search by name narrows the list.
   await page.getByTestId("filters").locator('input[name="q"]').fill("nightly");
   await page.getByTestId("filters").getByRole("button", { name: "Apply" }).click();
