@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test of sundial. Needs: a Rust toolchain, python3, Chromium (installed from
-# Debian's packages when missing and run as root), tansu (installed by
+# Runs every test of sundial. Needs: a Rust toolchain, python3, Node.js with npm and Chromium
+# (both installed from Debian's packages when missing and run as root), tansu (installed by
 # scripts/kafka-broker.sh when missing), and PostgreSQL reachable at
 # $SUNDIAL_TEST_PG_URL (default postgres://postgres@127.0.0.1:5432/sundial_test; the database
 # is created if missing). On this project's machines a local PostgreSQL is started if it is down.
@@ -23,10 +23,14 @@ if command -v psql >/dev/null; then
     || psql "$admin_url" -qc "CREATE DATABASE \"$db\""
 fi
 
-# The dashboard test drives a real headless Chromium.
+# The dashboard's browser tests drive a real headless Chromium with Node's playwright-core.
 if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   echo "installing chromium for the dashboard test"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+if ! command -v npm >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  echo "installing node and npm for the dashboard test"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
 fi
 
 # The Kafka tests need a Kafka-protocol broker (tansu); start it up front so a missing install
@@ -36,9 +40,14 @@ fi
 cargo test --workspace --all-targets -- --test-threads 4
 cargo test --workspace --doc
 
+cargo build -p sundial
+
+# Dashboard in a browser: a real `sundial serve`, clicked through by Playwright in Chromium;
+# screenshots land in target/screenshots/.
+(cd crates/sundial-server/ui && npm ci --no-audit --no-fund --loglevel=error && npm test)
+
 # Benchmark smoke: every scenario at small size on both stores; correctness only (each scenario
 # checks exactly N runs succeeded, none twice), no timing assertions.
-cargo build -p sundial
 ./target/debug/sundial bench --n 2000 --json > /dev/null
 ./target/debug/sundial bench --n 2000 --json --db "${SUNDIAL_TEST_PG_URL%/*}/sundial_bench_smoke" > /dev/null
 echo "bench smoke: ok"

@@ -54,6 +54,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/", get(dashboard::index))
+        .route("/ui/{*path}", get(dashboard::asset))
         // After the routes, so the route template is known; unmatched paths are not counted.
         .route_layer(axum::middleware::from_fn(metrics::track_http))
         .fallback(|| async { error::ApiError::not_found("route") })

@@ -1,74 +1,57 @@
-//! The dashboard in a real browser: headless Chromium loads `/`, runs its script against the
-//! live API, and the rendered DOM shows the job, its run state and the worker.
+//! The dashboard as the binary serves it, over real HTTP: the page, its embedded assets under a
+//! versioned path with long cache headers, and the page staying open when tokens guard `/v1`.
+//! What the page does in a browser is tested by `crates/sundial-server/ui/tests/` (Playwright
+//! driving Chromium against a real `sundial serve`), run by scripts/test.sh.
 
-use serde_json::{json, Value};
-use std::process::Command;
-use std::time::Duration;
+use std::path::Path;
 
 mod support;
-use sundial_core::testing::eventually;
 use support::*;
 
-fn chromium() -> String {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|b| Command::new("which").arg(b).output().map(|o| o.status.success()).unwrap_or(false))
-        .expect("a Chromium browser on PATH (scripts/test.sh installs Debian's chromium)")
-        .to_string()
+fn ui_file(rel: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../sundial-server/ui").join(rel)).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn dashboard_renders_jobs_runs_and_workers_in_a_real_browser() {
-    let browser = chromium();
+async fn the_binary_serves_the_page_and_its_embedded_assets_with_cache_headers() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let _server = serve(&format!("sqlite://{}/dash.db", dir.path().display()), port, &["--workers", "1"]);
+    let _server =
+        serve(&format!("sqlite://{}/dash.db", dir.path().display()), port, &["--workers", "0", "--token", "t0k"]);
     wait_ready(&base).await;
-    let http = reqwest::Client::new();
-    let job: Value = http
-        .post(format!("{base}/v1/jobs"))
-        .json(&json!({"name": "dash-probe", "handler": "echo", "payload": {"x": 1}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = job["id"].as_str().unwrap();
-    let (http_ref, base_ref) = (&http, &base);
-    eventually("the run to succeed", Duration::from_secs(30), move || async move {
-        let runs: Value =
-            http_ref.get(format!("{base_ref}/v1/runs?job_id={id}")).send().await.unwrap().json().await.unwrap();
-        (runs["items"][0]["state"] == "succeeded").then_some(())
-    })
-    .await;
 
-    let profile = tempfile::tempdir().unwrap();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(browser)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                &format!("--user-data-dir={}", profile.path().display()),
-                // Lets the page's fetches and timers run before the DOM is dumped.
-                "--virtual-time-budget=5000",
-                "--dump-dom",
-                &format!("{base}/"),
-            ])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let dom = String::from_utf8_lossy(&out.stdout);
-    assert!(dom.contains("<td>dash-probe</td>"), "job row missing from the rendered page:\n{dom}");
-    assert!(dom.contains("state-succeeded"), "run state missing:\n{dom}");
-    assert!(dom.contains("in-process"), "worker row missing:\n{dom}");
+    let page = reqwest::get(format!("{base}/")).await.unwrap();
+    assert_eq!(page.status(), 200, "the page is open even when /v1 needs a token");
+    assert_eq!(page.headers()["cache-control"], "no-cache");
+    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let html = page.text().await.unwrap();
+    let start = html.find("/ui/").expect("the page names its assets");
+    let version = html[start + 4..].split('/').next().unwrap().to_string();
+
+    for (url, file, kind) in [
+        ("app.js", "src/app.js", "text/javascript"),
+        ("app.css", "src/app.css", "text/css"),
+        ("vendor/preact.mjs", "vendor/preact.mjs", "text/javascript"),
+        ("vendor/uplot.mjs", "vendor/uplot.mjs", "text/javascript"),
+    ] {
+        let res = reqwest::get(format!("{base}/ui/{version}/{url}")).await.unwrap();
+        assert_eq!(res.status(), 200, "{url}");
+        assert!(res.headers()["content-type"].to_str().unwrap().starts_with(kind), "{url}");
+        assert_eq!(res.headers()["cache-control"], "public, max-age=31536000, immutable", "{url}");
+        assert_eq!(res.bytes().await.unwrap().as_ref(), ui_file(file).as_slice(), "{url} differs from ui/{file}");
+    }
+
+    // A page from an older binary still gets today's file, but not cached for long.
+    let stale = reqwest::get(format!("{base}/ui/0000000000000000/app.js")).await.unwrap();
+    assert_eq!(stale.status(), 200);
+    assert_eq!(stale.headers()["cache-control"], "no-cache");
+
+    let missing = reqwest::get(format!("{base}/ui/{version}/nope.js")).await.unwrap();
+    assert_eq!(missing.status(), 404);
+    let body: serde_json::Value = missing.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+
+    // The data behind the page still needs the token.
+    assert_eq!(reqwest::get(format!("{base}/v1/jobs")).await.unwrap().status(), 401);
 }
