@@ -155,6 +155,7 @@ class Conformance:
         failed = self.api.wait_run(run["id"], lambda r: r["state"] != "running", "the lease to expire", 30)
         self.assertEqual((failed["state"], failed["reason"]), ("failed", "lease expired"))
         # ... and the handler had stopped before the lease could end: within a lease of the cut.
+        self.assertTrue((self.dir / "p.stopped").exists(), "handler was not told to stop")
         stopped_ns = read_ns(self.dir / "p.stopped")
         last_beat_ns = read_ns(self.dir / "p.beat")
         self.assertLess(stopped_ns - cut_ns, LEASE_S * 1e9, "handler told to stop after the lease ended")
@@ -163,7 +164,8 @@ class Conformance:
         restored = time.time()
         proxy.restore()
         wait_until("the worker to heartbeat again", lambda: self.last_heartbeat("conf-p") > restored, 30)
-        self.assertNotIn(f"/v1/runs/{run['id']}/complete".encode(), bytes(proxy.sent))
+        sent_complete = f"/v1/runs/{run['id']}/complete".encode() in bytes(proxy.sent)
+        self.assertFalse(sent_complete, "the worker sent the result it had to drop")
         self.assertEqual(self.api.run(run["id"])["state"], "failed")
 
     def test_cancel_reaches_a_running_handler_within_one_heartbeat(self) -> None:

@@ -176,10 +176,10 @@ class WorkerTest(unittest.TestCase):
             self.start(w)
             run_id = self.run_of("stale")
             run = self.client.wait_for_run(run_id, timeout=10)
-            wait_until("the stale warning", lambda: any("stale" in m for m in logs.output))
+            wait_until("the stale warning", lambda: any("rejected as stale" in m for m in logs.output))
             w.stop()
         self.assertEqual(run.output, "first")
-        self.assertEqual(sum("stale" in m for m in logs.output), 1, logs.output)
+        self.assertEqual(sum("rejected as stale" in m for m in logs.output), 1, logs.output)
         self.assertEqual(self.client.get_run(run_id).output, "first")
 
     def test_stop_lets_a_running_handler_finish_then_deregisters(self) -> None:
