@@ -36,6 +36,8 @@ fi
 cargo test --workspace --all-targets -- --test-threads 4
 cargo test --workspace --doc
 
+./scripts/test-sdks.sh # the Python and TypeScript SDKs; worker conformance for all three workers
+
 # Benchmark smoke: every scenario at small size on both stores; correctness only (each scenario
 # checks exactly N runs succeeded, none twice), no timing assertions.
 cargo build -p sundial
