@@ -419,6 +419,7 @@ export class Worker {
   async #heartbeatLoop() {
     const backoff = new Backoff();
     let delay = this.heartbeatEvery;
+    let failing = false;
     while (!this.done) {
       await new Promise((resolve) => {
         const wake = () => {
@@ -447,11 +448,15 @@ export class Worker {
           for (const r of listed.values()) this.#stop(r, LOST);
           delay = this.heartbeatEvery;
         } else {
-          this.log.warn?.(`sundial: heartbeat failed (${e.message}); ${listed.size} runs held`);
+          // Once per outage; the claim loop reports it too.
+          if (!failing) this.log.warn?.(`sundial: heartbeat failed (${e.message}); ${listed.size} runs held; retrying`);
+          failing = true;
           delay = Math.min(backoff.next(), this.heartbeatEvery);
         }
         continue;
       }
+      if (failing) this.log.info?.("sundial: heartbeats renewed again");
+      failing = false;
       backoff.reset();
       delay = this.heartbeatEvery;
       const deadline = sent + this.lease - this.margin;

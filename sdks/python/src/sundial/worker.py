@@ -493,6 +493,7 @@ class Worker:
     def _heartbeat_loop(self) -> None:
         backoff = _Backoff()
         delay = self.heartbeat_every
+        failing = False
         while not self._done.is_set():
             self._heartbeat_now.wait(delay)
             self._heartbeat_now.clear()
@@ -517,9 +518,14 @@ class Worker:
                             self._stop(r, LOST)
                     delay = self.heartbeat_every
                 else:
-                    log.warning("heartbeat failed (%s); %d runs held", e, len(listed))
+                    if not failing:  # once per outage; the claim loop reports it too
+                        log.warning("heartbeat failed (%s); %d runs held; retrying", e, len(listed))
+                    failing = True
                     delay = min(backoff.next(), self.heartbeat_every)
                 continue
+            if failing:
+                log.info("heartbeats renewed again")
+            failing = False
             backoff.reset()
             delay = self.heartbeat_every
             deadline = sent + self.lease - self.margin
