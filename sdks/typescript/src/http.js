@@ -1,5 +1,7 @@
-// HTTP plumbing shared by the client and the worker: JSON over the global fetch (which keeps
-// connections alive), errors as SundialError, humantime durations.
+// HTTP plumbing shared by the client and the worker: JSON over node:http(s) with keep-alive
+// sockets, errors as SundialError, humantime durations.
+import http from "node:http";
+import https from "node:https";
 
 /**
  * An error answer from the server, `{"error": {"code", "message"}}`: `code`, `message` (the
@@ -49,8 +51,14 @@ export const segment = (value) => encodeURIComponent(value);
 
 export class Transport {
   constructor(server, { token, timeout = 30_000 } = {}) {
-    this.server = String(server).replace(/\/+$/, "");
-    if (!/^https?:\/\//.test(this.server)) this.server = `http://${this.server}`;
+    let base = String(server).replace(/\/+$/, "");
+    if (!/^https?:\/\//.test(base)) base = `http://${base}`;
+    this.server = base;
+    this.url = new URL(base);
+    this.lib = this.url.protocol === "https:" ? https : http;
+    // node:http rather than fetch: keep-alive sockets and about twice the request rate.
+    this.agent = new this.lib.Agent({ keepAlive: true });
+    this.prefix = this.url.pathname.replace(/\/+$/, "");
     this.headers = { "content-type": "application/json", accept: "application/json" };
     if (token) this.headers.authorization = `Bearer ${token}`;
     this.timeout = timeout;
@@ -62,38 +70,63 @@ export class Transport {
    * `signal` also surfaces as Unavailable.
    */
   async request(method, path, body, { query, timeout, signal } = {}) {
-    let url = this.server + path;
+    let target = this.prefix + path;
     if (query) {
       const q = new URLSearchParams();
       for (const [k, v] of Object.entries(query)) {
         if (v !== undefined && v !== null) q.set(k, v instanceof Date ? v.toISOString() : String(v));
       }
       const qs = q.toString();
-      if (qs) url += `?${qs}`;
+      if (qs) target += `?${qs}`;
     }
-    const timer = AbortSignal.timeout(Math.max(1, Math.ceil(timeout ?? this.timeout)));
-    let resp;
-    let raw;
-    try {
-      resp = await fetch(url, {
-        method,
-        headers: this.headers,
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: signal ? AbortSignal.any([timer, signal]) : timer,
-      });
-      raw = await resp.text();
-    } catch (e) {
-      throw new Unavailable(`${method} ${path}: ${e?.cause?.code ?? e?.name ?? e}`, { cause: e });
+    const data = body === undefined ? null : Buffer.from(JSON.stringify(body));
+    let answer;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        answer = await this.#send(method, target, data, Math.max(1, Math.ceil(timeout ?? this.timeout)), signal);
+        break;
+      } catch (e) {
+        // A kept-alive socket the server closed while idle: retry once on a new one.
+        if (e.reusedSocket && e.code === "ECONNRESET" && attempt === 1 && !signal?.aborted) continue;
+        throw new Unavailable(`${method} ${path}: ${e.code ?? e.message}`, { cause: e });
+      }
     }
+    const [status, raw] = answer;
     let parsed = null;
     try {
       parsed = raw ? JSON.parse(raw) : null;
     } catch {
       parsed = null;
     }
-    if (resp.ok) return parsed;
+    if (status >= 200 && status < 300) return parsed;
     const err = parsed && typeof parsed === "object" ? parsed.error : null;
-    if (err && typeof err === "object") throw new SundialError(String(err.code ?? "error"), String(err.message ?? ""), resp.status);
-    throw new SundialError("http_error", `${method} ${path}: HTTP ${resp.status}: ${raw.slice(0, 200)}`, resp.status);
+    if (err && typeof err === "object") throw new SundialError(String(err.code ?? "error"), String(err.message ?? ""), status);
+    throw new SundialError("http_error", `${method} ${path}: HTTP ${status}: ${raw.slice(0, 200)}`, status);
+  }
+
+  #send(method, target, data, ms, signal) {
+    return new Promise((resolve, reject) => {
+      const headers = data ? { ...this.headers, "content-length": data.length } : this.headers;
+      const req = this.lib.request(
+        { hostname: this.url.hostname, port: this.url.port || undefined, path: target, method, headers, agent: this.agent, signal },
+        (res) => {
+          const chunks = [];
+          res.on("data", (c) => chunks.push(c));
+          res.on("end", () => {
+            clearTimeout(timer);
+            resolve([res.statusCode, Buffer.concat(chunks).toString("utf8")]);
+          });
+          res.on("error", fail);
+        },
+      );
+      const timer = setTimeout(() => req.destroy(Object.assign(new Error(`timed out after ${ms} ms`), { code: "ETIMEDOUT" })), ms);
+      function fail(e) {
+        clearTimeout(timer);
+        e.reusedSocket = req.reusedSocket;
+        reject(e);
+      }
+      req.on("error", fail);
+      req.end(data ?? undefined);
+    });
   }
 }
