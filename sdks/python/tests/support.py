@@ -37,11 +37,12 @@ class Server:
         self.url = f"http://127.0.0.1:{port}"
         binary = os.environ.get("SUNDIAL_BIN") or str(REPO / "target" / "debug" / "sundial")
         self.log = open(Path(self.dir) / "server.log", "wb")
-        self.proc = subprocess.Popen(
-            [binary, "serve", "--listen", f"127.0.0.1:{port}", "--db", f"sqlite://{self.dir}/t.db", "--workers", "0",
-             "--lease", lease, *extra],
-            stdout=self.log, stderr=subprocess.STDOUT,
-        )
+        self.cmd = [binary, "serve", "--listen", f"127.0.0.1:{port}", "--db", f"sqlite://{self.dir}/t.db",
+                    "--workers", "0", "--lease", lease, *extra]
+        self._start()
+
+    def _start(self) -> None:
+        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT)
 
         def ready() -> bool:
             assert self.proc.poll() is None, "server exited; see " + self.dir
@@ -53,12 +54,22 @@ class Server:
 
         wait_until("the server to be ready", ready)
 
+    def kill(self) -> None:
+        """SIGKILL the server (its database stays)."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def restart(self) -> None:
+        """Start the server again on the same port and database."""
+        self._start()
+
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)

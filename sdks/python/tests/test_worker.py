@@ -208,6 +208,29 @@ class WorkerTest(unittest.TestCase):
         self.client.cancel(later)
 
 
+class ServerRestartTest(unittest.TestCase):
+    def test_worker_reconnects_after_the_server_restarts(self) -> None:
+        server = Server(lease="2s")
+        w = Worker(server.url, name="restart", capacity=1, claim_wait=1)
+        w.add_handler("after-restart", lambda ctx: "served")
+        t = threading.Thread(target=w.run, kwargs={"install_signal_handlers": False}, daemon=True)
+        try:
+            t.start()
+            wait_until("the worker to register", lambda: w.worker_id)
+            server.kill()
+            with self.assertLogs("sundial.worker", "WARNING") as logs:
+                wait_until("the worker to notice", lambda: any("unavailable" in m for m in logs.output), 10)
+            server.restart()
+            with Client(server.url) as client:
+                job = client.submit("after-restart")
+                run = client.wait_for_run(client.list_runs(job_id=job.id).items[0].id, timeout=30)
+            self.assertEqual((run.state, run.output), ("succeeded", "served"))
+        finally:
+            w.stop()
+            t.join(20)
+            server.stop()
+
+
 class WorkerTokenTest(unittest.TestCase):
     def test_worker_sends_its_token(self) -> None:
         server = Server("--token", "w-token")

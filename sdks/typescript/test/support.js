@@ -32,30 +32,38 @@ export async function startServer(...extra) {
   const dir = mkdtempSync(join(tmpdir(), "sundial-ts-sdk-"));
   const port = await freePort();
   const bin = process.env.SUNDIAL_BIN || join(repo, "target", "debug", "sundial");
-  const proc = spawn(
-    bin,
-    ["serve", "--listen", `127.0.0.1:${port}`, "--db", `sqlite://${dir}/t.db`, "--workers", "0", "--lease", "2s", ...extra],
-    { stdio: "ignore" },
-  );
-  let exited = false;
-  proc.on("exit", () => (exited = true));
+  const args = ["serve", "--listen", `127.0.0.1:${port}`, "--db", `sqlite://${dir}/t.db`, "--workers", "0", "--lease", "2s", ...extra];
   const url = `http://127.0.0.1:${port}`;
-  await waitUntil("the server to be ready", async () => {
-    if (exited) throw new Error("server exited");
-    try {
-      return (await fetch(`${url}/readyz`)).ok;
-    } catch {
-      return false;
-    }
-  });
+  let proc;
+  let exited;
+  const start = async () => {
+    proc = spawn(bin, args, { stdio: "ignore" });
+    exited = false;
+    proc.on("exit", () => (exited = true));
+    await waitUntil("the server to be ready", async () => {
+      if (exited) throw new Error("server exited");
+      try {
+        return (await fetch(`${url}/readyz`)).ok;
+      } catch {
+        return false;
+      }
+    });
+  };
+  const halt = async (signal) => {
+    if (exited) return;
+    const gone = new Promise((r) => proc.once("exit", r));
+    proc.kill(signal);
+    await gone;
+  };
+  await start();
   return {
     url,
+    /** SIGKILL the server (its database stays). */
+    kill: () => halt("SIGKILL"),
+    /** Start it again on the same port and database. */
+    restart: start,
     async stop() {
-      if (!exited) {
-        const gone = new Promise((r) => proc.once("exit", r));
-        proc.kill("SIGTERM");
-        await gone;
-      }
+      await halt("SIGTERM");
       rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -175,6 +175,27 @@ describe("worker", () => {
   });
 });
 
+test("the worker reconnects after the server restarts", async () => {
+  const server = await startServer();
+  const logger = memoryLogger();
+  const w = new Worker(server.url, { name: "restart", capacity: 1, claimWait: 1000, logger }).handler("after-restart", () => "served");
+  const done = w.run({ handleSignals: false });
+  try {
+    await waitUntil("the worker to register", () => w.workerId);
+    await server.kill();
+    await waitUntil("the worker to notice", () => logger.lines.some((l) => l.includes("ECONNREFUSED")), 10_000);
+    await server.restart();
+    const client = new Client(server.url);
+    const job = await client.submit("after-restart");
+    const run = await client.waitForRun((await client.listRuns({ job_id: job.id })).items[0].id, { timeout: 30_000 });
+    assert.deepEqual([run.state, run.output], ["succeeded", "served"]);
+  } finally {
+    w.stop();
+    await done;
+    await server.stop();
+  }
+});
+
 test("the worker sends its token", async () => {
   const server = await startServer("--token", "w-token");
   try {
