@@ -48,7 +48,7 @@ class Server:
             assert self.proc.poll() is None, "server exited; see " + self.dir
             try:
                 with urllib.request.urlopen(self.url + "/readyz", timeout=2) as r:
-                    return r.status == 200
+                    return bool(r.status == 200)
             except OSError:
                 return False
 

@@ -31,7 +31,11 @@ class WorkerTest(unittest.TestCase):
     def start(self, worker: Worker) -> threading.Thread:
         t = threading.Thread(target=worker.run, kwargs={"install_signal_handlers": False}, daemon=True)
         t.start()
-        self.addCleanup(lambda: (worker.stop(), t.join(30)))
+        def stop() -> None:
+            worker.stop()
+            t.join(30)
+
+        self.addCleanup(stop)
         wait_until("the worker to register", lambda: worker.worker_id)
         return t
 

@@ -225,7 +225,7 @@ class Worker:
     def run(self, *, install_signal_handlers: bool = True) -> None:
         """Register, claim and execute runs until `stop()` (or SIGTERM/SIGINT when
         `install_signal_handlers` and called from the main thread); then drain and deregister."""
-        previous: dict[int, Any] = {}
+        previous: dict[signal.Signals, Any] = {}
         if install_signal_handlers and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 previous[sig] = signal.signal(sig, lambda *_: self.stop())
@@ -396,8 +396,10 @@ class Worker:
             self._settle(r, ("failed", None, r.timeout_error))
             return
         try:
+            fn: Callable[[RunContext], Any]
             if inspect.isclass(handler):
-                fn = handler().run  # a fresh instance per run
+                instance: Any = handler()  # a fresh instance per run
+                fn = instance.run
             elif inspect.isroutine(handler) or not callable(getattr(handler, "run", None)):
                 fn = handler
             else:

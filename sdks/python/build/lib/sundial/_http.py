@@ -87,7 +87,7 @@ class Transport:
 
     def connection(self, timeout: float | None = None) -> http.client.HTTPConnection:
         """A fresh connection of its own (for a long poll that another thread may cut)."""
-        cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+        cls = _HTTPSConnection if self._https else _HTTPConnection
         return cls(self._host, self._port, timeout=timeout or self.timeout)
 
     def request(
@@ -156,6 +156,20 @@ class Transport:
             idle, self._idle = self._idle, []
         for c in idle:
             c.close()
+
+
+class _HTTPConnection(http.client.HTTPConnection):
+    # http.client writes the headers and the body separately: without TCP_NODELAY, Nagle's
+    # algorithm holds the body until the server's delayed ACK (tens of ms per request).
+    def connect(self) -> None:
+        super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def cut(conn: http.client.HTTPConnection) -> None:

@@ -167,7 +167,12 @@ class Worker:
         self.drain_timeout = drain_timeout
         self.stop_grace = stop_grace
         self._handlers: dict[str, Any] = {}
-        self._lock = threading.Condition()
+        # One lock, two conditions: `_lock` wakes the claim loop and the drain (slots freed),
+        # `_monitor` wakes the monitor only when a run needs it sooner than planned.
+        mutex = threading.RLock()
+        self._lock = threading.Condition(mutex)
+        self._monitor = threading.Condition(mutex)
+        self._monitor_at = 0.0
         self._held: dict[str, _Run] = {}
         self._free = self.capacity
         self._stopping = threading.Event()
@@ -245,6 +250,7 @@ class Worker:
         self._done.set()
         with self._lock:
             self._lock.notify_all()
+            self._monitor.notify_all()
         self._heartbeat_now.set()
         for t in threads:
             t.join(timeout=5)
@@ -374,7 +380,8 @@ class Worker:
                 self._stop(previous, LOST)  # claimed again at a newer attempt
             self._held[r.id] = r
             self._free -= 1
-            self._lock.notify_all()
+            if min(r.deadline, r.timeout_at or r.deadline) < self._monitor_at:
+                self._monitor.notify()
         log.debug("run %s attempt %s: claimed (%s)", r.id, r.attempt, r.ctx.handler)
         threading.Thread(target=self._execute, args=(r,), name=f"sundial-run-{r.id}", daemon=True).start()
 
@@ -435,7 +442,7 @@ class Worker:
         r.ctx.cancelled.set()
         if r.future is not None:
             r.future.cancel()
-        self._lock.notify_all()
+        self._monitor.notify()  # its grace period starts now
 
     def _settle(self, r: _Run, outcome: tuple[str, Any, str | None]) -> None:
         """The run's one ending: report it (or drop it when it is not ours), then free its slot."""
@@ -493,6 +500,7 @@ class Worker:
     def _heartbeat_loop(self) -> None:
         backoff = _Backoff()
         delay = self.heartbeat_every
+        failing = False
         while not self._done.is_set():
             self._heartbeat_now.wait(delay)
             self._heartbeat_now.clear()
@@ -517,9 +525,14 @@ class Worker:
                             self._stop(r, LOST)
                     delay = self.heartbeat_every
                 else:
-                    log.warning("heartbeat failed (%s); %d runs held", e, len(listed))
+                    if not failing:  # once per outage; the claim loop reports it too
+                        log.warning("heartbeat failed (%s); %d runs held; retrying", e, len(listed))
+                    failing = True
                     delay = min(backoff.next(), self.heartbeat_every)
                 continue
+            if failing:
+                log.info("heartbeats renewed again")
+            failing = False
             backoff.reset()
             delay = self.heartbeat_every
             deadline = sent + self.lease - self.margin
@@ -564,7 +577,8 @@ class Worker:
                                          daemon=True).start()
                     else:
                         wake = min(wake, r.stop_at + grace)
-                self._lock.wait(max(0.0, wake - time.monotonic()))
+                self._monitor_at = wake
+                self._monitor.wait(max(0.0, wake - time.monotonic()))
 
     def _drain(self) -> None:
         with self._lock:
