@@ -112,7 +112,7 @@ class Transport:
         for attempt in (1, 2):
             c = self._take() if own else conn
             assert c is not None
-            reused = own and c.sock is not None
+            reused = c.sock is not None
             c.timeout = timeout or self.timeout
             if c.sock is not None:
                 c.sock.settimeout(c.timeout)

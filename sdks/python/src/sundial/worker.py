@@ -306,6 +306,15 @@ class Worker:
     # Claiming
 
     def _claim_loop(self) -> None:
+        # Claims use a connection of their own (kept alive between claims), which stop() can
+        # cut to end a long poll at once.
+        conn = self._http.connection(self.claim_wait + CLAIM_SLACK)
+        try:
+            self._claim_with(conn)
+        finally:
+            conn.close()
+
+    def _claim_with(self, conn: Any) -> None:
         backoff, idle = _Backoff(), _Backoff()
         wait = format_duration(self.claim_wait)
         outage = False
@@ -318,7 +327,6 @@ class Worker:
                 return
             worker_id = self.worker_id
             assert worker_id is not None
-            conn = self._http.connection(self.claim_wait + CLAIM_SLACK)
             self._claim_conn = conn
             sent = time.monotonic()
             try:
@@ -350,7 +358,6 @@ class Worker:
                 continue
             finally:
                 self._claim_conn = None
-                conn.close()
             if outage:
                 log.info("server reachable again")
                 outage = False
