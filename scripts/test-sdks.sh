@@ -16,8 +16,9 @@ trap 'rm -rf "$tmp"' EXIT
 echo "sdks: installing the Python SDK into a venv"
 python3 -m venv --without-pip "$tmp/venv" # the system pip installs into it: much faster than ensurepip
 py="$tmp/venv/bin/python"
-python3 -m pip --python "$py" install -q --disable-pip-version-check ./sdks/python \
-  || { "$py" -m ensurepip -q && "$py" -m pip install -q --disable-pip-version-check ./sdks/python; }
+cp -r sdks/python "$tmp/python-sdk" # built from a copy: setuptools leaves build/ beside the source
+python3 -m pip --python "$py" install -q --disable-pip-version-check "$tmp/python-sdk" \
+  || { "$py" -m ensurepip -q && "$py" -m pip install -q --disable-pip-version-check "$tmp/python-sdk"; }
 
 echo "sdks: installing the TypeScript SDK (npm pack) into a node_modules"
 mkdir "$tmp/node"
