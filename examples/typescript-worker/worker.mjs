@@ -1,4 +1,4 @@
-// A sundial worker in TypeScript/JavaScript on the SDK in sdks/typescript (Node >= 20.3).
+// A sundial worker in TypeScript/JavaScript on the SDK in sdks/typescript (Node >= 20).
 //
 //   cd examples/typescript-worker && npm install && node worker.mjs --server http://127.0.0.1:7070
 //
