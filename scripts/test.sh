@@ -46,6 +46,8 @@ cargo build -p sundial
 # screenshots land in target/screenshots/.
 (cd crates/sundial-server/ui && npm ci --no-audit --no-fund --loglevel=error && npm test)
 
+./scripts/test-sdks.sh # the Python and TypeScript SDKs; worker conformance for all three workers
+
 # Benchmark smoke: every scenario at small size on both stores; correctness only (each scenario
 # checks exactly N runs succeeded, none twice), no timing assertions.
 ./target/debug/sundial bench --n 2000 --json > /dev/null
