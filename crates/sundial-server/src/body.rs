@@ -29,8 +29,9 @@ pub fn typed<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiErro
         // serde says "missing field `x`"; API.md wants the message to lead with the field path.
         let (path, msg) = match inner.strip_prefix("missing field `").and_then(|r| r.split_once('`')) {
             Some((field, _)) => (join(&path, field), "is required".to_string()),
+            // serde_path_to_error's path already ends with the unknown field itself.
             None => match inner.strip_prefix("unknown field `").and_then(|r| r.split_once('`')) {
-                Some((field, rest)) => (join(&path, field), format!("unknown field{rest}")),
+                Some((field, rest)) => (join_once(&path, field), format!("unknown field{rest}")),
                 None => (path, inner),
             },
         };
@@ -40,6 +41,15 @@ pub fn typed<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiErro
             ApiError::invalid(format!("{path}: {msg}"))
         }
     })
+}
+
+/// `path.field`, unless `path` already ends with that field.
+fn join_once(path: &str, field: &str) -> String {
+    if path == field || path.ends_with(&format!(".{field}")) {
+        path.to_string()
+    } else {
+        join(path, field)
+    }
 }
 
 fn join(path: &str, field: &str) -> String {
@@ -78,5 +88,30 @@ impl<S: Send + Sync> FromRequest<S> for IgnoredBody {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         read_bytes(req, state).await?;
         Ok(IgnoredBody)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_field_is_named_once_with_its_full_path() {
+        let e = typed::<sundial_core::domain::job::JobRequest>(
+            serde_json::json!({"handler": "echo", "triggers": [{"kind": "once", "bogus": 1}]}),
+        )
+        .expect_err("unknown field is refused");
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(e.message.starts_with("triggers[0].bogus: unknown field"), "{}", e.message);
+        let top = typed::<sundial_core::domain::job::JobRequest>(serde_json::json!({"handler": "e", "bogus": 1}))
+            .expect_err("unknown field is refused");
+        assert!(top.message.starts_with("bogus: unknown field"), "{}", top.message);
+    }
+
+    #[test]
+    fn a_missing_field_is_named_by_its_path() {
+        let e = typed::<sundial_core::domain::job::JobRequest>(serde_json::json!({"triggers": []}))
+            .expect_err("handler is required");
+        assert_eq!(e.message, "handler: is required");
     }
 }

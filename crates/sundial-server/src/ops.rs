@@ -1,10 +1,9 @@
-//! Operations endpoints: `/healthz`, `/readyz`, `/metrics` (Prometheus), `/openapi.json`, and
-//! bearer-token auth for `/v1`.
+//! Operations endpoints: `/healthz`, `/readyz`, `/metrics` (Prometheus). (Access control for
+//! `/v1` lives in [`crate::auth`].)
 
 use crate::state::AppState;
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -23,12 +22,17 @@ pub fn prometheus_handle() -> PrometheusHandle {
 }
 
 /// Process up.
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "operations",
+    responses((status = 200, description = "The process is up", body = Object)))]
 pub async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({"status": "ok"}))
 }
 
 /// Store reachable: 200, else 503. Bounded, so a load balancer's probe never hangs on a
 /// database that is down (the pool would otherwise keep retrying its connect).
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations",
+    responses((status = 200, description = "The store answers", body = Object),
+        (status = 503, description = "The store is unreachable (`store_unavailable`)", body = crate::error::ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let unavailable = |m: String| {
         crate::error::ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", m).into_response()
@@ -41,6 +45,8 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// Prometheus text; gauges are read from the store at scrape time.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     if let Ok(s) = state.store.stats(state.clock.now()).await {
         for st in sundial_core::domain::RunState::ALL {
@@ -59,30 +65,4 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         metrics::gauge!("sundial_store_up").set(0.0);
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
-}
-
-/// With tokens configured, `/v1` needs `Authorization: Bearer <token>`.
-pub async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if state.config.tokens.is_empty() {
-        return next.run(req).await;
-    }
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
-        Some(t) if state.config.tokens.iter().any(|k| k == t) => next.run(req).await,
-        Some(_) => {
-            crate::error::ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "Authorization: unknown bearer token")
-                .into_response()
-        }
-        None => crate::error::ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "Authorization: a bearer token is required (Authorization: Bearer <token>)",
-        )
-        .into_response(),
-    }
 }
