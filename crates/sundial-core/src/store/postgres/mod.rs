@@ -203,7 +203,12 @@ impl PostgresStore {
     pub async fn listen_runs_ready(&self) -> Result<RunsReadyListener> {
         let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await.map_err(db_err)?;
         listener.listen(READY_CHANNEL).await.map_err(db_err)?;
-        Ok(RunsReadyListener { listener, schema: self.schema.clone().unwrap_or_default() })
+        Ok(RunsReadyListener {
+            listener,
+            schema: self.schema.clone().unwrap_or_default(),
+            #[cfg(feature = "testing")]
+            skipped: Vec::new(),
+        })
     }
 
     /// Queues a [`READY_CHANNEL`] notice, delivered when (and only if) `tx` commits; PostgreSQL
