@@ -33,6 +33,7 @@ pub(crate) mod fire;
 mod listing;
 pub(crate) mod plan;
 pub mod postgres;
+mod reads;
 pub(crate) mod rows;
 pub mod sqlite;
 

@@ -17,12 +17,11 @@
 //! `?schema=NAME` in the URL given to [`PostgresStore::connect`].
 
 use super::fire::{fire_actions, JobSnapshot, NewRun, JOB_SNAPSHOT_COLUMNS};
-use super::plan::{
-    holds, lease_of, settle_row, submission_vs_existing, update_conflict, Conflict, StatCounts, Taken, NOTE_THEN,
-};
+use super::plan::{holds, lease_of, settle_row, submission_vs_existing, update_conflict, Conflict, Taken, NOTE_THEN};
+use super::reads::Reader;
 use super::rows::{
-    dur_us, fresh_job, trigger_spec_json, ts, us, JobRow, RunRow, TriggerRow, WorkerRow, JOB_SELECT, RUN_COLUMNS,
-    TRIGGER_COLUMNS, WORKER_SELECT,
+    dur_us, fresh_job, jobs_with_triggers, trigger_spec_json, ts, us, JobRow, RunRow, TriggerRow, JOB_SELECT,
+    RUN_COLUMNS, TRIGGER_COLUMNS,
 };
 use super::*;
 use crate::attempt::Ended;
@@ -227,33 +226,20 @@ impl PostgresStore {
         self.pool.begin().await.map_err(db_err)
     }
 
-    async fn load_triggers(&self, job_ids: &[String]) -> Result<HashMap<String, Vec<Trigger>>> {
-        let mut out: HashMap<String, Vec<Trigger>> = HashMap::new();
-        if job_ids.is_empty() {
-            return Ok(out);
-        }
-        let rows: Vec<TriggerRow> = sqlx::query_as(&format!(
-            "SELECT {TRIGGER_COLUMNS} FROM triggers WHERE job_id = ANY($1) ORDER BY job_id, position"
-        ))
-        .bind(job_ids)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
-        for r in rows {
-            out.entry(r.job_id.clone()).or_default().push(r.into_trigger()?);
-        }
-        Ok(out)
+    /// The shared reads.
+    fn reader(&self) -> Reader<'_, Postgres> {
+        Reader { pool: &self.pool, err: db_err, param1: "$1", is_false: |c| format!("NOT {c}") }
     }
 
+    /// Jobs from their rows, with their triggers.
     async fn jobs_from_rows(&self, rows: Vec<JobRow>, now: Timestamp) -> Result<Vec<Job>> {
-        let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
-        let mut triggers = self.load_triggers(&ids).await?;
-        rows.into_iter()
-            .map(|r| {
-                let t = triggers.remove(&r.id).unwrap_or_default();
-                r.into_job(t, now)
-            })
-            .collect()
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        let sql = format!("SELECT {TRIGGER_COLUMNS} FROM triggers WHERE job_id = ANY($1) ORDER BY job_id, position");
+        let triggers: Vec<TriggerRow> = sqlx::query_as(&sql).bind(ids).fetch_all(&self.pool).await.map_err(db_err)?;
+        jobs_with_triggers(rows, triggers, now)
     }
 }
 

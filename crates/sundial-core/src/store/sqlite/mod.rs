@@ -6,10 +6,11 @@
 //! PostgreSQL.
 
 use super::fire::{fire_actions, JobSnapshot, NewRun, JOB_SNAPSHOT_COLUMNS};
-use super::plan::{holds, lease_of, settle_row, submission_vs_existing, update_conflict, StatCounts, Taken, NOTE_THEN};
+use super::plan::{holds, lease_of, settle_row, submission_vs_existing, update_conflict, Taken, NOTE_THEN};
+use super::reads::Reader;
 use super::rows::{
-    dur_us, fresh_job, trigger_spec_json, ts, us, JobRow, RunRow, TriggerRow, WorkerRow, JOB_SELECT, RUN_COLUMNS,
-    TRIGGER_COLUMNS, WORKER_SELECT,
+    dur_us, fresh_job, jobs_with_triggers, trigger_spec_json, ts, us, JobRow, RunRow, TriggerRow, RUN_COLUMNS,
+    TRIGGER_COLUMNS,
 };
 use super::*;
 use crate::attempt::Ended;
@@ -87,35 +88,27 @@ impl SqliteStore {
         self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)
     }
 
-    async fn load_triggers(&self, job_ids: &[String]) -> Result<HashMap<String, Vec<Trigger>>> {
-        let mut out: HashMap<String, Vec<Trigger>> = HashMap::new();
-        if job_ids.is_empty() {
-            return Ok(out);
+    /// The shared reads, on `pool` (the reader pool, or the writer where a read must see the
+    /// writer's last commit at once).
+    fn reader<'a>(&'a self, pool: &'a SqlitePool) -> Reader<'a, Sqlite> {
+        Reader { pool, err: db_err, param1: "?", is_false: |c| format!("{c} = 0") }
+    }
+
+    /// Jobs from their rows, with their triggers.
+    async fn jobs_from_rows(&self, rows: Vec<JobRow>, now: Timestamp) -> Result<Vec<Job>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
         }
-        let ids = serde_json::to_string(job_ids).expect("ids serialize");
-        let rows: Vec<TriggerRow> = sqlx::query_as(&format!(
+        let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        let triggers: Vec<TriggerRow> = sqlx::query_as(&format!(
             "SELECT {TRIGGER_COLUMNS} FROM triggers WHERE job_id IN (SELECT value FROM json_each(?)) \
              ORDER BY job_id, position"
         ))
-        .bind(ids)
+        .bind(serde_json::to_string(&ids).expect("ids serialize"))
         .fetch_all(&self.read)
         .await
         .map_err(db_err)?;
-        for r in rows {
-            out.entry(r.job_id.clone()).or_default().push(r.into_trigger()?);
-        }
-        Ok(out)
-    }
-
-    async fn jobs_from_rows(&self, rows: Vec<JobRow>, now: Timestamp) -> Result<Vec<Job>> {
-        let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
-        let mut triggers = self.load_triggers(&ids).await?;
-        rows.into_iter()
-            .map(|r| {
-                let t = triggers.remove(&r.id).unwrap_or_default();
-                r.into_job(t, now)
-            })
-            .collect()
+        jobs_with_triggers(rows, triggers, now)
     }
 }
 
