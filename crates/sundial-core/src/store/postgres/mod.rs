@@ -272,8 +272,7 @@ fn sorted_unique(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
-#[async_trait::async_trait]
-impl Store for PostgresStore {
+store_by_noun!(PostgresStore {
     async fn wakeups(&self) -> Result<Option<Box<dyn Wakeups>>> {
         Ok(Some(Box::new(self.listen_runs_ready().await?)))
     }
@@ -286,105 +285,7 @@ impl Store for PostgresStore {
         sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db_err)?;
         Ok(())
     }
-
-    async fn job_create_many(&self, jobs: Vec<JobCreate>, now: Timestamp) -> Result<Vec<Result<JobCreated>>> {
-        jobs::create_many(self, jobs, now).await
-    }
-
-    async fn job_get(&self, id: &str, now: Timestamp) -> Result<Job> {
-        jobs::get(self, id, now).await
-    }
-
-    async fn job_list(&self, f: &JobFilter, now: Timestamp) -> Result<Page<Job>> {
-        jobs::list(self, f, now).await
-    }
-
-    async fn job_update(&self, id: &str, spec: JobSpec, now: Timestamp) -> Result<Job> {
-        jobs::update(self, id, spec, now).await
-    }
-
-    async fn job_delete(&self, id: &str, now: Timestamp) -> Result<()> {
-        jobs::delete(self, id, now).await
-    }
-
-    async fn job_set_paused(&self, id: &str, paused: bool, now: Timestamp) -> Result<Job> {
-        jobs::set_paused(self, id, paused, now).await
-    }
-
-    async fn job_run_now(&self, id: &str, now: Timestamp) -> Result<Run> {
-        jobs::run_now(self, id, now).await
-    }
-
-    async fn trigger_fire_due(&self, now: Timestamp, limit: u32, misfire_threshold: Duration) -> Result<FireReport> {
-        triggers::fire_due(self, now, limit, misfire_threshold).await
-    }
-
-    async fn trigger_next_due(&self) -> Result<Option<Timestamp>> {
-        triggers::next_due(self).await
-    }
-
-    async fn run_get(&self, id: &str) -> Result<Run> {
-        runs::get(self, id).await
-    }
-
-    async fn run_list(&self, f: &RunFilter) -> Result<Page<Run>> {
-        runs::list(self, f).await
-    }
-
-    async fn run_cancel(&self, id: &str, now: Timestamp) -> Result<Run> {
-        runs::cancel(self, id, now).await
-    }
-
-    async fn run_claim(&self, p: &ClaimParams) -> Result<Vec<ClaimedRun>> {
-        leases::claim(self, p).await
-    }
-
-    async fn run_heartbeat(
-        &self,
-        worker_id: &str,
-        held: &[Lease],
-        lease: Duration,
-        now: Timestamp,
-    ) -> Result<HeartbeatOutcome> {
-        leases::heartbeat(self, worker_id, held, lease, now).await
-    }
-
-    async fn run_complete_many(&self, completions: Vec<Completion>, now: Timestamp) -> Result<Vec<Result<Run>>> {
-        leases::complete_many(self, completions, now).await
-    }
-
-    async fn run_reap(&self, p: &ReapParams) -> Result<ReapReport> {
-        leases::reap(self, p).await
-    }
-
-    async fn run_next_pending(&self) -> Result<Option<Timestamp>> {
-        runs::next_pending(self).await
-    }
-
-    async fn run_prune(&self, before: Timestamp, limit: u32) -> Result<u64> {
-        runs::prune(self, before, limit).await
-    }
-
-    async fn worker_register(&self, name: &str, handlers: &[String], capacity: u32, now: Timestamp) -> Result<Worker> {
-        workers::register(self, name, handlers, capacity, now).await
-    }
-
-    async fn worker_get(&self, id: &str) -> Result<Worker> {
-        workers::get(self, id).await
-    }
-
-    async fn worker_list(&self) -> Result<Vec<Worker>> {
-        workers::list(self).await
-    }
-
-    async fn worker_deregister(&self, id: &str, now: Timestamp) -> Result<()> {
-        workers::deregister(self, id, now).await
-    }
-
-    async fn stats(&self, now: Timestamp) -> Result<Stats> {
-        runs::stats(self, now).await
-    }
-}
+});
 
 #[cfg(test)]
 mod tests {
