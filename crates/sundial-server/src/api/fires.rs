@@ -82,6 +82,9 @@ pub async fn trigger_preview(
 ) -> ApiResult<Json<ListResponse<PreviewFire>>> {
     let limit = preview_limit(req.limit.map(|n| n.to_string()))?;
     let spec = TriggerSpec::from_wire(&req.trigger).map_err(|e| e.within("trigger"))?;
-    let after = req.after.unwrap_or_else(|| state.clock.now());
+    let now = state.clock.now();
+    // The shape check above does not compile the schedule; a bad cron expression is a 422 here too.
+    schedule::Schedule::compile(&spec.kind, now).map_err(|e| e.within("trigger"))?;
+    let after = req.after.unwrap_or(now);
     Ok(answer(schedule::preview_unsaved(&spec, &[], after, limit)))
 }
