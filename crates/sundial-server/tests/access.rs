@@ -38,6 +38,8 @@ const ROUTES: &[(&str, &str, Class)] = &[
     ("DELETE", "/v1/workers/{id}", Class::Worker),
     ("POST", "/v1/workers/{id}/claim", Class::Worker),
     ("POST", "/v1/workers/{id}/heartbeat", Class::Worker),
+    ("GET", "/v1/jobs/{id}/fires", Class::Read),
+    ("POST", "/v1/triggers/preview", Class::GlobalRead),
 ];
 
 /// The roles' reach, from API.md "Roles": (token, classes it may use, namespaces).
@@ -158,6 +160,7 @@ async fn prepare(s: &TestServer, method: &str, path: &str, ns: &str) -> (String,
         ("POST", "/v1/workers") => Some(json!({"handlers": ["echo"]})),
         ("POST", "/v1/workers/{id}/claim") => Some(json!({"max": 1})),
         ("POST", "/v1/workers/{id}/heartbeat") => Some(json!({"runs": []})),
+        ("POST", "/v1/triggers/preview") => Some(json!({"trigger": {"kind": "interval", "every": "1m"}})),
         _ => None,
     };
     if path.starts_with("/v1/jobs/{id}") {
