@@ -35,6 +35,7 @@ use std::str::FromStr;
 
 mod jobs;
 mod leases;
+mod limits;
 mod listener;
 mod runs;
 mod triggers;
@@ -388,6 +389,22 @@ impl Store for PostgresStore {
 
     async fn worker_deregister(&self, id: &str, now: Timestamp) -> Result<()> {
         workers::deregister(self, id, now).await
+    }
+
+    async fn limit_put(&self, key: &LimitKey, bounds: LimitBounds, now: Timestamp) -> Result<LimitDef> {
+        limits::put(self, key, bounds, now).await
+    }
+
+    async fn limit_defs(&self) -> Result<Vec<LimitDef>> {
+        limits::defs(self).await
+    }
+
+    async fn limit_delete(&self, key: &LimitKey) -> Result<()> {
+        limits::delete(self, key).await
+    }
+
+    async fn limit_running(&self, keys: &[String]) -> Result<HashMap<String, u64>> {
+        limits::running(self, keys).await
     }
 
     async fn stats(&self, now: Timestamp) -> Result<Stats> {
