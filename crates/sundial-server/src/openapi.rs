@@ -1,6 +1,6 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
-use crate::api::{fires, jobs, runs, workers};
+use crate::api::{fires, jobs, limits, runs, workers};
 use utoipa::OpenApi;
 
 /// sundial's API description.
@@ -27,7 +27,11 @@ use utoipa::OpenApi;
         workers::heartbeat,
         workers::complete,
         workers::deregister,
-        workers::list
+        workers::list,
+        limits::put,
+        limits::list,
+        limits::get,
+        limits::delete
     ),
     components(schemas(
         sundial_core::domain::Job,
@@ -35,7 +39,10 @@ use utoipa::OpenApi;
         sundial_core::domain::Worker,
         sundial_core::domain::job::JobRequest,
         sundial_core::domain::trigger::TriggerWire,
-        sundial_core::schedule::PreviewFire
+        sundial_core::schedule::PreviewFire,
+        sundial_core::domain::Limit,
+        sundial_core::domain::limit::LimitRequest,
+        sundial_core::domain::Rate
     ))
 )]
 pub struct ApiDoc;
