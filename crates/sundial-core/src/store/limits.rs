@@ -3,10 +3,13 @@
 //! and then — given the counts — which runs to lease, which to mark held, which starts to log.
 //!
 //! # Where the counters live, and why a claim's check is exact
-//! * `running` per key is the table `run_limits(key, run_id)`: one row per key of each `running`
-//!   run, kept by a database trigger on `runs.state` (in on the claim, out on whatever ends the
-//!   running state: completion, reaping, a dead worker's recovery). No code path can forget it,
-//!   and a reaped run stops counting in the very transaction that reaps it, not before.
+//! * `running` per key is the table `run_limits(key, run_id, ended_at)`: one row per key of each
+//!   `running` run, kept by a database trigger on `runs.state` (in on the claim, `ended_at` set
+//!   by whatever ends the running state: completion, reaping, a dead worker's recovery). No code
+//!   path can forget it, and a reaped run stops counting in the very transaction that reaps it,
+//!   not before. A claim at `now` counts the rows still open or ended after `now`, so even with
+//!   `now` taken before the transaction, stored `[started_at, finished_at)` intervals of a key
+//!   never overlap more than its `max_running`.
 //! * rate starts per key are the log `limit_starts(key, started_at)`, written by the claim for
 //!   each key a rate governs and pruned by the claim once outside the window.
 //! * The claim counts both **in the transaction that leases the runs**, after taking a lock per
@@ -174,6 +177,13 @@ impl ClaimState {
         self.plan.claim.len() as u32
     }
 
+    /// The governed keys this claim locked and counted, sorted.
+    pub(crate) fn locked_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.bounds.keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
     /// Keys whose rate windows the claim may prune, with the instant at or before which their
     /// logged starts no longer count.
     pub(crate) fn expired_starts(&self, now: Timestamp) -> Vec<(String, i64)> {
@@ -237,6 +247,11 @@ pub(crate) fn bound_columns(b: &LimitBounds) -> (Option<i64>, Option<i64>, Optio
 pub(crate) fn defs_of(rows: Vec<LimitRow>) -> Result<Vec<LimitDef>, StoreError> {
     rows.into_iter().map(LimitRow::into_def).collect()
 }
+
+/// How long a run's row in `run_limits` outlives its attempt's end (µs): a claim counts runs
+/// that ended after its own `now`, and `now`s taken on other nodes a moment earlier must see
+/// them too. Older rows are pruned by claims of their key.
+pub(crate) const ENDED_KEPT_US: i64 = 60_000_000;
 
 /// What the claim writes.
 #[derive(Debug, Default, PartialEq)]

@@ -7,7 +7,7 @@ use crate::domain::limit::{LimitBounds, LimitDef, LimitKey};
 use crate::flow::KeyUse;
 use crate::store::limits::{
     bound_columns, defs_of, fair_key_of, scan_budget, turns, window_floor_us, Candidate, ClaimState, LimitRow,
-    CANDIDATE_COLUMNS, LIMIT_COLUMNS,
+    CANDIDATE_COLUMNS, ENDED_KEPT_US, LIMIT_COLUMNS,
 };
 
 /// The first key of the two-key advisory lock form: sundial's limit keys (the second is the
@@ -61,7 +61,7 @@ pub(super) async fn running(s: &PostgresStore, keys: &[String]) -> Result<HashMa
         return Ok(HashMap::new());
     }
     let rows: Vec<(String, i64)> =
-        sqlx::query_as("SELECT key, COUNT(*) FROM run_limits WHERE key = ANY($1) GROUP BY key")
+        sqlx::query_as("SELECT key, COUNT(*) FROM run_limits WHERE key = ANY($1) AND ended_at IS NULL GROUP BY key")
             .bind(keys)
             .fetch_all(&s.pool)
             .await
@@ -133,12 +133,13 @@ async fn count_governed(
     let floors: Vec<i64> = mine.iter().map(|(_, b)| window_floor_us(b, now)).collect();
     let names: Vec<String> = mine.iter().map(|(k, _)| k.clone()).collect();
     let counts: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT k, (SELECT COUNT(*) FROM run_limits r WHERE r.key = k), \
+        "SELECT k, (SELECT COUNT(*) FROM run_limits r WHERE r.key = k AND (r.ended_at IS NULL OR r.ended_at > $3)), \
          (SELECT COUNT(*) FROM limit_starts s WHERE s.key = k AND s.started_at > f) \
          FROM UNNEST($1::text[], $2::int8[]) AS u(k, f)",
     )
     .bind(&names)
     .bind(&floors)
+    .bind(us(now))
     .fetch_all(&mut **tx)
     .await
     .map_err(db_err)?;
@@ -191,6 +192,15 @@ async fn write_plan(tx: &mut Tx, st: &ClaimState, p: &ClaimParams) -> Result<Vec
         sqlx::query("INSERT INTO limit_starts (key, started_at) SELECT k, $2 FROM UNNEST($1::text[]) AS k")
             .bind(&plan.starts)
             .bind(us(p.now))
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err)?;
+    }
+    let locked = st.locked_keys();
+    if !locked.is_empty() {
+        sqlx::query("DELETE FROM run_limits WHERE key = ANY($1) AND ended_at <= $2")
+            .bind(&locked)
+            .bind(us(p.now) - ENDED_KEPT_US)
             .execute(&mut **tx)
             .await
             .map_err(db_err)?;

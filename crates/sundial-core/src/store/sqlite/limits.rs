@@ -7,7 +7,7 @@ use crate::domain::limit::{LimitBounds, LimitDef, LimitKey};
 use crate::flow::KeyUse;
 use crate::store::limits::{
     bound_columns, defs_of, fair_key_of, scan_budget, turns, window_floor_us, Candidate, ClaimState, LimitRow,
-    CANDIDATE_COLUMNS, LIMIT_COLUMNS,
+    CANDIDATE_COLUMNS, ENDED_KEPT_US, LIMIT_COLUMNS,
 };
 
 fn json(v: &impl serde::Serialize) -> String {
@@ -65,7 +65,8 @@ pub(super) async fn running(s: &SqliteStore, keys: &[String]) -> Result<HashMap<
         return Ok(HashMap::new());
     }
     let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT key, COUNT(*) FROM run_limits WHERE key IN (SELECT value FROM json_each(?)) GROUP BY key",
+        "SELECT key, COUNT(*) FROM run_limits WHERE key IN (SELECT value FROM json_each(?)) AND ended_at IS NULL \
+         GROUP BY key",
     )
     .bind(json(&keys))
     .fetch_all(&s.read)
@@ -109,11 +110,12 @@ pub(super) async fn claim_rows(tx: &mut Tx, p: &ClaimParams, handlers: &[String]
             let mut held = Vec::with_capacity(governed.len());
             for (k, b) in governed {
                 let (r, s): (i64, i64) = sqlx::query_as(
-                    "SELECT (SELECT COUNT(*) FROM run_limits WHERE key = ?1), \
+                    "SELECT (SELECT COUNT(*) FROM run_limits WHERE key = ?1 AND (ended_at IS NULL OR ended_at > ?3)), \
                      (SELECT COUNT(*) FROM limit_starts WHERE key = ?1 AND started_at > ?2)",
                 )
                 .bind(&k)
                 .bind(window_floor_us(&b, p.now))
+                .bind(us(p.now))
                 .fetch_one(&mut **tx)
                 .await
                 .map_err(db_err)?;
@@ -161,6 +163,14 @@ async fn write_plan(tx: &mut Tx, st: &ClaimState, p: &ClaimParams) -> Result<Vec
         sqlx::query("INSERT INTO limit_starts (key, started_at) SELECT value, ?2 FROM json_each(?1)")
             .bind(json(&plan.starts))
             .bind(us(p.now))
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err)?;
+    }
+    for key in st.locked_keys() {
+        sqlx::query("DELETE FROM run_limits WHERE key = ? AND ended_at <= ?")
+            .bind(key)
+            .bind(us(p.now) - ENDED_KEPT_US)
             .execute(&mut **tx)
             .await
             .map_err(db_err)?;

@@ -25,23 +25,29 @@ CREATE INDEX runs_ready ON runs (priority DESC, turn, scheduled_for, id) WHERE s
 -- A key's last waiting turn, read when its next runs are inserted.
 CREATE INDEX runs_fair ON runs (fair_key, turn) WHERE state = 'pending';
 
--- One row per key of each running run: the `running` count of a key is a range of this
--- primary key. Kept by the trigger below, so every way a run stops running (completion,
--- reaping, recovery from a dead worker) stops it counting in that same transaction.
+-- One row per key of each running run (`ended_at` null), kept by the trigger below, so every
+-- way a run stops running (completion, reaping, recovery from a dead worker) stops it counting
+-- in that same transaction. The row stays a little while with the attempt's `ended_at`, so a
+-- claim whose `now` was taken before that end still sees the run as running at `now`: the
+-- stored `[started_at, finished_at)` of a key's runs never overlap more than the limit.
 CREATE TABLE run_limits (
-    key    TEXT COLLATE "C" NOT NULL,
-    run_id TEXT COLLATE "C" NOT NULL,
+    key      TEXT COLLATE "C" NOT NULL,
+    run_id   TEXT COLLATE "C" NOT NULL,
+    ended_at BIGINT,
     PRIMARY KEY (key, run_id)
 );
 CREATE INDEX run_limits_run ON run_limits (run_id);
+CREATE INDEX run_limits_open ON run_limits (key, ended_at);
 
 CREATE FUNCTION sundial_run_limits() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF NEW.state = 'running' THEN
         INSERT INTO run_limits (key, run_id)
-        SELECT k, NEW.id FROM json_array_elements_text(NEW.limits::json) AS k ON CONFLICT DO NOTHING;
+        SELECT k, NEW.id FROM json_array_elements_text(NEW.limits::json) AS k
+        ON CONFLICT (key, run_id) DO UPDATE SET ended_at = NULL;
     ELSE
-        DELETE FROM run_limits WHERE run_id = NEW.id;
+        UPDATE run_limits SET ended_at = COALESCE(NEW.ended_at, NEW.finished_at, 0)
+        WHERE run_id = NEW.id AND ended_at IS NULL;
     END IF;
     RETURN NULL;
 END $$;

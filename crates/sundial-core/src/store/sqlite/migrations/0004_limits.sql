@@ -25,22 +25,27 @@ CREATE INDEX runs_fair ON runs (fair_key, turn) WHERE state = 'pending';
 
 -- One row per key of each running run, kept by the triggers below, so every way a run stops
 -- running (completion, reaping, recovery from a dead worker) stops it counting at once.
+-- A row stays a little while with the attempt's `ended_at` (see the PostgreSQL migration).
 CREATE TABLE run_limits (
-    key    TEXT NOT NULL,
-    run_id TEXT NOT NULL,
+    key      TEXT NOT NULL,
+    run_id   TEXT NOT NULL,
+    ended_at INTEGER,
     PRIMARY KEY (key, run_id)
 ) WITHOUT ROWID;
 CREATE INDEX run_limits_run ON run_limits (run_id);
+CREATE INDEX run_limits_open ON run_limits (key, ended_at);
 
 CREATE TRIGGER runs_limits_start AFTER UPDATE OF state ON runs
     WHEN NEW.limits <> '[]' AND NEW.state = 'running' AND OLD.state <> 'running'
 BEGIN
-    INSERT OR IGNORE INTO run_limits (key, run_id) SELECT value, NEW.id FROM json_each(NEW.limits);
+    INSERT INTO run_limits (key, run_id) SELECT value, NEW.id FROM json_each(NEW.limits) WHERE true
+    ON CONFLICT (key, run_id) DO UPDATE SET ended_at = NULL;
 END;
 CREATE TRIGGER runs_limits_end AFTER UPDATE OF state ON runs
     WHEN NEW.limits <> '[]' AND OLD.state = 'running' AND NEW.state <> 'running'
 BEGIN
-    DELETE FROM run_limits WHERE run_id = NEW.id;
+    UPDATE run_limits SET ended_at = COALESCE(NEW.ended_at, NEW.finished_at, 0)
+    WHERE run_id = NEW.id AND ended_at IS NULL;
 END;
 
 -- Starts of runs per key a rate governs, pruned by claims once outside the window.
