@@ -32,6 +32,7 @@ pub mod attempt;
 pub mod clock;
 pub mod dispatcher;
 pub mod domain;
+pub mod flow;
 pub mod input;
 pub mod metrics;
 pub mod overlap;

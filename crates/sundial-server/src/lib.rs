@@ -48,6 +48,8 @@ pub fn app(state: AppState) -> Router {
         .route("/workers/{id}", delete(api::workers::deregister))
         .route("/workers/{id}/claim", post(api::workers::claim))
         .route("/workers/{id}/heartbeat", post(api::workers::heartbeat))
+        .route("/limits", get(api::limits::list))
+        .route("/limits/{key}", get(api::limits::get).put(api::limits::put).delete(api::limits::delete))
         .fallback(|| async { error::ApiError::not_found("route") })
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));

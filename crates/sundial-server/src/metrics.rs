@@ -75,6 +75,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             metrics::gauge!("sundial_runs_oldest_due_wait_seconds").set(s.oldest_due_wait_s);
             metrics::gauge!("sundial_jobs").set(s.jobs as f64);
             metrics::gauge!("sundial_triggers_active").set(s.triggers_active as f64);
+            if let Ok(defs) = state.store.limit_defs().await {
+                metrics::gauge!("sundial_limits").set(defs.len() as f64);
+            }
             for st in [WorkerState::Active, WorkerState::Draining, WorkerState::Dead] {
                 let n = s.workers_by_state.iter().find(|(x, _)| *x == st).map_or(0, |(_, n)| *n);
                 metrics::gauge!("sundial_workers", "state" => st.as_str()).set(n as f64);

@@ -2,7 +2,7 @@
 //! hold for every route (the errors every `/v1` route may answer, output fields that are always
 //! present, payloads and outputs that are any JSON), so no route can forget them.
 
-use crate::api::{fires, jobs, runs, workers};
+use crate::api::{fires, jobs, limits, runs, workers};
 use crate::{metrics, ops};
 use serde_json::{json, Value};
 use utoipa::OpenApi;
@@ -38,6 +38,10 @@ use utoipa::OpenApi;
         workers::complete,
         workers::deregister,
         workers::list,
+        limits::put,
+        limits::list,
+        limits::get,
+        limits::delete,
         ops::healthz,
         ops::readyz,
         metrics::metrics
@@ -49,6 +53,9 @@ use utoipa::OpenApi;
         sundial_core::domain::job::JobRequest,
         sundial_core::domain::trigger::TriggerWire,
         sundial_core::schedule::PreviewFire,
+        sundial_core::domain::Limit,
+        sundial_core::domain::limit::LimitRequest,
+        sundial_core::domain::Rate,
         crate::error::ErrorBody,
         crate::error::ErrorDetail
     )),

@@ -31,6 +31,7 @@ async fn main() {
         cron_triggers: 200,
         jobs_per_s: 20,
         kill_every: std::time::Duration::from_secs(4),
+        limits: None,
     })
     .await;
     println!("{report}");

@@ -39,6 +39,9 @@ pub enum Command {
     Workers,
     /// Create or update the jobs of a YAML file by namespace/name.
     Apply(cli::client::ApplyArgs),
+    /// Flow-control limits per key.
+    #[command(subcommand)]
+    Limit(cli::limit::LimitCmd),
     /// Cron helpers.
     #[command(subcommand)]
     Cron(cli::cron::CronCmd),
@@ -71,6 +74,7 @@ fn main() -> std::process::ExitCode {
                 clap_complete::generate(shell, &mut Cli::command(), "sundial", &mut std::io::stdout());
                 Ok(())
             }
+            Command::Limit(cmd) => cli::client::Client::new(&cli.server, cli.auth_token, cli.output)?.limit(cmd).await,
             Command::Cron(cmd) => cli::cron::run(cmd),
             Command::Bench(args) => cli::bench::run(args).await,
         }

@@ -19,6 +19,7 @@ async fn cluster_survives_sigkill_with_nothing_lost_or_doubled() {
         cron_triggers: 200,
         jobs_per_s: 20,
         kill_every: std::time::Duration::from_secs(4),
+        limits: None,
     })
     .await;
     eprintln!("{report}");

@@ -137,6 +137,9 @@ pub struct JobRequest {
     /// None = one run, due now.
     #[serde(default)]
     pub triggers: Option<Vec<TriggerWire>>,
+    /// Flow-control keys (up to 8) its runs are limited and taken in turns by.
+    #[serde(default)]
+    pub limits: Option<Vec<String>>,
 }
 
 /// A validated job definition, ready to store.
@@ -164,6 +167,8 @@ pub struct JobSpec {
     pub idempotency_key: Option<String>,
     /// Triggers; empty = one run due now.
     pub triggers: Vec<TriggerSpec>,
+    /// Flow-control keys; runs keep the ones their job had when they were created.
+    pub limits: Vec<String>,
 }
 
 const MAX_NAME_LEN: usize = 200;
@@ -206,6 +211,8 @@ impl JobSpec {
                 return Err(FieldError::new("idempotency_key", "must not be empty"));
             }
         }
+        let limits = r.limits.unwrap_or_default();
+        super::limit::check_job_keys(&limits)?;
         let wires = r.triggers.unwrap_or_default();
         if wires.len() > MAX_TRIGGERS {
             return Err(FieldError::new(
@@ -229,6 +236,7 @@ impl JobSpec {
             paused: r.paused.unwrap_or(false),
             idempotency_key: r.idempotency_key,
             triggers,
+            limits,
         })
     }
 
@@ -245,7 +253,7 @@ impl JobSpec {
     /// definition, and a generated name is not part of what the client said.
     pub fn fingerprint(&self) -> String {
         let triggers: Vec<_> = self.triggers.iter().map(|t| t.to_wire()).collect();
-        let canonical = serde_json::json!({
+        let mut canonical = serde_json::json!({
             "name": self.name,
             "namespace": self.namespace,
             "handler": self.handler,
@@ -256,6 +264,10 @@ impl JobSpec {
             "overlap": self.overlap,
             "triggers": triggers,
         });
+        // Only when set, so jobs stored before limits existed keep their fingerprint.
+        if !self.limits.is_empty() {
+            canonical["limits"] = serde_json::json!(self.limits);
+        }
         // serde_json's Map is ordered by key, so this string is canonical.
         canonical.to_string()
     }
@@ -292,6 +304,8 @@ pub struct Job {
     /// Triggers with their progress.
     #[schema(value_type = Vec<TriggerWire>)]
     pub triggers: Vec<Trigger>,
+    /// Flow-control keys (`[]` when none).
+    pub limits: Vec<String>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
     /// Last definition change.
@@ -326,6 +340,7 @@ impl Job {
             paused: Some(self.paused),
             idempotency_key: self.idempotency_key.clone(),
             triggers: Some(self.triggers.iter().map(|t| t.spec.to_wire()).collect()),
+            limits: Some(self.limits.clone()),
         }
     }
 }

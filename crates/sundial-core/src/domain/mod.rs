@@ -1,16 +1,18 @@
-//! The domain words of DESIGN.md as types: job, trigger, run, worker, lease.
+//! The domain words of DESIGN.md as types: job, trigger, run, worker, lease, limit.
 //!
 //! These types are also the wire shapes of API.md: a [`Job`], [`Run`] or [`Worker`] serializes
 //! to exactly the JSON the HTTP API returns, so there is one definition of each field.
 
 pub mod duration;
 pub mod job;
+pub mod limit;
 pub mod run;
 pub mod trigger;
 pub mod validate;
 pub mod worker;
 
 pub use job::{Job, JobSpec, Overlap, RetryPolicy};
+pub use limit::{Limit, LimitBounds, LimitDef, LimitKey, Rate};
 pub use run::{Lease, Run, RunState};
 pub use trigger::{Misfire, Trigger, TriggerKind, TriggerSpec};
 pub use validate::FieldError;

@@ -111,6 +111,8 @@ pub struct Run {
     pub timeout: Option<Duration>,
     /// Claims allowed in all.
     pub max_attempts: u32,
+    /// Flow-control keys, as its job had them when it was created (`[]` when none).
+    pub limits: Vec<String>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
 }

@@ -24,11 +24,14 @@ pub(crate) struct JobSnapshot {
     pub initial_delay_us: i64,
     pub max_delay_us: i64,
     pub overlap: String,
+    /// Flow-control keys as a JSON array.
+    pub limits: String,
 }
 
 /// Columns of [`JobSnapshot`] in the jobs table.
 pub(crate) const JOB_SNAPSHOT_COLUMNS: &str =
-    "id, namespace, handler, payload, priority, timeout_us, max_attempts, initial_delay_us, max_delay_us, overlap";
+    "id, namespace, handler, payload, priority, timeout_us, max_attempts, initial_delay_us, max_delay_us, overlap, \
+     limits";
 
 impl JobSnapshot {
     pub(crate) fn from_spec(id: &str, spec: &JobSpec) -> Self {
@@ -43,6 +46,7 @@ impl JobSnapshot {
             initial_delay_us: dur_us(spec.retry.initial_delay),
             max_delay_us: dur_us(spec.retry.max_delay),
             overlap: spec.overlap.as_str().to_string(),
+            limits: super::limits::keys_json(&spec.limits),
         }
     }
     pub(crate) fn overlap(&self) -> Overlap {
@@ -208,6 +212,7 @@ mod tests {
             initial_delay_us: 0,
             max_delay_us: 0,
             overlap: overlap.as_str().into(),
+            limits: "[]".into(),
         }
     }
 

@@ -32,6 +32,7 @@
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub(crate) mod fire;
+pub(crate) mod limits;
 mod listing;
 pub(crate) mod plan;
 pub mod postgres;
@@ -40,6 +41,8 @@ pub(crate) mod rows;
 pub mod sqlite;
 
 use crate::domain::{Job, JobSpec, Lease, Run, RunState, Timestamp, Worker};
+use crate::domain::{LimitBounds, LimitDef, LimitKey};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -302,7 +305,8 @@ pub trait Store: Send + Sync + 'static {
     async fn run_list(&self, filter: &RunFilter) -> Result<Page<Run>>;
     /// Cancels a pending run at once; marks a running one `cancel_requested`.
     async fn run_cancel(&self, id: &str, now: Timestamp) -> Result<Run>;
-    /// Claims due pending runs of the worker's handlers, priority then `scheduled_for` order.
+    /// Claims due pending runs of the worker's handlers, by priority then in fair turns across
+    /// first keys, each only while the limits on its keys have room (see [`limits`]).
     /// Each claim bumps `attempt` and sets a lease. Counts as the worker's sign of life.
     async fn run_claim(&self, params: &ClaimParams) -> Result<Vec<ClaimedRun>>;
     /// Extends the leases `held` that `worker_id` still holds; a sign of life.
@@ -335,6 +339,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counts for metrics.
     async fn stats(&self, now: Timestamp) -> Result<Stats>;
+
+    /// Creates or replaces the limit under a key or pattern (a replace keeps `created_at`).
+    async fn limit_put(&self, key: &LimitKey, bounds: LimitBounds, now: Timestamp) -> Result<LimitDef>;
+    /// Every limit definition.
+    async fn limit_defs(&self) -> Result<Vec<LimitDef>>;
+    /// Deletes the limit under a key or pattern; `NotFound` when there is none.
+    async fn limit_delete(&self, key: &LimitKey) -> Result<()>;
+    /// Runs `running` per concrete key (keys with none are absent).
+    async fn limit_running(&self, keys: &[String]) -> Result<HashMap<String, u64>>;
 
     /// Subscribes to other nodes' "runs ready" notices; `None` when the backend serves one
     /// node (in-process signals then cover every change).
@@ -449,6 +462,22 @@ macro_rules! store_by_noun {
 
             async fn stats(&self, now: Timestamp) -> Result<Stats> {
                 runs::stats(self, now).await
+            }
+
+            async fn limit_put(&self, key: &LimitKey, bounds: LimitBounds, now: Timestamp) -> Result<LimitDef> {
+                limits::put(self, key, bounds, now).await
+            }
+
+            async fn limit_defs(&self) -> Result<Vec<LimitDef>> {
+                limits::defs(self).await
+            }
+
+            async fn limit_delete(&self, key: &LimitKey) -> Result<()> {
+                limits::delete(self, key).await
+            }
+
+            async fn limit_running(&self, keys: &[String]) -> Result<HashMap<String, u64>> {
+                limits::running(self, keys).await
             }
         }
     };

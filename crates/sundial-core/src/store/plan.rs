@@ -223,6 +223,7 @@ mod tests {
             note: note.map(str::to_string),
             cancel_requested: false,
             created_at: 0,
+            limits: "[]".into(),
         }
     }
 

@@ -42,6 +42,7 @@ pub(crate) struct JobRow {
     pub fingerprint: String,
     pub created_at: i64,
     pub updated_at: i64,
+    pub limits: String,
     pub running: bool,
     pub last_start_time: Option<i64>,
     pub last_end_time: Option<i64>,
@@ -102,6 +103,7 @@ impl JobRow {
             last_end_time: self.last_end_time.map(ts),
             last_worker: self.last_worker,
             fingerprint: self.fingerprint,
+            limits: super::limits::parse_keys(&self.limits),
             id: self.id,
             name: self.name,
             namespace: self.namespace,
@@ -139,12 +141,13 @@ pub(crate) struct RunRow {
     pub note: Option<String>,
     pub cancel_requested: bool,
     pub created_at: i64,
+    pub limits: String,
 }
 
 /// Columns of [`RunRow`], for `SELECT`/`RETURNING` lists.
 pub(crate) const RUN_COLUMNS: &str = "id, job_id, trigger_id, namespace, handler, payload, priority, timeout_us, \
      max_attempts, initial_delay_us, max_delay_us, overlap, scheduled_for, fire_time, state, attempt, worker_id, \
-     lease_expires_at, started_at, finished_at, output, error, reason, note, cancel_requested, created_at";
+     lease_expires_at, started_at, finished_at, output, error, reason, note, cancel_requested, created_at, limits";
 
 impl RunRow {
     pub(crate) fn state(&self) -> Result<RunState, StoreError> {
@@ -183,6 +186,7 @@ impl RunRow {
             priority: self.priority as i32,
             timeout: self.timeout_us.map(us_dur),
             max_attempts: self.max_attempts as u32,
+            limits: super::limits::parse_keys(&self.limits),
             created_at: ts(self.created_at),
         })
     }
@@ -243,7 +247,7 @@ pub(crate) fn decode_cursor(c: &str) -> Result<(i64, String), StoreError> {
 /// completions never write the jobs table). Valid SQL for both backends.
 pub(crate) const JOB_SELECT: &str = "SELECT j.id, j.namespace, j.name, j.handler, j.payload, j.priority, \
      j.max_attempts, j.initial_delay_us, j.max_delay_us, j.timeout_us, j.overlap, j.paused, j.idempotency_key, \
-     j.fingerprint, j.created_at, j.updated_at, \
+     j.fingerprint, j.created_at, j.updated_at, j.limits, \
      EXISTS (SELECT 1 FROM runs r WHERE r.job_id = j.id AND r.state = 'running') AS running, \
      (SELECT MAX(r.started_at) FROM runs r WHERE r.job_id = j.id) AS last_start_time, \
      (SELECT MAX(r.ended_at) FROM runs r WHERE r.job_id = j.id) AS last_end_time, \
@@ -306,5 +310,6 @@ pub(crate) fn fresh_job(
         last_end_time: None,
         last_worker: None,
         fingerprint: spec.fingerprint(),
+        limits: spec.limits.clone(),
     }
 }

@@ -1,7 +1,8 @@
-//! The `/v1` HTTP API: jobs, runs, the worker protocol, and previews of due times.
+//! The `/v1` HTTP API: jobs, runs, the worker protocol, previews of due times, and limits.
 
 pub mod fires;
 pub mod jobs;
+pub mod limits;
 pub mod runs;
 pub mod workers;
 

@@ -197,8 +197,9 @@ pub(crate) async fn do_complete(state: &AppState, run_id: &str, req: CompleteReq
             }
         })?;
     sundial_core::metrics::finished(&run);
-    if run.state == RunState::Pending {
-        // A retry is due later; claimers waiting learn its time on their next look.
+    if run.state == RunState::Pending || !run.limits.is_empty() {
+        // A retry is due later; claimers waiting learn its time on their next look. A run that
+        // named limit keys frees room that a held run may take now.
         state.signals.runs_ready.notify_waiters();
     }
     Ok(run)

@@ -216,7 +216,12 @@ impl Client {
     }
 
     /// One API call; a non-2xx answer is an [`ApiFailure`].
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+    pub(crate) async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
         self.send(method, path, body).await.map(|(_, v)| v)
     }
 
@@ -258,7 +263,7 @@ impl Client {
 
     /// Prints an API answer: a list as a table (with a hint when it was cut), one object as
     /// `field: value` lines; json/yaml print it as it came.
-    fn print(&self, v: &Value, columns: &[&str]) -> anyhow::Result<()> {
+    pub(crate) fn print(&self, v: &Value, columns: &[&str]) -> anyhow::Result<()> {
         match self.output {
             Output::Json => println!("{}", serde_json::to_string_pretty(v)?),
             Output::Yaml => print!("{}", serde_yaml_ng::to_string(v)?),

@@ -4,6 +4,7 @@ pub mod apply;
 pub mod bench;
 pub mod client;
 pub mod cron;
+pub mod limit;
 pub mod openapi;
 pub mod serve;
 pub mod worker;

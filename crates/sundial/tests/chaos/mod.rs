@@ -35,6 +35,21 @@ pub struct Config {
     pub jobs_per_s: u32,
     /// Mean time between kills.
     pub kill_every: Duration,
+    /// Flow control under chaos: when set, the one-time jobs name limit keys and take a while.
+    pub limits: Option<LimitChaos>,
+}
+
+/// One-time jobs name one of `keys` keys (`tenant:0`, …) governed by the pattern `tenant:*`
+/// with `max_running`, and run `shell` `sleep` for `hold`, so runs of a key overlap unless the
+/// limit keeps them apart.
+#[derive(Debug, Clone)]
+pub struct LimitChaos {
+    /// Distinct keys.
+    pub keys: usize,
+    /// The pattern's `max_running`.
+    pub max_running: u32,
+    /// How long each run takes.
+    pub hold: Duration,
 }
 
 /// What the run found.
@@ -52,6 +67,8 @@ pub struct Report {
     pub max_lag_ms: f64,
     pub p99_lag_ms: f64,
     pub retried_runs: u64,
+    /// Most runs of one limit key running at once, from every run's `[started_at, finished_at)`.
+    pub limit_max_overlap: usize,
 }
 
 impl std::fmt::Display for Report {
@@ -66,6 +83,7 @@ impl std::fmt::Display for Report {
         writeln!(f, "completions stale (409)   {}", self.stale_completions)?;
         writeln!(f, "runs retried (attempt>1)  {}", self.retried_runs)?;
         writeln!(f, "processes killed          {}", self.kills)?;
+        writeln!(f, "limit key max overlap     {}", self.limit_max_overlap)?;
         writeln!(f, "due→start lag p99 / max   {:.1} ms / {:.1} ms", self.p99_lag_ms, self.max_lag_ms)
     }
 }
@@ -190,24 +208,35 @@ pub async fn run(cfg: Config) -> Report {
         wait_ready(&http, b).await;
     }
     let mut workers: Vec<Proc> = (0..cfg.workers)
-        .map(|i| Proc {
-            args: [
+        .map(|i| {
+            let mut args: Vec<String> = [
                 "worker",
                 "--server",
                 &bases[i % bases.len()],
                 "--handlers",
-                "echo",
+                if cfg.limits.is_some() { "echo,shell" } else { "echo" },
                 "--capacity",
                 "16",
                 "--name",
                 &format!("chaos-w{i}"),
             ]
             .map(String::from)
-            .to_vec(),
-            child: None,
-            port: None,
+            .to_vec();
+            if cfg.limits.is_some() {
+                args.push("--enable-shell".into());
+            }
+            Proc { args, child: None, port: None }
         })
         .collect();
+    if let Some(l) = &cfg.limits {
+        let r = http
+            .put(format!("{}/v1/limits/tenant:*", bases[0]))
+            .json(&json!({"max_running": l.max_running}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "PUT /v1/limits/tenant:*");
+    }
     for w in workers.iter_mut() {
         w.start(&cfg.bin);
     }
@@ -244,18 +273,21 @@ pub async fn run(cfg: Config) -> Report {
     let stop = tokio_util::sync::CancellationToken::new();
     let submitter = {
         let (http, bases, accepted, stop) = (http.clone(), bases.clone(), accepted.clone(), stop.clone());
+        let limits = cfg.limits.clone();
         let gap = Duration::from_secs_f64(1.0 / cfg.jobs_per_s.max(1) as f64);
         tokio::spawn(async move {
             let mut i = 0u64;
             while !stop.is_cancelled() {
                 let base = &bases[rand::rng().random_range(0..bases.len())];
                 let (http, accepted, base) = (http.clone(), accepted.clone(), base.clone());
+                let body = match &limits {
+                    None => json!({"handler": "echo", "payload": {"i": i}}),
+                    Some(l) => json!({"handler": "shell",
+                        "payload": {"command": format!("sleep {}", l.hold.as_secs_f64()), "i": i},
+                        "limits": [format!("tenant:{}", i as usize % l.keys)]}),
+                };
                 tokio::spawn(async move {
-                    let r = http
-                        .post(format!("{base}/v1/jobs"))
-                        .json(&json!({"handler": "echo", "payload": {"i": i}}))
-                        .send()
-                        .await;
+                    let r = http.post(format!("{base}/v1/jobs")).json(&body).send().await;
                     if let Ok(r) = r {
                         if r.status().as_u16() == 201 {
                             if let Ok(v) = r.json::<Value>().await {
@@ -361,6 +393,7 @@ pub async fn run(cfg: Config) -> Report {
             }
         }
     }
+    report.limit_max_overlap = max_overlap_per_key(&runs);
     lags.sort_by(|a, b| a.total_cmp(b));
     report.max_lag_ms = lags.last().copied().unwrap_or(0.0);
     report.p99_lag_ms = lags.get(((lags.len() as f64) * 0.99) as usize).copied().unwrap_or(report.max_lag_ms);
@@ -369,4 +402,30 @@ pub async fn run(cfg: Config) -> Report {
     drop(nodes);
     psql(&cfg.pg_admin_url, &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
     report
+}
+
+/// The most runs naming one key that were running at the same instant, over every key: each
+/// run counts over `[started_at, finished_at)` of its last attempt (an attempt lost with a
+/// killed worker ended before the next one started).
+pub fn max_overlap_per_key(runs: &[Value]) -> usize {
+    let mut by_key: HashMap<&str, Vec<(chrono::DateTime<chrono::Utc>, i32)>> = HashMap::new();
+    for r in runs {
+        let (Some(s), Some(f)) = (ts(&r["started_at"]), ts(&r["finished_at"])) else { continue };
+        for k in r["limits"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+            let e = by_key.entry(k).or_default();
+            e.push((s, 1));
+            e.push((f, -1));
+        }
+    }
+    let mut max = 0;
+    for events in by_key.values_mut() {
+        // An end sorts before a start at the same instant: the intervals are half-open.
+        events.sort();
+        let mut open = 0i32;
+        for (_, d) in events.iter() {
+            open += d;
+            max = max.max(open.max(0) as usize);
+        }
+    }
+    max
 }

@@ -34,6 +34,7 @@
 
 pub mod jobs;
 pub mod leases;
+pub mod limits;
 pub mod runs;
 pub mod triggers;
 pub mod workers;
@@ -359,6 +360,18 @@ macro_rules! store_conformance {
                 current cancel_running_sets_cancel_requested_and_lease_expiry_ends_cancelled_without_retry,
                 current timeout_overrun_is_recorded_timed_out_by_the_reaper,
             }
+            limits {
+                current limit_put_get_list_delete_round_trip,
+                current runs_keep_their_jobs_keys_from_when_they_were_created,
+                current claim_holds_runs_past_max_running_and_says_why,
+                current lowering_max_running_stops_new_claims_until_below,
+                current a_pattern_governs_each_key_separately_and_an_exact_limit_wins,
+                current every_governed_key_of_a_run_must_have_room,
+                current rate_window_is_exact_at_its_edges,
+                current an_expired_lease_counts_until_it_is_reaped,
+                current claims_take_turns_across_first_keys,
+                multi concurrent_claims_on_two_handles_never_exceed_max_running,
+            }
             workers {
                 current register_then_get_and_list_newest_first,
                 current silent_worker_is_marked_dead_after_twice_the_lease,
@@ -432,6 +445,7 @@ mod tests {
         let files = [
             ("jobs", include_str!("jobs.rs")),
             ("leases", include_str!("leases.rs")),
+            ("limits", include_str!("limits.rs")),
             ("runs", include_str!("runs.rs")),
             ("triggers", include_str!("triggers.rs")),
             ("workers", include_str!("workers.rs")),

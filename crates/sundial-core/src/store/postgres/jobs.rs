@@ -220,15 +220,17 @@ pub(super) async fn insert_jobs(
         c.max_delay_us.push(snap.max_delay_us);
         c.timeout_us.push(snap.timeout_us);
         c.overlap.push(snap.overlap);
+        c.limits.push(snap.limits);
         c.paused.push(spec.paused);
         c.key.push(items[*i].key.clone());
         c.fingerprint.push(items[*i].fingerprint.clone());
     }
     let ids: Vec<String> = sqlx::query_scalar(
         "INSERT INTO jobs (id, namespace, name, handler, payload, priority, max_attempts, initial_delay_us, \
-         max_delay_us, timeout_us, overlap, paused, idempotency_key, fingerprint, created_at, updated_at) \
-         SELECT u.*, $15, $15 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], \
-         $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::text[], $12::bool[], $13::text[], $14::text[]) AS u \
+         max_delay_us, timeout_us, overlap, paused, idempotency_key, fingerprint, limits, created_at, updated_at) \
+         SELECT u.*, $16, $16 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], \
+         $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::text[], $12::bool[], $13::text[], $14::text[], \
+         $15::text[]) AS u \
          ON CONFLICT DO NOTHING RETURNING id",
     )
     .bind(c.id)
@@ -245,6 +247,7 @@ pub(super) async fn insert_jobs(
     .bind(c.paused)
     .bind(c.key)
     .bind(c.fingerprint)
+    .bind(c.limits)
     .bind(us(now))
     .fetch_all(&mut **tx)
     .await
@@ -268,6 +271,7 @@ pub(super) struct JobCols {
     paused: Vec<bool>,
     key: Vec<Option<String>>,
     fingerprint: Vec<String>,
+    limits: Vec<String>,
 }
 
 /// [`Store::job_create_many`].
@@ -359,7 +363,7 @@ pub(super) async fn update(s: &PostgresStore, id: &str, spec: JobSpec, now: Time
     sqlx::query(
         "UPDATE jobs SET namespace = $1, name = $2, handler = $3, payload = $4, priority = $5, \
          max_attempts = $6, initial_delay_us = $7, max_delay_us = $8, timeout_us = $9, overlap = $10, \
-         paused = $11, idempotency_key = $12, fingerprint = $13, updated_at = $14 WHERE id = $15",
+         paused = $11, idempotency_key = $12, fingerprint = $13, updated_at = $14, limits = $16 WHERE id = $15",
     )
     .bind(&spec.namespace)
     .bind(&name)
@@ -376,6 +380,7 @@ pub(super) async fn update(s: &PostgresStore, id: &str, spec: JobSpec, now: Time
     .bind(spec.fingerprint())
     .bind(us(now))
     .bind(id)
+    .bind(&snap.limits)
     .execute(&mut *tx)
     .await
     .map_err(db_err)?;

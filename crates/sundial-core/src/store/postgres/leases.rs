@@ -135,25 +135,8 @@ pub(super) async fn lock_jobs_or_skip(tx: &mut Tx, rows: &mut Vec<RunRow>, ended
 pub(super) async fn claim(s: &PostgresStore, p: &ClaimParams) -> Result<Vec<ClaimedRun>> {
     let mut tx = s.begin().await?;
     let handlers = touch_worker(&mut tx, &p.worker_id, p.now).await?;
-    let rows: Vec<RunRow> = if p.max == 0 || handlers.is_empty() {
-        Vec::new()
-    } else {
-        // Concurrent claimers (other nodes, other workers) skip each other's rows.
-        sqlx::query_as(&format!(
-            "UPDATE runs SET state = 'running', attempt = attempt + 1, worker_id = $1, lease_expires_at = $2, \
-             started_at = $3, reason = note WHERE id IN (SELECT id FROM runs WHERE state = 'pending' \
-             AND NOT held AND NOT blocked AND scheduled_for <= $3 AND handler = ANY($4) \
-             ORDER BY priority DESC, scheduled_for, id LIMIT $5 FOR UPDATE SKIP LOCKED) RETURNING {RUN_COLUMNS}"
-        ))
-        .bind(&p.worker_id)
-        .bind(us(p.now) + dur_us(p.lease))
-        .bind(us(p.now))
-        .bind(&handlers)
-        .bind(p.max as i64)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_err)?
-    };
+    let rows: Vec<RunRow> =
+        if p.max == 0 || handlers.is_empty() { Vec::new() } else { limits::claim_rows(&mut tx, p, &handlers).await? };
     tx.commit().await.map_err(db_err)?;
     let mut claimed: Vec<ClaimedRun> = rows.into_iter().map(RunRow::into_claimed).collect::<Result<_>>()?;
     claimed.sort_by_key(|c| c.scheduled_for);

@@ -34,6 +34,7 @@ use std::str::FromStr;
 
 mod jobs;
 mod leases;
+mod limits;
 mod listener;
 mod runs;
 mod triggers;

@@ -26,13 +26,21 @@ pub(super) struct RunCols {
     held: Vec<bool>,
     blocked: Vec<bool>,
     created_at: Vec<i64>,
+    limits: Vec<String>,
+    fair_key: Vec<String>,
+    turn: Vec<i64>,
 }
 
 /// Inserts runs in one statement; a run whose `(trigger_id, fire_time)` exists is left out.
 /// Returns how many were inserted.
 pub(super) async fn insert_runs<'a>(tx: &mut Tx, runs: impl IntoIterator<Item = &'a NewRun>) -> Result<u64> {
+    let runs: Vec<&NewRun> = runs.into_iter().collect();
+    let turns = limits::turns_for(tx, &runs).await?;
     let mut c = RunCols::default();
-    for r in runs {
+    for (r, (fair_key, turn)) in runs.into_iter().zip(turns) {
+        c.limits.push(r.job.limits.clone());
+        c.fair_key.push(fair_key);
+        c.turn.push(turn);
         c.id.push(r.id.clone());
         c.job_id.push(r.job.id.clone());
         c.trigger_id.push(r.trigger_id.clone());
@@ -62,10 +70,11 @@ pub(super) async fn insert_runs<'a>(tx: &mut Tx, runs: impl IntoIterator<Item = 
     let done = sqlx::query(
         "INSERT INTO runs (id, job_id, trigger_id, fire_time, namespace, handler, payload, priority, timeout_us, \
          max_attempts, initial_delay_us, max_delay_us, overlap, scheduled_for, state, reason, note, finished_at, \
-         manual, held, blocked, created_at) \
+         manual, held, blocked, created_at, limits, fair_key, turn) \
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[], $7::text[], \
          $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], $13::text[], $14::int8[], $15::text[], \
-         $16::text[], $17::text[], $18::int8[], $19::bool[], $20::bool[], $21::bool[], $22::int8[]) \
+         $16::text[], $17::text[], $18::int8[], $19::bool[], $20::bool[], $21::bool[], $22::int8[], $23::text[], \
+         $24::text[], $25::int8[]) \
          ON CONFLICT (trigger_id, fire_time) DO NOTHING",
     )
     .bind(c.id)
@@ -90,6 +99,9 @@ pub(super) async fn insert_runs<'a>(tx: &mut Tx, runs: impl IntoIterator<Item = 
     .bind(c.held)
     .bind(c.blocked)
     .bind(c.created_at)
+    .bind(c.limits)
+    .bind(c.fair_key)
+    .bind(c.turn)
     .execute(&mut **tx)
     .await
     .map_err(db_err)?;

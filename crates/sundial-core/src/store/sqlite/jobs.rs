@@ -91,7 +91,7 @@ pub(super) async fn insert_staged(tx: &mut Tx, staged: &[StagedJob], now: Timest
     for chunk in staged.chunks(INSERT_CHUNK) {
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO jobs (id, namespace, name, handler, payload, priority, max_attempts, initial_delay_us, \
-             max_delay_us, timeout_us, overlap, paused, idempotency_key, fingerprint, created_at, updated_at) ",
+             max_delay_us, timeout_us, overlap, paused, idempotency_key, fingerprint, limits, created_at, updated_at) ",
         );
         q.push_values(chunk, |mut b, s| {
             b.push_bind(s.job.id.clone())
@@ -108,6 +108,7 @@ pub(super) async fn insert_staged(tx: &mut Tx, staged: &[StagedJob], now: Timest
                 .push_bind(s.job.paused)
                 .push_bind(s.key.clone())
                 .push_bind(s.job.fingerprint.clone())
+                .push_bind(s.snap.limits.clone())
                 .push_bind(us(now))
                 .push_bind(us(now));
         });
@@ -207,7 +208,7 @@ pub(super) async fn update(s: &SqliteStore, id: &str, spec: JobSpec, now: Timest
     sqlx::query(
         "UPDATE jobs SET namespace = ?, name = ?, handler = ?, payload = ?, priority = ?, max_attempts = ?, \
          initial_delay_us = ?, max_delay_us = ?, timeout_us = ?, overlap = ?, paused = ?, idempotency_key = ?, \
-         fingerprint = ?, updated_at = ? WHERE id = ?",
+         fingerprint = ?, updated_at = ?, limits = ? WHERE id = ?",
     )
     .bind(&spec.namespace)
     .bind(&name)
@@ -223,6 +224,7 @@ pub(super) async fn update(s: &SqliteStore, id: &str, spec: JobSpec, now: Timest
     .bind(&spec.idempotency_key)
     .bind(spec.fingerprint())
     .bind(us(now))
+    .bind(&snap.limits)
     .bind(id)
     .execute(&mut *tx)
     .await

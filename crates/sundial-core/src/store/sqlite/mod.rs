@@ -23,6 +23,7 @@ use std::str::FromStr;
 
 mod jobs;
 mod leases;
+mod limits;
 mod runs;
 mod triggers;
 mod workers;

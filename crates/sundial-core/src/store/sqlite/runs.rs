@@ -9,13 +9,15 @@ pub(super) const INSERT_CHUNK: usize = 1000;
 /// out (guarantee 2). Returns how many were inserted.
 pub(super) async fn insert_runs(tx: &mut Tx, runs: &[&NewRun]) -> Result<u64> {
     let mut inserted = 0;
+    let turns = limits::turns_for(tx, runs).await?;
+    let runs: Vec<(&NewRun, (String, i64))> = runs.iter().copied().zip(turns).collect();
     for chunk in runs.chunks(INSERT_CHUNK) {
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO runs (id, job_id, trigger_id, fire_time, namespace, handler, payload, priority, timeout_us, \
              max_attempts, initial_delay_us, max_delay_us, overlap, scheduled_for, state, reason, note, finished_at, \
-             manual, held, blocked, created_at) ",
+             manual, held, blocked, created_at, limits, fair_key, turn) ",
         );
-        q.push_values(chunk, |mut b, r| {
+        q.push_values(chunk, |mut b, (r, (fair_key, turn))| {
             b.push_bind(r.id.clone())
                 .push_bind(r.job.id.clone())
                 .push_bind(r.trigger_id.clone())
@@ -37,7 +39,10 @@ pub(super) async fn insert_runs(tx: &mut Tx, runs: &[&NewRun]) -> Result<u64> {
                 .push_bind(r.manual)
                 .push_bind(r.held)
                 .push_bind(r.blocked)
-                .push_bind(r.created_at);
+                .push_bind(r.created_at)
+                .push_bind(r.job.limits.clone())
+                .push_bind(fair_key.clone())
+                .push_bind(*turn);
         });
         q.push(" ON CONFLICT (trigger_id, fire_time) DO NOTHING");
         inserted += q.build().execute(&mut **tx).await.map_err(db_err)?.rows_affected();

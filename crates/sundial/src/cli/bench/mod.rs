@@ -14,11 +14,14 @@
 //!   (fresh database) by remote `sundial worker` processes.
 //! * `latency` — idle workers; jobs due now submitted open-loop at `--rate` per second.
 //! * `schedule` — M stored triggers, K of them due in the same second; start lag, idle CPU.
+//! * `limits` — N due runs over 1,000 limit keys (`max_running` 2) behind a hot key's 10,000
+//!   (`max_running` 1), drained by the in-process pool; compare its `jobs_per_s` with `execute`.
 
 mod api;
 mod db;
 mod execute;
 mod latency;
+mod limits;
 mod procs;
 mod report;
 mod schedule;
@@ -42,11 +45,19 @@ pub enum Scenario {
     Latency,
     /// Many stored triggers, a burst of them due in one second.
     Schedule,
+    /// Draining runs under per-key limits beside a hot, limited key.
+    Limits,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 5] =
-        [Scenario::Submit, Scenario::SubmitBatch, Scenario::Execute, Scenario::Latency, Scenario::Schedule];
+    const ALL: [Scenario; 6] = [
+        Scenario::Submit,
+        Scenario::SubmitBatch,
+        Scenario::Execute,
+        Scenario::Latency,
+        Scenario::Schedule,
+        Scenario::Limits,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -55,6 +66,7 @@ impl Scenario {
             Scenario::Execute => "execute",
             Scenario::Latency => "latency",
             Scenario::Schedule => "schedule",
+            Scenario::Limits => "limits",
         }
     }
 }
@@ -170,6 +182,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Scenario::Execute => execute::run(&ctx, &mut report).await,
             Scenario::Latency => latency::run(&ctx, &mut report).await,
             Scenario::Schedule => schedule::run(&ctx, &mut report).await,
+            Scenario::Limits => limits::run(&ctx, &mut report).await,
         };
         report.set("elapsed_s", report::round(started.elapsed().as_secs_f64(), 2));
         report.set("loadavg_before", load);

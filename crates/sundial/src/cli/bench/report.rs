@@ -186,6 +186,7 @@ impl Report {
                 ("idle_cpu_pct", "idle cpu ", " %"),
                 ("rss_mb", "rss ", " MB"),
             ],
+            "limits" => &[("jobs_per_s", "in-process ", " jobs/s"), ("hot_runs_done_meanwhile", "hot key ran ", "")],
             _ => &[],
         };
         let mut parts = Vec::new();

@@ -1,0 +1,253 @@
+//! PostgreSQL: limits as stored objects, the claim under flow control, and the fair turns of
+//! new runs. The rules are in [`crate::store::limits`]; why the claim's count is exact across
+//! nodes is written there too.
+
+use super::*;
+use crate::domain::limit::{LimitBounds, LimitDef, LimitKey};
+use crate::flow::KeyUse;
+use crate::store::limits::{
+    bound_columns, defs_of, fair_key_of, scan_budget, turns, window_floor_us, Candidate, ClaimState, LimitRow,
+    CANDIDATE_COLUMNS, ENDED_KEPT_US, LIMIT_COLUMNS,
+};
+
+/// The first key of the two-key advisory lock form: sundial's limit keys (the second is the
+/// key's hash). A hash collision only makes two keys share a lock.
+const LIMIT_LOCK_CLASS: i32 = 0x5344_4c4b;
+
+/// [`Store::limit_put`].
+pub(super) async fn put(s: &PostgresStore, key: &LimitKey, bounds: LimitBounds, now: Timestamp) -> Result<LimitDef> {
+    let (max_running, rate_count, rate_per_us) = bound_columns(&bounds);
+    let row: LimitRow = sqlx::query_as(&format!(
+        "INSERT INTO limits (key, pattern, max_running, rate_count, rate_per_us, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (key) DO UPDATE SET max_running = EXCLUDED.max_running, \
+         rate_count = EXCLUDED.rate_count, rate_per_us = EXCLUDED.rate_per_us, updated_at = EXCLUDED.updated_at \
+         RETURNING {LIMIT_COLUMNS}"
+    ))
+    .bind(key.as_string())
+    .bind(key.is_pattern())
+    .bind(max_running)
+    .bind(rate_count)
+    .bind(rate_per_us)
+    .bind(us(now))
+    .fetch_one(&s.pool)
+    .await
+    .map_err(db_err)?;
+    row.into_def()
+}
+
+/// [`Store::limit_defs`].
+pub(super) async fn defs(s: &PostgresStore) -> Result<Vec<LimitDef>> {
+    let rows =
+        sqlx::query_as(&format!("SELECT {LIMIT_COLUMNS} FROM limits")).fetch_all(&s.pool).await.map_err(db_err)?;
+    defs_of(rows)
+}
+
+/// [`Store::limit_delete`].
+pub(super) async fn delete(s: &PostgresStore, key: &LimitKey) -> Result<()> {
+    let done = sqlx::query("DELETE FROM limits WHERE key = $1")
+        .bind(key.as_string())
+        .execute(&s.pool)
+        .await
+        .map_err(db_err)?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound(format!("limit {}", key.as_string())));
+    }
+    Ok(())
+}
+
+/// [`Store::limit_running`].
+pub(super) async fn running(s: &PostgresStore, keys: &[String]) -> Result<HashMap<String, u64>> {
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT key, COUNT(*) FROM run_limits WHERE key = ANY($1) AND ended_at IS NULL GROUP BY key")
+            .bind(keys)
+            .fetch_all(&s.pool)
+            .await
+            .map_err(db_err)?;
+    Ok(rows.into_iter().map(|(k, n)| (k, n.max(0) as u64)).collect())
+}
+
+/// Claims up to `p.max` due pending runs of `handlers` under flow control, in fair order, and
+/// leases them. Runs another claimer has locked are skipped (`SKIP LOCKED`), and so are runs of
+/// a key another claimer is counting (a tried advisory lock).
+pub(super) async fn claim_rows(tx: &mut Tx, p: &ClaimParams, handlers: &[String]) -> Result<Vec<RunRow>> {
+    let mut st = ClaimState::default();
+    let budget = scan_budget(p.max);
+    let mut size = p.max as usize;
+    loop {
+        let page: Vec<Candidate> = sqlx::query_as(&format!(
+            "SELECT {CANDIDATE_COLUMNS} FROM runs WHERE state = 'pending' AND NOT held AND NOT blocked \
+             AND scheduled_for <= $1 AND handler = ANY($2) AND NOT (id = ANY($3)) \
+             ORDER BY priority DESC, turn, scheduled_for, id LIMIT $4 FOR UPDATE SKIP LOCKED"
+        ))
+        .bind(us(p.now))
+        .bind(handlers)
+        .bind(&st.seen)
+        .bind(size as i64)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db_err)?;
+        let exhausted = page.len() < size;
+        let unknown = st.unknown_keys(&page);
+        if !unknown.is_empty() {
+            let rows: Vec<LimitRow> =
+                sqlx::query_as(&format!("SELECT {LIMIT_COLUMNS} FROM limits WHERE key = ANY($1) OR pattern"))
+                    .bind(&unknown)
+                    .fetch_all(&mut **tx)
+                    .await
+                    .map_err(db_err)?;
+            let governed = st.resolve(unknown, &defs_of(rows)?);
+            if !governed.is_empty() {
+                count_governed(tx, &mut st, governed, p.now).await?;
+            }
+        }
+        let claimed = st.admit_page(&page, p.max) as usize;
+        if claimed >= p.max as usize || exhausted || st.seen.len() >= budget {
+            break;
+        }
+        size = (p.max as usize * 2 + 16).min(budget - st.seen.len());
+    }
+    write_plan(tx, &st, p).await
+}
+
+/// Tries each governed key's lock, then counts the locked ones in a statement of its own (so
+/// its snapshot includes every claim committed by an earlier holder of the lock).
+async fn count_governed(
+    tx: &mut Tx,
+    st: &mut ClaimState,
+    governed: Vec<(String, LimitBounds)>,
+    now: Timestamp,
+) -> Result<()> {
+    let keys: Vec<String> = governed.iter().map(|(k, _)| k.clone()).collect();
+    let locked: Vec<(String,)> =
+        sqlx::query_as("SELECT k FROM UNNEST($1::text[]) AS k WHERE pg_try_advisory_xact_lock($2, hashtext(k))")
+            .bind(&keys)
+            .bind(LIMIT_LOCK_CLASS)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db_err)?;
+    let locked: HashSet<String> = locked.into_iter().map(|(k,)| k).collect();
+    let (mine, busy): (Vec<_>, Vec<_>) = governed.into_iter().partition(|(k, _)| locked.contains(k));
+    let floors: Vec<i64> = mine.iter().map(|(_, b)| window_floor_us(b, now)).collect();
+    let names: Vec<String> = mine.iter().map(|(k, _)| k.clone()).collect();
+    let counts: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT k, (SELECT COUNT(*) FROM run_limits r WHERE r.key = k AND (r.ended_at IS NULL OR r.ended_at > $3)), \
+         (SELECT COUNT(*) FROM limit_starts s WHERE s.key = k AND s.started_at > f) \
+         FROM UNNEST($1::text[], $2::int8[]) AS u(k, f)",
+    )
+    .bind(&names)
+    .bind(&floors)
+    .bind(us(now))
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    let counts: HashMap<String, KeyUse> = counts
+        .into_iter()
+        .map(|(k, r, s)| (k, KeyUse { running: r.max(0) as u64, recent_starts: s.max(0) as u64 }))
+        .collect();
+    let held = mine
+        .into_iter()
+        .map(|(k, b)| {
+            let u = counts.get(&k).copied().unwrap_or_default();
+            (k, b, u)
+        })
+        .collect();
+    st.counted(held, busy.into_iter().map(|(k, _)| k).collect());
+    Ok(())
+}
+
+/// Leases the runs the claim chose; records why held runs wait; logs and prunes rate starts.
+async fn write_plan(tx: &mut Tx, st: &ClaimState, p: &ClaimParams) -> Result<Vec<RunRow>> {
+    let plan = &st.plan;
+    plan.count_held();
+    let rows: Vec<RunRow> = if plan.claim.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_as(&format!(
+            "UPDATE runs SET state = 'running', attempt = attempt + 1, worker_id = $1, lease_expires_at = $2, \
+             started_at = $3, reason = note WHERE id = ANY($4) RETURNING {RUN_COLUMNS}"
+        ))
+        .bind(&p.worker_id)
+        .bind(us(p.now) + dur_us(p.lease))
+        .bind(us(p.now))
+        .bind(&plan.claim)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db_err)?
+    };
+    if !plan.held_reasons.is_empty() {
+        let (ids, reasons): (Vec<String>, Vec<String>) = plan.held_reasons.iter().cloned().unzip();
+        sqlx::query(
+            "UPDATE runs SET reason = u.r FROM UNNEST($1::text[], $2::text[]) AS u(id, r) WHERE runs.id = u.id",
+        )
+        .bind(ids)
+        .bind(reasons)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err)?;
+    }
+    if !plan.starts.is_empty() {
+        sqlx::query("INSERT INTO limit_starts (key, started_at) SELECT k, $2 FROM UNNEST($1::text[]) AS k")
+            .bind(&plan.starts)
+            .bind(us(p.now))
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err)?;
+    }
+    let locked = st.locked_keys();
+    if !locked.is_empty() {
+        sqlx::query("DELETE FROM run_limits WHERE key = ANY($1) AND ended_at <= $2")
+            .bind(&locked)
+            .bind(us(p.now) - ENDED_KEPT_US)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err)?;
+    }
+    let expired = st.expired_starts(p.now);
+    if !expired.is_empty() {
+        let (keys, floors): (Vec<String>, Vec<i64>) = expired.into_iter().unzip();
+        sqlx::query(
+            "DELETE FROM limit_starts s USING UNNEST($1::text[], $2::int8[]) AS w(k, f) \
+             WHERE s.key = w.k AND s.started_at <= w.f",
+        )
+        .bind(keys)
+        .bind(floors)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err)?;
+    }
+    Ok(rows)
+}
+
+/// Each run's fair key and turn, for runs about to be inserted, in order (see
+/// [`crate::flow::assign_turns`]): two index probes per distinct first key, whatever the backlog.
+pub(super) async fn turns_for(tx: &mut Tx, runs: &[&NewRun]) -> Result<Vec<(String, i64)>> {
+    if runs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let floor: (Option<i64>,) = sqlx::query_as(
+        "SELECT (SELECT turn FROM runs WHERE state = 'pending' AND NOT held AND NOT blocked \
+         ORDER BY priority DESC, turn LIMIT 1)",
+    )
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    let fair: Vec<String> = runs.iter().map(|r| fair_key_of(&r.job.limits)).collect();
+    // Runs naming no key take the floor: nothing to look up for them.
+    let mut keys: Vec<String> = fair.iter().filter(|k| !k.is_empty()).cloned().collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let last: Vec<(String, Option<i64>)> = sqlx::query_as(
+        "SELECT k, (SELECT turn FROM runs WHERE state = 'pending' AND fair_key = k ORDER BY turn DESC LIMIT 1) \
+         FROM UNNEST($1::text[]) AS k",
+    )
+    .bind(&keys)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    let last = last.into_iter().filter_map(|(k, t)| t.map(|t| (k, t))).collect();
+    let turns = turns(floor.0.unwrap_or(0), last, fair.iter().map(String::as_str));
+    Ok(fair.into_iter().zip(turns).collect())
+}
