@@ -1,11 +1,11 @@
 //! `/v1/jobs`: submit (with idempotency and group commit), batch, list, get, patch, delete,
 //! pause, resume, run now.
 
-use super::{ListResponse, Params};
+use super::{JobId, ListResponse, Params};
 use crate::body::{typed, IgnoredBody, JsonBody};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -115,11 +115,12 @@ pub async fn batch(State(state): State<AppState>, JsonBody(req): JsonBody<BatchR
     Ok(Json(serde_json::json!({ "items": items })).into_response())
 }
 
-/// List jobs, newest first. Filters: `namespace`, `handler`, `paused`.
+/// List jobs, newest first. Filters: `namespace`, `name`, `handler`, `paused`.
 #[utoipa::path(get, path = "/v1/jobs", responses((status = 200, body = ListResponse<Job>)))]
 pub async fn list(State(state): State<AppState>, p: Params) -> ApiResult<Json<ListResponse<Job>>> {
     let filter = JobFilter {
         namespace: p.str("namespace"),
+        name: p.str("name"),
         handler: p.str("handler"),
         paused: p.bool("paused")?,
         limit: p.limit()?,
@@ -131,7 +132,7 @@ pub async fn list(State(state): State<AppState>, p: Params) -> ApiResult<Json<Li
 
 /// One job.
 #[utoipa::path(get, path = "/v1/jobs/{id}", responses((status = 200, body = Job), (status = 404)))]
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Job>> {
+pub async fn get(State(state): State<AppState>, JobId(id): JobId) -> ApiResult<Json<Job>> {
     Ok(Json(state.store.job_get(&id, state.clock.now()).await?))
 }
 
@@ -139,7 +140,7 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiRe
 #[utoipa::path(patch, path = "/v1/jobs/{id}", request_body = Object, responses((status = 200, body = Job)))]
 pub async fn patch(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    JobId(id): JobId,
     JsonBody(changes): JsonBody<serde_json::Value>,
 ) -> ApiResult<Json<Job>> {
     let serde_json::Value::Object(changes) = changes else {
@@ -161,20 +162,20 @@ pub async fn patch(
 
 /// Delete a job; its runs stay queryable, its pending runs are cancelled.
 #[utoipa::path(delete, path = "/v1/jobs/{id}", responses((status = 204), (status = 404)))]
-pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete(State(state): State<AppState>, JobId(id): JobId) -> ApiResult<StatusCode> {
     state.store.job_delete(&id, state.clock.now()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Pause: triggers stop firing, pending runs are not claimed.
 #[utoipa::path(post, path = "/v1/jobs/{id}/pause", responses((status = 200, body = Job)))]
-pub async fn pause(State(state): State<AppState>, Path(id): Path<String>, _b: IgnoredBody) -> ApiResult<Json<Job>> {
+pub async fn pause(State(state): State<AppState>, JobId(id): JobId, _b: IgnoredBody) -> ApiResult<Json<Job>> {
     Ok(Json(state.store.job_set_paused(&id, true, state.clock.now()).await?))
 }
 
 /// Resume: missed fire times follow each trigger's misfire policy.
 #[utoipa::path(post, path = "/v1/jobs/{id}/resume", responses((status = 200, body = Job)))]
-pub async fn resume(State(state): State<AppState>, Path(id): Path<String>, _b: IgnoredBody) -> ApiResult<Json<Job>> {
+pub async fn resume(State(state): State<AppState>, JobId(id): JobId, _b: IgnoredBody) -> ApiResult<Json<Job>> {
     let job = state.store.job_set_paused(&id, false, state.clock.now()).await?;
     state.signals.triggers_changed.notify_one();
     state.signals.runs_ready.notify_waiters();
@@ -185,7 +186,7 @@ pub async fn resume(State(state): State<AppState>, Path(id): Path<String>, _b: I
 #[utoipa::path(post, path = "/v1/jobs/{id}/run", responses((status = 201, body = Run)))]
 pub async fn run_now(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    JobId(id): JobId,
     _b: IgnoredBody,
 ) -> ApiResult<(StatusCode, Json<Run>)> {
     let run = state.store.job_run_now(&id, state.clock.now()).await.map_err(|e| match e {

@@ -18,14 +18,15 @@
 
 use super::fire::{fire_actions, JobSnapshot, NewRun, JOB_SNAPSHOT_COLUMNS};
 use super::plan::{
-    holds, lease_of, settle_row, submission_vs_existing, update_conflict, Conflict, StatCounts, Taken, NOTE_THEN,
+    holds, lease_of, operator_retry, settle_row, submission_vs_existing, update_conflict, Conflict, StatCounts, Taken,
+    NOTE_THEN,
 };
 use super::rows::{
-    dur_us, fresh_job, trigger_spec_json, ts, us, JobRow, RunRow, TriggerRow, WorkerRow, JOB_SELECT, RUN_COLUMNS,
-    TRIGGER_COLUMNS, WORKER_SELECT,
+    dur_us, fresh_job, trigger_spec_json, ts, us, AttemptRow, JobRow, RunRow, TriggerRow, WorkerRow, ATTEMPT_COLUMNS,
+    JOB_SELECT, RUN_COLUMNS, TRIGGER_COLUMNS, WORKER_SELECT,
 };
 use super::*;
-use crate::attempt::Ended;
+use crate::attempt::{attempt_outcome, Ended};
 use crate::domain::{new_id, Lease, Overlap, Trigger};
 use crate::overlap::{decide, superseded_reason, ActiveRuns, Decision};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -342,6 +343,14 @@ impl Store for PostgresStore {
 
     async fn run_cancel(&self, id: &str, now: Timestamp) -> Result<Run> {
         runs::cancel(self, id, now).await
+    }
+
+    async fn run_retry(&self, id: &str, now: Timestamp) -> Result<Run> {
+        runs::retry(self, id, now).await
+    }
+
+    async fn run_attempts(&self, id: &str) -> Result<Vec<Attempt>> {
+        runs::attempts(self, id).await
     }
 
     async fn run_claim(&self, p: &ClaimParams) -> Result<Vec<ClaimedRun>> {
