@@ -2,6 +2,7 @@
 //! bulk cancel/retry by filter.
 
 use super::{ListResponse, Params};
+use crate::auth::{Access, ListScope};
 use crate::body::{IgnoredBody, JsonBody};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -13,8 +14,23 @@ use sundial_core::store::{RunFilter, StoreError};
 
 /// List runs, newest `scheduled_for` first. Filters: `job_id`, `state`, `since` (inclusive),
 /// `until` (exclusive), `namespace`, `handler`.
-#[utoipa::path(get, path = "/v1/runs", responses((status = 200, body = ListResponse<Run>)))]
-pub async fn list(State(state): State<AppState>, p: Params) -> ApiResult<Json<ListResponse<Run>>> {
+#[utoipa::path(get, path = "/v1/runs", operation_id = "list_runs", tag = "runs",
+    params(("job_id" = Option<String>, Query, description = "Only this job's runs"),
+        ("state" = Option<String>, Query, description = "pending, running, succeeded, failed, timed_out, cancelled or skipped"),
+        ("since" = Option<String>, Query, format = DateTime, description = "scheduled_for at or after (RFC 3339)"),
+        ("until" = Option<String>, Query, format = DateTime, description = "scheduled_for before (RFC 3339)"),
+        ("namespace" = Option<String>, Query, description = "Only this namespace (narrowed to the token's)"),
+        ("handler" = Option<String>, Query, description = "Only this handler"),
+        ("limit" = Option<u32>, Query, description = "Page size, default 100, at most 1000", minimum = 1, maximum = 1000),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
+    responses((status = 200, description = "Runs, newest scheduled_for first", body = ListResponse<Run>), (status = 422, description = "Bad query parameter", body = crate::error::ErrorBody)))]
+pub async fn list(State(state): State<AppState>, access: Access, p: Params) -> ApiResult<Json<ListResponse<Run>>> {
+    let scope = access.scope(p.str("namespace"));
+    let namespace = match &scope {
+        ListScope::AsAsked(ns) => ns.clone(),
+        ListScope::Empty => return Ok(Json(ListResponse { items: vec![], next_cursor: None })),
+        ListScope::Filter(_) => None,
+    };
     let run_state = p
         .str("state")
         .map(|s| {
@@ -30,24 +46,44 @@ pub async fn list(State(state): State<AppState>, p: Params) -> ApiResult<Json<Li
         state: run_state,
         since: p.time("since")?,
         until: p.time("until")?,
-        namespace: p.str("namespace"),
+        namespace,
         handler: p.str("handler"),
         limit: p.limit()?,
         cursor: p.str("cursor"),
     };
-    let page = state.store.run_list(&filter).await?;
+    let mut page = state.store.run_list(&filter).await?;
+    if let ListScope::Filter(set) = &scope {
+        // RunFilter takes one namespace: narrow the page here (pages may come out short).
+        page.items.retain(|r| set.contains(&r.namespace));
+    }
     Ok(Json(ListResponse { items: page.items, next_cursor: page.next_cursor }))
 }
 
 /// One run.
-#[utoipa::path(get, path = "/v1/runs/{id}", responses((status = 200, body = Run), (status = 404)))]
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Run>> {
-    Ok(Json(state.store.run_get(&id).await?))
+#[utoipa::path(get, path = "/v1/runs/{id}", operation_id = "get_run", tag = "runs", params(("id" = String, Path, description = "The run's id")),
+    responses((status = 200, description = "The run", body = Run), (status = 404, description = "Unknown id", body = crate::error::ErrorBody)))]
+pub async fn get(State(state): State<AppState>, access: Access, Path(id): Path<String>) -> ApiResult<Json<Run>> {
+    Ok(Json(visible_run(&state, &access, &id).await?))
+}
+
+/// The run `id`, if the caller may see its namespace; else the same 404 as an unknown id.
+pub(crate) async fn visible_run(state: &AppState, access: &Access, id: &str) -> ApiResult<Run> {
+    let run = state.store.run_get(id).await?;
+    access.see(&run.namespace, || format!("run {id}"))?;
+    Ok(run)
 }
 
 /// Cancel: a pending run at once; a running one is told at its worker's next heartbeat.
-#[utoipa::path(post, path = "/v1/runs/{id}/cancel", responses((status = 200, body = Run), (status = 409)))]
-pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>, _b: IgnoredBody) -> ApiResult<Json<Run>> {
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", operation_id = "cancel_run", tag = "runs", params(("id" = String, Path, description = "The run's id")),
+    responses((status = 200, description = "The run", body = Run), (status = 404, description = "Unknown id", body = crate::error::ErrorBody),
+        (status = 409, description = "Already finished (`already_finished`)", body = crate::error::ErrorBody)))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    access: Access,
+    Path(id): Path<String>,
+    _b: IgnoredBody,
+) -> ApiResult<Json<Run>> {
+    visible_run(&state, &access, &id).await?;
     let run = state.store.run_cancel(&id, state.clock.now()).await?;
     sundial_core::metrics::finished(&run);
     Ok(Json(run))
@@ -59,7 +95,13 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>, _b: I
     params(("id" = String, Path, description = "Run id")),
     responses((status = 200, body = Run), (status = 404, description = "Unknown run"),
         (status = 409, description = "`not_retryable`: the run is not failed, timed_out or cancelled")))]
-pub async fn retry(State(state): State<AppState>, Path(id): Path<String>, _b: IgnoredBody) -> ApiResult<Json<Run>> {
+pub async fn retry(
+    State(state): State<AppState>,
+    access: Access,
+    Path(id): Path<String>,
+    _b: IgnoredBody,
+) -> ApiResult<Json<Run>> {
+    visible_run(&state, &access, &id).await?;
     let run = state.store.run_retry(&id, state.clock.now()).await?;
     state.signals.runs_ready.notify_waiters();
     Ok(Json(run))
@@ -69,7 +111,12 @@ pub async fn retry(State(state): State<AppState>, Path(id): Path<String>, _b: Ig
 #[utoipa::path(get, path = "/v1/runs/{id}/attempts", operation_id = "list_run_attempts",
     params(("id" = String, Path, description = "Run id")),
     responses((status = 200, body = ListResponse<Attempt>), (status = 404, description = "Unknown run")))]
-pub async fn attempts(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<ListResponse<Attempt>>> {
+pub async fn attempts(
+    State(state): State<AppState>,
+    access: Access,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ListResponse<Attempt>>> {
+    visible_run(&state, &access, &id).await?;
     let items = state.store.run_attempts(&id).await?;
     Ok(Json(ListResponse { items, next_cursor: None }))
 }
@@ -136,6 +183,7 @@ const BULK_PAGE: u32 = 1000;
         (status = 422, description = "Unknown action or an empty filter")))]
 pub async fn bulk(
     State(state): State<AppState>,
+    access: Access,
     JsonBody(req): JsonBody<BulkRequest>,
 ) -> ApiResult<Json<BulkResponse>> {
     let f = req.filter;
@@ -150,12 +198,18 @@ pub async fn bulk(
             "filter: empty; give job_id, namespace, handler, state, since or until, or {\"all\": true} for every run",
         ));
     }
+    // A namespace-bound token's filter is narrowed to its namespaces: others are never touched.
+    let (namespace, keep) = match access.scope(f.namespace) {
+        ListScope::AsAsked(ns) => (ns, None),
+        ListScope::Empty => return Ok(Json(BulkResponse { matched: 0, changed: 0 })),
+        ListScope::Filter(set) => (None, Some(set)),
+    };
     let mut filter = RunFilter {
         job_id: f.job_id,
         state: f.state,
         since: f.since,
         until: f.until,
-        namespace: f.namespace,
+        namespace,
         handler: f.handler,
         limit: BULK_PAGE,
         cursor: None,
@@ -163,7 +217,8 @@ pub async fn bulk(
     let mut ids = Vec::new();
     loop {
         let page = state.store.run_list(&filter).await?;
-        ids.extend(page.items.into_iter().map(|r| r.id));
+        let visible = page.items.into_iter().filter(|r| keep.as_ref().is_none_or(|k| k.contains(&r.namespace)));
+        ids.extend(visible.map(|r| r.id));
         match page.next_cursor {
             Some(c) => filter.cursor = Some(c),
             None => break,
