@@ -29,6 +29,8 @@ const ROUTES: &[(&str, &str, Class)] = &[
     ("POST", "/v1/jobs/{id}/pause", Class::Submit),
     ("POST", "/v1/jobs/{id}/resume", Class::Submit),
     ("POST", "/v1/jobs/{id}/run", Class::Submit),
+    ("GET", "/v1/jobs/{id}/fires", Class::Read),
+    ("POST", "/v1/triggers/preview", Class::Read),
     ("GET", "/v1/runs", Class::Read),
     ("GET", "/v1/runs/{id}", Class::Read),
     ("POST", "/v1/runs/{id}/cancel", Class::Submit),

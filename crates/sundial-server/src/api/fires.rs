@@ -43,13 +43,14 @@ fn answer(items: Vec<PreviewFire>) -> Json<ListResponse<PreviewFire>> {
     responses((status = 200, body = ListResponse<PreviewFire>), (status = 404), (status = 422)))]
 pub async fn job_fires(
     State(state): State<AppState>,
+    access: crate::auth::Access,
     JobId(id): JobId,
     p: Params,
 ) -> ApiResult<Json<ListResponse<PreviewFire>>> {
     let limit = preview_limit(p.str("limit"))?;
     let now = state.clock.now();
     let after = p.time("after")?.unwrap_or(now);
-    let job = state.store.job_get(&id, now).await?;
+    let job = super::jobs::visible_job(&state, &access, &id).await?;
     // Calendars are not stored yet: every trigger previews with none. Once triggers name
     // calendars, pass each trigger's calendars here.
     let no_calendars: &[Calendar] = &[];
