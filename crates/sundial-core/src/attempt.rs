@@ -2,7 +2,7 @@
 //! after the backoff. One function for worker completions and the reaper alike, so a failed,
 //! timed-out or expired attempt is retried by the same rule.
 
-use crate::domain::{RetryPolicy, RunState, Timestamp};
+use crate::domain::{AttemptState, RetryPolicy, RunState, Timestamp};
 
 /// How an attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,9 +90,42 @@ pub fn settle(info: AttemptInfo, ended: Ended, error: Option<&str>, now: Timesta
     Settlement { state: failed_as, retry_at: None, reason: Some(reason) }
 }
 
+/// How the attempt itself ended, for its history row: its outcome and error. An expired lease
+/// (a silent or dead worker) is `lost`, with the error `"lease expired"`.
+pub fn attempt_outcome(ended: Ended, error: Option<&str>) -> (AttemptState, Option<String>) {
+    match ended {
+        Ended::LeaseExpired => (AttemptState::Lost, Some("lease expired".to_string())),
+        Ended::TimeoutOverrun => {
+            (AttemptState::TimedOut, Some(error.unwrap_or("timed out (no report from the worker)").to_string()))
+        }
+        Ended::Reported(state) => {
+            let outcome = match state {
+                RunState::Succeeded => AttemptState::Succeeded,
+                RunState::TimedOut => AttemptState::TimedOut,
+                RunState::Cancelled => AttemptState::Cancelled,
+                // Workers report only finished states; anything else counts as a failure.
+                _ => AttemptState::Failed,
+            };
+            (outcome, error.map(str::to_string))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_attempts_outcome_is_what_the_worker_said_or_lost_when_its_lease_ran_out() {
+        assert_eq!(attempt_outcome(Ended::LeaseExpired, None), (AttemptState::Lost, Some("lease expired".into())));
+        assert_eq!(
+            attempt_outcome(Ended::Reported(RunState::Failed), Some("boom")),
+            (AttemptState::Failed, Some("boom".into()))
+        );
+        assert_eq!(attempt_outcome(Ended::Reported(RunState::Succeeded), None), (AttemptState::Succeeded, None));
+        assert_eq!(attempt_outcome(Ended::Reported(RunState::Cancelled), None), (AttemptState::Cancelled, None));
+        assert_eq!(attempt_outcome(Ended::TimeoutOverrun, None).0, AttemptState::TimedOut);
+    }
     use std::time::Duration;
 
     fn info(attempt: u32, max: u32) -> AttemptInfo {

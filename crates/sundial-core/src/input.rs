@@ -64,6 +64,7 @@ impl From<StoreError> for Rejection {
             StoreError::AlreadyFinished(run) => {
                 Rejection::new(409, "already_finished", format!("run {run} already finished"))
             }
+            StoreError::NotRetryable(m) => Rejection::new(409, "not_retryable", m),
             StoreError::Invalid(m) => Rejection::invalid(m),
             StoreError::Unavailable(m) => Rejection::new(503, "store_unavailable", format!("store unavailable: {m}")),
             StoreError::Internal(m) => {

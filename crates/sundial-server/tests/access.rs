@@ -17,6 +17,8 @@ enum Class {
     Submit,
     Worker,
     GlobalRead,
+    /// Limits and calendars: global objects only an admin of every namespace may change.
+    GlobalWrite,
 }
 
 const ROUTES: &[(&str, &str, Class)] = &[
@@ -29,17 +31,24 @@ const ROUTES: &[(&str, &str, Class)] = &[
     ("POST", "/v1/jobs/{id}/pause", Class::Submit),
     ("POST", "/v1/jobs/{id}/resume", Class::Submit),
     ("POST", "/v1/jobs/{id}/run", Class::Submit),
+    ("GET", "/v1/jobs/{id}/fires", Class::Read),
+    ("POST", "/v1/triggers/preview", Class::Read),
     ("GET", "/v1/runs", Class::Read),
     ("GET", "/v1/runs/{id}", Class::Read),
     ("POST", "/v1/runs/{id}/cancel", Class::Submit),
+    ("POST", "/v1/runs/{id}/retry", Class::Submit),
+    ("GET", "/v1/runs/{id}/attempts", Class::Read),
+    ("POST", "/v1/runs/bulk", Class::Submit),
     ("POST", "/v1/runs/{id}/complete", Class::Worker),
     ("POST", "/v1/workers", Class::Worker),
     ("GET", "/v1/workers", Class::GlobalRead),
     ("DELETE", "/v1/workers/{id}", Class::Worker),
     ("POST", "/v1/workers/{id}/claim", Class::Worker),
     ("POST", "/v1/workers/{id}/heartbeat", Class::Worker),
-    ("GET", "/v1/jobs/{id}/fires", Class::Read),
-    ("POST", "/v1/triggers/preview", Class::GlobalRead),
+    ("GET", "/v1/limits", Class::GlobalRead),
+    ("GET", "/v1/limits/{key}", Class::GlobalRead),
+    ("PUT", "/v1/limits/{key}", Class::GlobalWrite),
+    ("DELETE", "/v1/limits/{key}", Class::GlobalWrite),
 ];
 
 /// The roles' reach, from API.md "Roles": (token, classes it may use, namespaces).
@@ -48,7 +57,7 @@ const ROLES: &[(&str, &[Class], bool)] = &[
     ("submit-own", &[Class::Read, Class::GlobalRead, Class::Submit], false),
     ("worker-own", &[Class::Worker], false),
     ("admin-own", &[Class::Read, Class::GlobalRead, Class::Submit, Class::Worker], false),
-    ("admin-all", &[Class::Read, Class::GlobalRead, Class::Submit, Class::Worker], true),
+    ("admin-all", &[Class::Read, Class::GlobalRead, Class::Submit, Class::Worker, Class::GlobalWrite], true),
 ];
 
 async fn start() -> (TestServer, tempfile::TempDir) {
@@ -161,8 +170,18 @@ async fn prepare(s: &TestServer, method: &str, path: &str, ns: &str) -> (String,
         ("POST", "/v1/workers/{id}/claim") => Some(json!({"max": 1})),
         ("POST", "/v1/workers/{id}/heartbeat") => Some(json!({"runs": []})),
         ("POST", "/v1/triggers/preview") => Some(json!({"trigger": {"kind": "interval", "every": "1m"}})),
+        ("POST", "/v1/runs/bulk") => Some(json!({"action": "cancel", "filter": {"namespace": ns}})),
+        ("PUT", "/v1/limits/{key}") => Some(json!({"max_running": 2})),
         _ => None,
     };
+    if path.contains("{key}") {
+        // A fresh limit each time, so a DELETE always has one to delete.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let key = format!("k-{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let put = call(s, "admin-all", "PUT", &format!("/v1/limits/{key}"), Some(json!({"max_running": 1}))).await;
+        assert_eq!(put.status, 200, "{}", put.body);
+        return (path.replace("{key}", &key), body);
+    }
     if path.starts_with("/v1/jobs/{id}") {
         let (job, _) = job_in(s, ns).await;
         return (path.replace("{id}", &job), body);
@@ -264,5 +283,25 @@ async fn the_in_process_worker_cannot_be_deregistered_over_http_even_without_tok
     assert_error(&r, 403, "in_process_worker");
     let after = s.get("/v1/workers").await;
     assert_eq!(after.body["items"][0]["state"], "active", "{}", after.body);
+    s.stop().await;
+}
+
+/// A bulk action by a namespace-bound token never matches or touches another namespace's runs,
+/// even with `{"all": true}`.
+#[tokio::test]
+async fn bulk_is_narrowed_to_the_tokens_namespaces() {
+    let (s, _dir) = start().await;
+    let (_, own_run) = job_in(&s, OWN).await;
+    let (_, other_run) = job_in(&s, OTHER).await;
+    let all = json!({"action": "cancel", "filter": {"all": true}});
+    let r = call(&s, "submit-own", "POST", "/v1/runs/bulk", Some(all)).await;
+    assert_eq!((r.status, r.body.clone()), (200, json!({"matched": 1, "changed": 1})), "{}", r.body);
+    let other = call(&s, "admin-all", "GET", &format!("/v1/runs/{other_run}"), None).await;
+    assert_eq!(other.body["state"], "pending", "another namespace is untouched");
+    let own = call(&s, "admin-all", "GET", &format!("/v1/runs/{own_run}"), None).await;
+    assert_eq!(own.body["state"], "cancelled");
+    let asked_other = json!({"action": "retry", "filter": {"namespace": OTHER}});
+    let r = call(&s, "submit-own", "POST", "/v1/runs/bulk", Some(asked_other)).await;
+    assert_eq!(r.body, json!({"matched": 0, "changed": 0}));
     s.stop().await;
 }

@@ -13,7 +13,7 @@ pub mod worker;
 
 pub use job::{Job, JobSpec, Overlap, RetryPolicy};
 pub use limit::{Limit, LimitBounds, LimitDef, LimitKey, Rate};
-pub use run::{Lease, Run, RunState};
+pub use run::{Attempt, AttemptState, Lease, Run, RunState};
 pub use trigger::{Misfire, Trigger, TriggerKind, TriggerSpec};
 pub use validate::FieldError;
 pub use worker::{Worker, WorkerState};

@@ -85,6 +85,8 @@ pub struct Run {
     pub attempt: u32,
     /// Worker holding or last holding it.
     pub worker_id: Option<String>,
+    /// That worker's name (kept after the worker is forgotten).
+    pub worker_name: Option<String>,
     /// Start of the latest attempt.
     pub started_at: Option<DateTime<Utc>>,
     /// When it reached a finished state.
@@ -115,6 +117,72 @@ pub struct Run {
     pub limits: Vec<String>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
+}
+
+/// How one attempt of a run ended (`running` while it has not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptState {
+    /// Still held by its worker.
+    Running,
+    /// The handler succeeded.
+    Succeeded,
+    /// The handler failed.
+    Failed,
+    /// The attempt overran its timeout.
+    TimedOut,
+    /// Stopped by a cancel.
+    Cancelled,
+    /// Its lease expired or its worker was declared dead; the server recovered the run.
+    Lost,
+}
+
+impl AttemptState {
+    /// All states.
+    pub const ALL: [AttemptState; 6] = [
+        AttemptState::Running,
+        AttemptState::Succeeded,
+        AttemptState::Failed,
+        AttemptState::TimedOut,
+        AttemptState::Cancelled,
+        AttemptState::Lost,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptState::Running => "running",
+            AttemptState::Succeeded => "succeeded",
+            AttemptState::Failed => "failed",
+            AttemptState::TimedOut => "timed_out",
+            AttemptState::Cancelled => "cancelled",
+            AttemptState::Lost => "lost",
+        }
+    }
+
+    /// Parses the wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// One attempt of a run: who ran it, when, and how it ended.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Attempt {
+    /// Its number (1 for the first claim).
+    pub attempt: u32,
+    /// The worker that claimed it.
+    pub worker_id: String,
+    /// That worker's name when it claimed.
+    pub worker_name: String,
+    /// Claim time.
+    pub started_at: DateTime<Utc>,
+    /// When it ended (for `lost`, when the server recovered the run); null while running.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Its outcome.
+    pub state: AttemptState,
+    /// Its error (`"lease expired"` for `lost`).
+    pub error: Option<String>,
 }
 
 /// The fencing token: a run is held by one worker at one attempt. Heartbeats and completions

@@ -17,6 +17,9 @@ where
     if let Some(ns) = &f.namespace {
         q.push(" AND j.namespace = ").push_bind(ns.clone());
     }
+    if let Some(n) = &f.name {
+        q.push(" AND j.name = ").push_bind(n.clone());
+    }
     if let Some(h) = &f.handler {
         q.push(" AND j.handler = ").push_bind(h.clone());
     }
@@ -52,6 +55,9 @@ where
     }
     if let Some(ns) = &f.namespace {
         q.push(" AND namespace = ").push_bind(ns.clone());
+    }
+    if let Some(h) = &f.handler {
+        q.push(" AND handler = ").push_bind(h.clone());
     }
     if let Some(c) = &f.cursor {
         let (k, id) = decode_cursor(c)?;

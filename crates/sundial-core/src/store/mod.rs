@@ -40,7 +40,7 @@ mod reads;
 pub(crate) mod rows;
 pub mod sqlite;
 
-use crate::domain::{Job, JobSpec, Lease, Run, RunState, Timestamp, Worker};
+use crate::domain::{Attempt, Job, JobSpec, Lease, Run, RunState, Timestamp, Worker};
 use crate::domain::{LimitBounds, LimitDef, LimitKey};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -66,6 +66,9 @@ pub enum StoreError {
     /// The run already finished.
     #[error("run {0} already finished")]
     AlreadyFinished(String),
+    /// An operator's retry of a run that is not `failed`, `timed_out` or `cancelled`.
+    #[error("{0}")]
+    NotRetryable(String),
     /// A parameter the store cannot use (e.g. a malformed cursor).
     #[error("{0}")]
     Invalid(String),
@@ -110,6 +113,8 @@ pub struct JobCreated {
 pub struct JobFilter {
     /// Only this namespace.
     pub namespace: Option<String>,
+    /// Only the job of this name (with `namespace`, at most one).
+    pub name: Option<String>,
     /// Only this handler.
     pub handler: Option<String>,
     /// Only paused or only unpaused.
@@ -133,6 +138,8 @@ pub struct RunFilter {
     pub until: Option<Timestamp>,
     /// Only this namespace.
     pub namespace: Option<String>,
+    /// Only this handler.
+    pub handler: Option<String>,
     /// Page size.
     pub limit: u32,
     /// From a previous page.
@@ -305,6 +312,12 @@ pub trait Store: Send + Sync + 'static {
     async fn run_list(&self, filter: &RunFilter) -> Result<Page<Run>>;
     /// Cancels a pending run at once; marks a running one `cancel_requested`.
     async fn run_cancel(&self, id: &str, now: Timestamp) -> Result<Run>;
+    /// An operator's retry: a `failed`, `timed_out` or `cancelled` run goes back to `pending`,
+    /// due now, with a full set of attempts from its current one ([`StoreError::NotRetryable`]
+    /// otherwise).
+    async fn run_retry(&self, id: &str, now: Timestamp) -> Result<Run>;
+    /// Every attempt of a run, oldest first (empty for a run never claimed).
+    async fn run_attempts(&self, id: &str) -> Result<Vec<Attempt>>;
     /// Claims due pending runs of the worker's handlers, by priority then in fair turns across
     /// first keys, each only while the limits on its keys have room (see [`limits`]).
     /// Each claim bumps `attempt` and sets a lease. Counts as the worker's sign of life.
@@ -412,6 +425,14 @@ macro_rules! store_by_noun {
 
             async fn run_cancel(&self, id: &str, now: Timestamp) -> Result<Run> {
                 runs::cancel(self, id, now).await
+            }
+
+            async fn run_retry(&self, id: &str, now: Timestamp) -> Result<Run> {
+                runs::retry(self, id, now).await
+            }
+
+            async fn run_attempts(&self, id: &str) -> Result<Vec<Attempt>> {
+                runs::attempts(self, id).await
             }
 
             async fn run_claim(&self, p: &ClaimParams) -> Result<Vec<ClaimedRun>> {

@@ -143,6 +143,39 @@ pub(crate) fn settle_row(row: &RunRow, ended: Ended, error: Option<&str>, now: T
     }
 }
 
+/// What an operator's retry writes: the run goes back to `pending`, due now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RetryWrite {
+    /// `attempt` + the job's `retry.max_attempts`: a full set of attempts from the current one.
+    pub max_attempts: i64,
+    /// The old reason with `retried by operator` after `; `.
+    pub reason: String,
+}
+
+/// The note an operator's retry adds to `reason`.
+pub(crate) const RETRIED_BY_OPERATOR: &str = "retried by operator";
+
+/// An operator's retry of `row`: only a `failed`, `timed_out` or `cancelled` run may go back.
+/// `job_max_attempts` is its job's `retry.max_attempts` (`None` when the job was deleted: one
+/// more attempt).
+pub(crate) fn operator_retry(row: &RunRow, job_max_attempts: Option<i64>) -> Result<RetryWrite, StoreError> {
+    let state = row.state()?;
+    if !matches!(state, RunState::Failed | RunState::TimedOut | RunState::Cancelled) {
+        return Err(StoreError::NotRetryable(format!(
+            "run {} is {}; only failed, timed_out or cancelled runs can be retried",
+            row.id,
+            state.as_str()
+        )));
+    }
+    Ok(RetryWrite {
+        max_attempts: row.attempt + job_max_attempts.unwrap_or(1).max(1),
+        reason: match row.reason.as_deref() {
+            Some(r) if !r.is_empty() => format!("{r}; {RETRIED_BY_OPERATOR}"),
+            _ => RETRIED_BY_OPERATOR.to_string(),
+        },
+    })
+}
+
 // ---------------------------------------------------------------------------------------------
 // Stats.
 
@@ -214,6 +247,7 @@ mod tests {
             state: "running".into(),
             attempt,
             worker_id: Some("w1".into()),
+            worker_name: Some("w1-name".into()),
             lease_expires_at: None,
             started_at: None,
             finished_at: None,
@@ -287,6 +321,30 @@ mod tests {
         let last = running(2, 2, None);
         let w = settle_row(&last, Ended::LeaseExpired, None, t(10));
         assert_eq!((w.settlement.state, w.reason.as_deref()), (RunState::Failed, Some("lease expired")));
+    }
+
+    #[test]
+    fn an_operator_retry_gives_a_full_set_of_attempts_and_appends_to_the_reason() {
+        let failed = RunRow {
+            state: "failed".into(),
+            reason: Some("attempt 3 of 3 failed: boom".into()),
+            ..running(3, 3, None)
+        };
+        let w = operator_retry(&failed, Some(2)).unwrap();
+        assert_eq!(w.max_attempts, 5);
+        assert_eq!(w.reason, "attempt 3 of 3 failed: boom; retried by operator");
+        let cancelled = RunRow { state: "cancelled".into(), reason: None, ..running(0, 3, None) };
+        let w = operator_retry(&cancelled, None).unwrap();
+        assert_eq!((w.max_attempts, w.reason.as_str()), (1, "retried by operator"), "a deleted job: one more");
+        let timed_out = RunRow { state: "timed_out".into(), ..running(1, 1, None) };
+        assert!(operator_retry(&timed_out, Some(1)).is_ok());
+        for st in ["pending", "running", "succeeded", "skipped"] {
+            let r = RunRow { state: st.into(), ..running(1, 3, None) };
+            match operator_retry(&r, Some(3)) {
+                Err(StoreError::NotRetryable(m)) => assert!(m.contains(st), "{m}"),
+                other => panic!("{st}: {other:?}"),
+            }
+        }
     }
 
     #[test]

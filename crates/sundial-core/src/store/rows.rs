@@ -3,8 +3,8 @@
 
 use super::{ClaimedRun, StoreError};
 use crate::domain::{
-    trigger::TriggerWire, Job, Overlap, RetryPolicy, Run, RunState, Timestamp, Trigger, TriggerSpec, Worker,
-    WorkerState,
+    trigger::TriggerWire, Attempt, AttemptState, Job, Overlap, RetryPolicy, Run, RunState, Timestamp, Trigger,
+    TriggerSpec, Worker, WorkerState,
 };
 use std::time::Duration;
 
@@ -131,6 +131,8 @@ pub(crate) struct RunRow {
     pub state: String,
     pub attempt: i64,
     pub worker_id: Option<String>,
+    /// Name of the worker of the latest attempt, kept after the worker is forgotten.
+    pub worker_name: Option<String>,
     pub lease_expires_at: Option<i64>,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
@@ -147,7 +149,7 @@ pub(crate) struct RunRow {
 /// Columns of [`RunRow`], for `SELECT`/`RETURNING` lists.
 pub(crate) const RUN_COLUMNS: &str = "id, job_id, trigger_id, namespace, handler, payload, priority, timeout_us, \
      max_attempts, initial_delay_us, max_delay_us, overlap, scheduled_for, fire_time, state, attempt, worker_id, \
-     lease_expires_at, started_at, finished_at, output, error, reason, note, cancel_requested, created_at, limits";
+     worker_name, lease_expires_at, started_at, finished_at, output, error, reason, note, cancel_requested, created_at, limits";
 
 impl RunRow {
     pub(crate) fn state(&self) -> Result<RunState, StoreError> {
@@ -177,6 +179,7 @@ impl RunRow {
             fire_time: ts(self.fire_time),
             attempt: self.attempt as u32,
             worker_id: self.worker_id,
+            worker_name: self.worker_name,
             started_at: self.started_at.map(ts),
             finished_at: self.finished_at.map(ts),
             error: self.error,
@@ -200,6 +203,35 @@ impl RunRow {
             timeout: self.timeout_us.map(us_dur),
             scheduled_for: ts(self.scheduled_for),
             lease_expires_at: self.lease_expires_at.map(ts).unwrap_or_default(),
+        })
+    }
+}
+
+/// A row of `run_attempts`.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct AttemptRow {
+    pub attempt: i64,
+    pub worker_id: String,
+    pub worker_name: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub state: String,
+    pub error: Option<String>,
+}
+
+/// Columns of [`AttemptRow`].
+pub(crate) const ATTEMPT_COLUMNS: &str = "attempt, worker_id, worker_name, started_at, finished_at, state, error";
+
+impl AttemptRow {
+    pub(crate) fn into_attempt(self) -> Result<Attempt, StoreError> {
+        Ok(Attempt {
+            state: AttemptState::parse(&self.state).ok_or_else(|| corrupt("attempt state", &self.state))?,
+            attempt: self.attempt as u32,
+            worker_id: self.worker_id,
+            worker_name: self.worker_name,
+            started_at: ts(self.started_at),
+            finished_at: self.finished_at.map(ts),
+            error: self.error,
         })
     }
 }

@@ -3,12 +3,12 @@
 //! `sundial_core::schedule` computes for real fires; this module only reads parameters and
 //! the job.
 
-use super::{ListResponse, Params};
+use super::{JobId, ListResponse, Params};
 use crate::auth::Access;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
 use sundial_core::domain::trigger::TriggerWire;
@@ -45,7 +45,7 @@ fn answer(items: Vec<PreviewFire>) -> Json<ListResponse<PreviewFire>> {
 pub async fn job_fires(
     State(state): State<AppState>,
     access: Access,
-    Path(id): Path<String>,
+    JobId(id): JobId,
     p: Params,
 ) -> ApiResult<Json<ListResponse<PreviewFire>>> {
     let limit = preview_limit(p.str("limit"))?;

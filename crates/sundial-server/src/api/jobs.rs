@@ -1,12 +1,12 @@
 //! `/v1/jobs`: submit (with idempotency and group commit), batch, list, get, patch, delete,
 //! pause, resume, run now.
 
-use super::{ListResponse, Params};
+use super::{JobId, ListResponse, Params};
 use crate::auth::{Access, ListScope};
 use crate::body::{typed, IgnoredBody, JsonBody};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -149,9 +149,10 @@ pub async fn batch(
     Ok(Json(BatchResponse { items }).into_response())
 }
 
-/// List jobs, newest first. Filters: `namespace`, `handler`, `paused`.
+/// List jobs, newest first. Filters: `namespace`, `name`, `handler`, `paused`.
 #[utoipa::path(get, path = "/v1/jobs", operation_id = "list_jobs", tag = "jobs",
     params(("namespace" = Option<String>, Query, description = "Only this namespace (narrowed to the token's)"),
+        ("name" = Option<String>, Query, description = "Only the job of this name"),
         ("handler" = Option<String>, Query, description = "Only this handler"),
         ("paused" = Option<bool>, Query, description = "Only paused (true) or unpaused (false) jobs"),
         ("limit" = Option<u32>, Query, description = "Page size, default 100, at most 1000", minimum = 1, maximum = 1000),
@@ -166,6 +167,7 @@ pub async fn list(State(state): State<AppState>, access: Access, p: Params) -> A
     };
     let filter = JobFilter {
         namespace,
+        name: p.str("name"),
         handler: p.str("handler"),
         paused: p.bool("paused")?,
         limit: p.limit()?,
@@ -182,7 +184,7 @@ pub async fn list(State(state): State<AppState>, access: Access, p: Params) -> A
 /// One job.
 #[utoipa::path(get, path = "/v1/jobs/{id}", operation_id = "get_job", tag = "jobs", params(("id" = String, Path, description = "The job's id, or its `namespace/name` (URL-encoded `/`)")),
     responses((status = 200, description = "The job", body = Job), (status = 404, description = "Unknown id (or a namespace the token cannot see)", body = crate::error::ErrorBody)))]
-pub async fn get(State(state): State<AppState>, access: Access, Path(id): Path<String>) -> ApiResult<Json<Job>> {
+pub async fn get(State(state): State<AppState>, access: Access, JobId(id): JobId) -> ApiResult<Json<Job>> {
     Ok(Json(visible_job(&state, &access, &id).await?))
 }
 
@@ -196,7 +198,7 @@ pub async fn get(State(state): State<AppState>, access: Access, Path(id): Path<S
 pub async fn patch(
     State(state): State<AppState>,
     access: Access,
-    Path(id): Path<String>,
+    JobId(id): JobId,
     JsonBody(changes): JsonBody<serde_json::Value>,
 ) -> ApiResult<Json<Job>> {
     let serde_json::Value::Object(changes) = changes else {
@@ -225,7 +227,7 @@ pub async fn patch(
 /// Delete a job; its runs stay queryable, its pending runs are cancelled.
 #[utoipa::path(delete, path = "/v1/jobs/{id}", operation_id = "delete_job", tag = "jobs", params(("id" = String, Path, description = "The job's id, or its `namespace/name` (URL-encoded `/`)")),
     responses((status = 204, description = "Deleted; its runs stay queryable"), (status = 404, description = "Unknown id", body = crate::error::ErrorBody)))]
-pub async fn delete(State(state): State<AppState>, access: Access, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete(State(state): State<AppState>, access: Access, JobId(id): JobId) -> ApiResult<StatusCode> {
     visible_job(&state, &access, &id).await?;
     state.store.job_delete(&id, state.clock.now()).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -237,7 +239,7 @@ pub async fn delete(State(state): State<AppState>, access: Access, Path(id): Pat
 pub async fn pause(
     State(state): State<AppState>,
     access: Access,
-    Path(id): Path<String>,
+    JobId(id): JobId,
     _b: IgnoredBody,
 ) -> ApiResult<Json<Job>> {
     visible_job(&state, &access, &id).await?;
@@ -250,7 +252,7 @@ pub async fn pause(
 pub async fn resume(
     State(state): State<AppState>,
     access: Access,
-    Path(id): Path<String>,
+    JobId(id): JobId,
     _b: IgnoredBody,
 ) -> ApiResult<Json<Job>> {
     visible_job(&state, &access, &id).await?;
@@ -266,7 +268,7 @@ pub async fn resume(
 pub async fn run_now(
     State(state): State<AppState>,
     access: Access,
-    Path(id): Path<String>,
+    JobId(id): JobId,
     _b: IgnoredBody,
 ) -> ApiResult<(StatusCode, Json<Run>)> {
     visible_job(&state, &access, &id).await?;

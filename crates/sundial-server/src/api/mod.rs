@@ -62,6 +62,36 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Params {
     }
 }
 
+/// A job named in a path as its id or as `namespace/name` (the `/` URL-encoded; a namespace
+/// has no `/`, so the first one splits), resolved to the id.
+pub struct JobId(pub String);
+
+impl axum::extract::FromRequestParts<crate::state::AppState> for JobId {
+    type Rejection = ApiError;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &crate::state::AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::invalid(format!("id: {e}")))?;
+        let Some((namespace, name)) = raw.split_once('/') else {
+            return Ok(JobId(raw));
+        };
+        let filter = sundial_core::store::JobFilter {
+            namespace: Some(namespace.to_string()),
+            name: Some(name.to_string()),
+            limit: 1,
+            ..Default::default()
+        };
+        let page = state.store.job_list(&filter, state.clock.now()).await?;
+        match page.items.into_iter().next() {
+            Some(job) => Ok(JobId(job.id)),
+            None => Err(ApiError::not_found(format!("job {raw}"))),
+        }
+    }
+}
+
 /// A list answer: `{"items": [...], "next_cursor": ...}`.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct ListResponse<T> {

@@ -1,23 +1,26 @@
-//! `/v1/runs`: results. List (filters, cursor pagination), get, cancel.
+//! `/v1/runs`: results. List (filters, cursor pagination), get, cancel, retry, attempts, and
+//! bulk cancel/retry by filter.
 
 use super::{ListResponse, Params};
 use crate::auth::{Access, ListScope};
-use crate::body::IgnoredBody;
+use crate::body::{IgnoredBody, JsonBody};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::Json;
-use sundial_core::domain::{Run, RunState};
-use sundial_core::store::RunFilter;
+use serde::{Deserialize, Serialize};
+use sundial_core::domain::{Attempt, Run, RunState, Timestamp};
+use sundial_core::store::{RunFilter, StoreError};
 
 /// List runs, newest `scheduled_for` first. Filters: `job_id`, `state`, `since` (inclusive),
-/// `until` (exclusive), `namespace`.
+/// `until` (exclusive), `namespace`, `handler`.
 #[utoipa::path(get, path = "/v1/runs", operation_id = "list_runs", tag = "runs",
     params(("job_id" = Option<String>, Query, description = "Only this job's runs"),
         ("state" = Option<String>, Query, description = "pending, running, succeeded, failed, timed_out, cancelled or skipped"),
         ("since" = Option<String>, Query, format = DateTime, description = "scheduled_for at or after (RFC 3339)"),
         ("until" = Option<String>, Query, format = DateTime, description = "scheduled_for before (RFC 3339)"),
         ("namespace" = Option<String>, Query, description = "Only this namespace (narrowed to the token's)"),
+        ("handler" = Option<String>, Query, description = "Only this handler"),
         ("limit" = Option<u32>, Query, description = "Page size, default 100, at most 1000", minimum = 1, maximum = 1000),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
     responses((status = 200, description = "Runs, newest scheduled_for first", body = ListResponse<Run>), (status = 422, description = "Bad query parameter", body = crate::error::ErrorBody)))]
@@ -44,6 +47,7 @@ pub async fn list(State(state): State<AppState>, access: Access, p: Params) -> A
         since: p.time("since")?,
         until: p.time("until")?,
         namespace,
+        handler: p.str("handler"),
         limit: p.limit()?,
         cursor: p.str("cursor"),
     };
@@ -83,4 +87,161 @@ pub async fn cancel(
     let run = state.store.run_cancel(&id, state.clock.now()).await?;
     sundial_core::metrics::finished(&run);
     Ok(Json(run))
+}
+
+/// Retry: a `failed`, `timed_out` or `cancelled` run goes back to `pending`, due now, with a
+/// full set of attempts from its current one; any other state is 409 `not_retryable`.
+#[utoipa::path(post, path = "/v1/runs/{id}/retry", operation_id = "retry_run",
+    params(("id" = String, Path, description = "Run id")),
+    responses((status = 200, body = Run), (status = 404, description = "Unknown run"),
+        (status = 409, description = "`not_retryable`: the run is not failed, timed_out or cancelled")))]
+pub async fn retry(
+    State(state): State<AppState>,
+    access: Access,
+    Path(id): Path<String>,
+    _b: IgnoredBody,
+) -> ApiResult<Json<Run>> {
+    visible_run(&state, &access, &id).await?;
+    let run = state.store.run_retry(&id, state.clock.now()).await?;
+    state.signals.runs_ready.notify_waiters();
+    Ok(Json(run))
+}
+
+/// Every attempt of a run, oldest first: its worker, times, outcome and error.
+#[utoipa::path(get, path = "/v1/runs/{id}/attempts", operation_id = "list_run_attempts",
+    params(("id" = String, Path, description = "Run id")),
+    responses((status = 200, body = ListResponse<Attempt>), (status = 404, description = "Unknown run")))]
+pub async fn attempts(
+    State(state): State<AppState>,
+    access: Access,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ListResponse<Attempt>>> {
+    visible_run(&state, &access, &id).await?;
+    let items = state.store.run_attempts(&id).await?;
+    Ok(Json(ListResponse { items, next_cursor: None }))
+}
+
+/// `POST /v1/runs/bulk` body.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRequest {
+    /// `cancel` or `retry`.
+    pub action: BulkAction,
+    /// Which runs: every run matching all given fields; `{"all": true}` for every run.
+    pub filter: BulkFilter,
+}
+
+/// What a bulk request does to each matching run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BulkAction {
+    /// As `POST /v1/runs/{id}/cancel`.
+    Cancel,
+    /// As `POST /v1/runs/{id}/retry`.
+    Retry,
+}
+
+/// The runs a bulk request acts on (`since`/`until` on `scheduled_for`, as in `GET /v1/runs`).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkFilter {
+    /// Every run (acting on everything must be said).
+    #[serde(default)]
+    pub all: bool,
+    /// Only this job's runs.
+    pub job_id: Option<String>,
+    /// Only this namespace.
+    pub namespace: Option<String>,
+    /// Only this handler.
+    pub handler: Option<String>,
+    /// Only runs in this state.
+    pub state: Option<RunState>,
+    /// `scheduled_for >= since`.
+    #[schema(value_type = Option<String>)]
+    pub since: Option<Timestamp>,
+    /// `scheduled_for < until`.
+    #[schema(value_type = Option<String>)]
+    pub until: Option<Timestamp>,
+}
+
+/// `POST /v1/runs/bulk` answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct BulkResponse {
+    /// Runs the filter matched.
+    pub matched: u64,
+    /// Runs whose state changed or that got `cancel_requested`.
+    pub changed: u64,
+}
+
+/// Runs read per page while collecting a bulk request's matches.
+const BULK_PAGE: u32 = 1000;
+
+/// Cancel or retry every run a filter matches (not one page). The matches are collected first,
+/// then acted on in batches, so runs the action moves are neither missed nor met twice.
+#[utoipa::path(post, path = "/v1/runs/bulk", operation_id = "bulk_runs", request_body = BulkRequest,
+    responses((status = 200, body = BulkResponse), (status = 400, description = "Malformed JSON"),
+        (status = 422, description = "Unknown action or an empty filter")))]
+pub async fn bulk(
+    State(state): State<AppState>,
+    access: Access,
+    JsonBody(req): JsonBody<BulkRequest>,
+) -> ApiResult<Json<BulkResponse>> {
+    let f = req.filter;
+    let narrowed = f.job_id.is_some()
+        || f.namespace.is_some()
+        || f.handler.is_some()
+        || f.state.is_some()
+        || f.since.is_some()
+        || f.until.is_some();
+    if !narrowed && !f.all {
+        return Err(ApiError::invalid(
+            "filter: empty; give job_id, namespace, handler, state, since or until, or {\"all\": true} for every run",
+        ));
+    }
+    // A namespace-bound token's filter is narrowed to its namespaces: others are never touched.
+    let (namespace, keep) = match access.scope(f.namespace) {
+        ListScope::AsAsked(ns) => (ns, None),
+        ListScope::Empty => return Ok(Json(BulkResponse { matched: 0, changed: 0 })),
+        ListScope::Filter(set) => (None, Some(set)),
+    };
+    let mut filter = RunFilter {
+        job_id: f.job_id,
+        state: f.state,
+        since: f.since,
+        until: f.until,
+        namespace,
+        handler: f.handler,
+        limit: BULK_PAGE,
+        cursor: None,
+    };
+    let mut ids = Vec::new();
+    loop {
+        let page = state.store.run_list(&filter).await?;
+        let visible = page.items.into_iter().filter(|r| keep.as_ref().is_none_or(|k| k.contains(&r.namespace)));
+        ids.extend(visible.map(|r| r.id));
+        match page.next_cursor {
+            Some(c) => filter.cursor = Some(c),
+            None => break,
+        }
+    }
+    let mut changed = 0;
+    for id in &ids {
+        let now = state.clock.now();
+        let done = match req.action {
+            BulkAction::Cancel => state.store.run_cancel(id, now).await.map(|run| {
+                sundial_core::metrics::finished(&run);
+            }),
+            BulkAction::Retry => state.store.run_retry(id, now).await.map(|_| ()),
+        };
+        match done {
+            Ok(()) => changed += 1,
+            // Finished, retried or deleted meanwhile, or not a state the action applies to.
+            Err(StoreError::AlreadyFinished(_) | StoreError::NotRetryable(_) | StoreError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if req.action == BulkAction::Retry && changed > 0 {
+        state.signals.runs_ready.notify_waiters();
+    }
+    Ok(Json(BulkResponse { matched: ids.len() as u64, changed }))
 }

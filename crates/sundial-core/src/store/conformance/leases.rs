@@ -250,3 +250,80 @@ pub async fn timeout_overrun_is_recorded_timed_out_by_the_reaper(h: Harness) {
     assert!(r.reason.is_some(), "a timed-out run says why");
     assert_stale(h.complete(completion(&c2, &w.id, RunState::Succeeded), h.t(37.0)).await, "complete after timeout");
 }
+
+/// Attempt history: every attempt with its worker (id and name), its times, its outcome and
+/// its error; an expired lease is `lost` at the moment the reaper recovered it, with
+/// `"lease expired"`. Runs carry the name of their latest attempt's worker.
+pub async fn attempts_record_every_attempt_with_worker_outcome_and_error(h: Harness) {
+    let j = h.create(JobRequest { retry: Some(retry(3, 1, 10)), ..job("echo") }, h.now).await;
+    let run = h.runs(&j.id).await.remove(0);
+    assert_eq!(h.store.run_attempts(&run.id).await.expect("run_attempts"), [], "never claimed");
+    let handlers = ["echo".to_string()];
+    let a = h.store.worker_register("alpha", &handlers, 8, h.now).await.expect("register");
+    let c1 = h.claim_one(&a.id, h.now).await;
+    let r = h.run(&run.id).await;
+    assert_eq!((r.worker_id.as_deref(), r.worker_name.as_deref()), (Some(a.id.as_str()), Some("alpha")));
+    let failed = Completion { error: Some("boom".into()), ..completion(&c1, &a.id, RunState::Failed) };
+    h.complete(failed, h.t(1.0)).await.expect("complete");
+
+    let b = h.store.worker_register("beta", &handlers, 8, h.t(2.0)).await.expect("register");
+    let c2 = h.claim_one(&b.id, h.t(3.0)).await;
+    assert_eq!(c2.attempt, 2);
+    let report = h.reap(h.t(40.0)).await;
+    assert_eq!(report.expired, [(run.id.clone(), RunState::Pending)]);
+
+    let c = h.store.worker_register("gamma", &handlers, 8, h.t(41.0)).await.expect("register");
+    let c3 = h.claim_one(&c.id, h.t(50.0)).await;
+    let attempts = h.other.run_attempts(&run.id).await.expect("run_attempts");
+    let got: Vec<_> = attempts
+        .iter()
+        .map(|x| {
+            (
+                x.attempt,
+                x.worker_id.as_str(),
+                x.worker_name.as_str(),
+                x.started_at,
+                x.finished_at,
+                x.state,
+                x.error.as_deref(),
+            )
+        })
+        .collect();
+    use crate::domain::AttemptState as S;
+    assert_eq!(
+        got,
+        [
+            (1, a.id.as_str(), "alpha", h.now, Some(h.t(1.0)), S::Failed, Some("boom")),
+            (2, b.id.as_str(), "beta", h.t(3.0), Some(h.t(40.0)), S::Lost, Some("lease expired")),
+            (3, c.id.as_str(), "gamma", h.t(50.0), None, S::Running, None),
+        ],
+        "oldest first, the running one open"
+    );
+    h.complete(completion(&c3, &c.id, RunState::Succeeded), h.t(51.0)).await.expect("complete");
+    let last = h.store.run_attempts(&run.id).await.expect("run_attempts").pop().expect("three attempts");
+    assert_eq!((last.state, last.finished_at, last.error), (S::Succeeded, Some(h.t(51.0)), None));
+    assert_eq!(h.run(&run.id).await.worker_name.as_deref(), Some("gamma"));
+    assert_not_found(h.store.run_attempts("no-such-run").await, "attempts of unknown run");
+}
+
+/// A cancel the worker answers, and a worker declared dead, end their attempts as `cancelled`
+/// and `lost`.
+pub async fn attempts_of_cancelled_and_dead_worker_runs(h: Harness) {
+    let (j, w) = one_run(&h, 1).await;
+    let c = h.claim_one(&w.id, h.now).await;
+    h.store.run_cancel(&c.run_id, h.t(1.0)).await.expect("run_cancel");
+    h.complete(completion(&c, &w.id, RunState::Cancelled), h.t(2.0)).await.expect("complete");
+    let a = h.store.run_attempts(&c.run_id).await.expect("run_attempts");
+    assert_eq!((a.len(), a[0].state, a[0].finished_at), (1, crate::domain::AttemptState::Cancelled, Some(h.t(2.0))));
+
+    h.store.job_run_now(&j.id, h.t(3.0)).await.expect("run now");
+    let c = h.claim_one(&w.id, h.t(3.0)).await;
+    // Silent past DEAD_AFTER: the worker is dead, its run recovered.
+    let report = h.reap(h.t(3.0 + 61.0)).await;
+    assert_eq!(report.workers_dead, 1);
+    let a = h.store.run_attempts(&c.run_id).await.expect("run_attempts");
+    assert_eq!(
+        (a[0].state, a[0].finished_at, a[0].error.as_deref()),
+        (crate::domain::AttemptState::Lost, Some(h.t(64.0)), Some("lease expired"))
+    );
+}

@@ -348,6 +348,8 @@ macro_rules! store_conformance {
                 current prune_deletes_only_finished_runs_older_than_cutoff,
                 current run_list_filters_and_pagination,
                 current stats_count_runs_jobs_triggers_and_workers,
+                current retry_puts_a_finished_run_back_due_now_with_a_full_set_of_attempts,
+                current run_list_filters_by_handler,
             }
             leases {
                 current complete_with_stale_attempt_is_rejected_and_changes_nothing,
@@ -359,6 +361,8 @@ macro_rules! store_conformance {
                 current heartbeat_from_dead_worker_revives_it_and_lists_recovered_runs_as_lost,
                 current cancel_running_sets_cancel_requested_and_lease_expiry_ends_cancelled_without_retry,
                 current timeout_overrun_is_recorded_timed_out_by_the_reaper,
+                current attempts_record_every_attempt_with_worker_outcome_and_error,
+                current attempts_of_cancelled_and_dead_worker_runs,
             }
             limits {
                 current limit_put_get_list_delete_round_trip,

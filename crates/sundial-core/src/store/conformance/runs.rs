@@ -341,3 +341,61 @@ pub async fn many_schedulers_and_claimers_hand_out_each_fire_once(h: Harness) {
     let total: u64 = stats.runs_by_state.iter().map(|(_, n)| n).sum();
     assert_eq!(total, 300 * 5, "one run per job per second: {stats:?}");
 }
+
+/// An operator's retry: a failed, timed-out or cancelled run goes back to `pending` due now,
+/// with `max_attempts` = its attempt + the job's `retry.max_attempts` and `retried by operator`
+/// after its reason; every other state is refused and left alone.
+pub async fn retry_puts_a_finished_run_back_due_now_with_a_full_set_of_attempts(h: Harness) {
+    let j = h.create(JobRequest { retry: Some(retry(2, 1, 10)), ..job("echo") }, h.now).await;
+    let w = h.worker(&["echo"], h.now).await;
+    let c1 = h.claim_one(&w.id, h.now).await;
+    let failed = Completion { error: Some("boom".into()), ..completion(&c1, &w.id, RunState::Failed) };
+    h.complete(failed, h.t(1.0)).await.expect("complete");
+    match h.store.run_retry(&c1.run_id, h.t(1.5)).await {
+        Err(StoreError::NotRetryable(m)) => assert!(m.contains("pending"), "{m}"),
+        other => panic!("retry of a pending run: expected NotRetryable, got {other:?}"),
+    }
+    let c2 = h.claim_one(&w.id, h.t(20.0)).await;
+    match h.store.run_retry(&c2.run_id, h.t(20.5)).await {
+        Err(StoreError::NotRetryable(m)) => assert!(m.contains("running"), "{m}"),
+        other => panic!("retry of a running run: expected NotRetryable, got {other:?}"),
+    }
+    let failed = Completion { error: Some("boom again".into()), ..completion(&c2, &w.id, RunState::Failed) };
+    let done = h.complete(failed, h.t(21.0)).await.expect("complete");
+    assert_eq!((done.state, done.attempt, done.max_attempts), (RunState::Failed, 2, 2));
+    let old_reason = done.reason.clone().expect("a failed run says why");
+
+    let r = h.store.run_retry(&c1.run_id, h.t(30.0)).await.expect("run_retry");
+    assert_eq!((r.state, r.scheduled_for, r.attempt, r.max_attempts), (RunState::Pending, h.t(30.0), 2, 4));
+    assert_eq!(r.reason, Some(format!("{old_reason}; retried by operator")));
+    assert_eq!((r.finished_at, r.cancel_requested), (None, false));
+    assert_eq!(h.other.run_get(&r.id).await.expect("run_get").state, RunState::Pending, "durable");
+    assert!(h.claim(&w.id, 1, h.t(29.0)).await.is_empty(), "due now, not before");
+    let c3 = h.claim_one(&w.id, h.t(30.0)).await;
+    assert_eq!((c3.run_id.as_str(), c3.attempt), (c1.run_id.as_str(), 3), "attempt keeps counting");
+    h.complete(completion(&c3, &w.id, RunState::Succeeded), h.t(31.0)).await.expect("complete");
+    match h.store.run_retry(&c1.run_id, h.t(32.0)).await {
+        Err(StoreError::NotRetryable(m)) => assert!(m.contains("succeeded"), "{m}"),
+        other => panic!("retry of a succeeded run: expected NotRetryable, got {other:?}"),
+    }
+    assert_eq!(h.run(&c1.run_id).await.state, RunState::Succeeded, "a refused retry changes nothing");
+
+    // A cancelled run never claimed: a full set of attempts from 0; the reason gets the note.
+    let j2 = h.create(JobRequest { retry: Some(retry(3, 1, 10)), ..job("echo") }, h.t(40.0)).await;
+    let run = h.runs(&j2.id).await.remove(0);
+    h.store.run_cancel(&run.id, h.t(41.0)).await.expect("run_cancel");
+    let r = h.store.run_retry(&run.id, h.t(42.0)).await.expect("run_retry");
+    assert_eq!((r.state, r.attempt, r.max_attempts), (RunState::Pending, 0, 3));
+    assert!(r.reason.as_deref().is_some_and(|x| x.ends_with("; retried by operator")), "{r:?}");
+    assert_not_found(h.store.run_retry("no-such-run", h.now).await, "retry of unknown run");
+    let _ = j;
+}
+
+/// Runs list by handler too (the bulk actions' filter).
+pub async fn run_list_filters_by_handler(h: Harness) {
+    let a = h.create(job("echo"), h.now).await;
+    h.create(job("other"), h.now).await;
+    let f = RunFilter { handler: Some("echo".into()), limit: 100, ..Default::default() };
+    let page = h.store.run_list(&f).await.expect("run_list");
+    assert_eq!(page.items.iter().map(|r| r.job_id.as_str()).collect::<Vec<_>>(), [a.id.as_str()]);
+}

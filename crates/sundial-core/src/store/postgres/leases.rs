@@ -80,6 +80,7 @@ pub(super) async fn settle_rows(tx: &mut Tx, items: &[Settle<'_>], now: Timestam
     .fetch_all(&mut **tx)
     .await
     .map_err(db_err)?;
+    settle_attempts(tx, items, &rows, now).await?;
     let mut unblock: Vec<&str> =
         rows.iter().filter(|r| r.overlap == Overlap::BufferOne.as_str()).map(|r| r.job_id.as_str()).collect();
     unblock.sort_unstable();
@@ -88,6 +89,59 @@ pub(super) async fn settle_rows(tx: &mut Tx, items: &[Settle<'_>], now: Timestam
         unblock_next(tx, job_id).await?;
     }
     Ok(rows.into_iter().map(|r| (r.id.clone(), r)).collect())
+}
+
+/// Records how the attempts that `settled` (the rows [`settle_rows`] changed) ended, in their
+/// history rows: one statement for the batch.
+async fn settle_attempts(tx: &mut Tx, items: &[Settle<'_>], settled: &[RunRow], now: Timestamp) -> Result<()> {
+    let settled: HashSet<&str> = settled.iter().map(|r| r.id.as_str()).collect();
+    let (mut ids, mut attempts, mut states, mut errors) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for it in items.iter().filter(|it| settled.contains(it.row.id.as_str())) {
+        let (state, error) = attempt_outcome(it.ended, it.error);
+        ids.push(it.row.id.clone());
+        attempts.push(it.row.attempt);
+        states.push(state.as_str().to_string());
+        errors.push(error);
+    }
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE run_attempts SET finished_at = $1, state = u_state, error = u_error \
+         FROM UNNEST($2::text[], $3::int8[], $4::text[], $5::text[]) AS u(u_id, u_attempt, u_state, u_error) \
+         WHERE run_id = u_id AND attempt = u_attempt",
+    )
+    .bind(us(now))
+    .bind(ids)
+    .bind(attempts)
+    .bind(states)
+    .bind(errors)
+    .execute(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    Ok(())
+}
+
+/// Starts the history rows of the attempts a claim just made (one statement per claim batch),
+/// and names their worker on the runs (whose row locks the claim holds).
+async fn record_claims(tx: &mut Tx, worker_id: &str, rows: &[RunRow]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    sqlx::query(
+        "WITH w AS (SELECT name FROM workers WHERE id = $1), \
+         named AS (UPDATE runs SET worker_name = (SELECT name FROM w) WHERE id = ANY($2) \
+           RETURNING id, attempt, worker_id, started_at) \
+         INSERT INTO run_attempts (run_id, attempt, worker_id, worker_name, started_at, state) \
+         SELECT id, attempt, worker_id, COALESCE((SELECT name FROM w), ''), started_at, 'running' FROM named",
+    )
+    .bind(worker_id)
+    .bind(ids)
+    .execute(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    Ok(())
 }
 
 /// Whether settling a run reads or writes its job's state, so the job's row must be locked
@@ -137,6 +191,7 @@ pub(super) async fn claim(s: &PostgresStore, p: &ClaimParams) -> Result<Vec<Clai
     let handlers = touch_worker(&mut tx, &p.worker_id, p.now).await?;
     let rows: Vec<RunRow> =
         if p.max == 0 || handlers.is_empty() { Vec::new() } else { limits::claim_rows(&mut tx, p, &handlers).await? };
+    record_claims(&mut tx, &p.worker_id, &rows).await?;
     tx.commit().await.map_err(db_err)?;
     let mut claimed: Vec<ClaimedRun> = rows.into_iter().map(RunRow::into_claimed).collect::<Result<_>>()?;
     claimed.sort_by_key(|c| c.scheduled_for);

@@ -17,14 +17,16 @@
 //! `?schema=NAME` in the URL given to [`PostgresStore::connect`].
 
 use super::fire::{fire_actions, JobSnapshot, NewRun, JOB_SNAPSHOT_COLUMNS};
-use super::plan::{holds, lease_of, settle_row, submission_vs_existing, update_conflict, Conflict, Taken, NOTE_THEN};
+use super::plan::{
+    holds, lease_of, operator_retry, settle_row, submission_vs_existing, update_conflict, Conflict, Taken, NOTE_THEN,
+};
 use super::reads::Reader;
 use super::rows::{
-    dur_us, fresh_job, jobs_with_triggers, trigger_spec_json, ts, us, JobRow, RunRow, TriggerRow, JOB_SELECT,
-    RUN_COLUMNS, TRIGGER_COLUMNS,
+    dur_us, fresh_job, jobs_with_triggers, trigger_spec_json, ts, us, AttemptRow, JobRow, RunRow, TriggerRow,
+    ATTEMPT_COLUMNS, JOB_SELECT, RUN_COLUMNS, TRIGGER_COLUMNS,
 };
 use super::*;
-use crate::attempt::Ended;
+use crate::attempt::{attempt_outcome, Ended};
 use crate::domain::{new_id, Lease, Overlap, Trigger};
 use crate::overlap::{decide, superseded_reason, ActiveRuns, Decision};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

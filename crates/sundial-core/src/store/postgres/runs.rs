@@ -254,18 +254,64 @@ pub(super) async fn next_pending(s: &PostgresStore) -> Result<Option<Timestamp>>
     s.reader().next_pending().await
 }
 
+/// [`Store::run_retry`].
+pub(super) async fn retry(s: &PostgresStore, id: &str, now: Timestamp) -> Result<Run> {
+    let mut tx = s.begin().await?;
+    let peek = run_row(&mut tx, id, false).await?.ok_or_else(|| StoreError::NotFound(format!("run {id}")))?;
+    // Job before run (the lock order): the retry reads `paused` and `max_attempts`.
+    lock_jobs(&mut tx, std::slice::from_ref(&peek.job_id)).await?;
+    let row = run_row(&mut tx, id, true).await?.ok_or_else(|| StoreError::NotFound(format!("run {id}")))?;
+    let job_max: Option<i64> = sqlx::query_scalar("SELECT max_attempts FROM jobs WHERE id = $1")
+        .bind(&row.job_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    let w = operator_retry(&row, job_max)?;
+    // A paused job's retried run waits for resume like its other pending runs.
+    let row: RunRow = sqlx::query_as(&format!(
+        "UPDATE runs SET state = 'pending', scheduled_for = $1, max_attempts = $2, reason = $3, finished_at = NULL, \
+         lease_expires_at = NULL, cancel_requested = FALSE, blocked = FALSE, held = NOT manual AND \
+         COALESCE((SELECT j.paused FROM jobs j WHERE j.id = runs.job_id), FALSE) WHERE id = $4 RETURNING {RUN_COLUMNS}"
+    ))
+    .bind(us(now))
+    .bind(w.max_attempts)
+    .bind(&w.reason)
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    tx.commit().await.map_err(db_err)?;
+    row.into_run()
+}
+
+/// [`Store::run_attempts`].
+pub(super) async fn attempts(s: &PostgresStore, id: &str) -> Result<Vec<Attempt>> {
+    let rows: Vec<AttemptRow> =
+        sqlx::query_as(&format!("SELECT {ATTEMPT_COLUMNS} FROM run_attempts WHERE run_id = $1 ORDER BY attempt"))
+            .bind(id)
+            .fetch_all(&s.pool)
+            .await
+            .map_err(db_err)?;
+    if rows.is_empty() {
+        // Never claimed, or no such run.
+        get(s, id).await?;
+    }
+    rows.into_iter().map(AttemptRow::into_attempt).collect()
+}
+
 /// [`Store::run_prune`].
 pub(super) async fn prune(s: &PostgresStore, before: Timestamp, limit: u32) -> Result<u64> {
-    let done = sqlx::query(
-        "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE finished_at IS NOT NULL AND finished_at < $1 \
-         LIMIT $2 FOR UPDATE SKIP LOCKED)",
+    let gone: i64 = sqlx::query_scalar(
+        "WITH gone AS (DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE finished_at IS NOT NULL \
+         AND finished_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id), \
+         history AS (DELETE FROM run_attempts WHERE run_id IN (SELECT id FROM gone)) SELECT COUNT(*) FROM gone",
     )
     .bind(us(before))
     .bind(limit as i64)
-    .execute(&s.pool)
+    .fetch_one(&s.pool)
     .await
     .map_err(db_err)?;
-    Ok(done.rows_affected())
+    Ok(gone as u64)
 }
 
 /// [`Store::stats`].

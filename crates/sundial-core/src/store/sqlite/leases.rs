@@ -42,10 +42,53 @@ pub(super) async fn apply_settlement(
         // A retry of a paused job's run waits for resume like its other pending runs.
         .bind(w.settlement.state.as_str());
     let updated: Option<RunRow> = bind_lease(q, &lease).fetch_optional(&mut **tx).await.map_err(db_err)?;
+    if updated.is_some() {
+        settle_attempt(tx, &lease, ended, error, now).await?;
+    }
     if updated.is_some() && row.overlap == Overlap::BufferOne.as_str() {
         unblock_next(tx, &row.job_id).await?;
     }
     Ok(updated)
+}
+
+/// Records how the attempt `lease` names ended, in its history row.
+async fn settle_attempt(tx: &mut Tx, lease: &Lease, ended: Ended, error: Option<&str>, now: Timestamp) -> Result<()> {
+    let (state, error) = attempt_outcome(ended, error);
+    sqlx::query("UPDATE run_attempts SET finished_at = ?, state = ?, error = ? WHERE run_id = ? AND attempt = ?")
+        .bind(us(now))
+        .bind(state.as_str())
+        .bind(error)
+        .bind(&lease.run_id)
+        .bind(i64::from(lease.attempt))
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
+/// Starts the history rows of the attempts a claim just made (one statement per claim batch),
+/// and names their worker on the runs.
+async fn record_claims(tx: &mut Tx, worker_id: &str, rows: &[RunRow]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let ids = serde_json::to_string(&rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>()).expect("ids serialize");
+    sqlx::query(
+        "INSERT INTO run_attempts (run_id, attempt, worker_id, worker_name, started_at, state) \
+         SELECT r.id, r.attempt, r.worker_id, w.name, r.started_at, 'running' FROM runs r JOIN workers w \
+         ON w.id = r.worker_id WHERE r.id IN (SELECT value FROM json_each(?1))",
+    )
+    .bind(&ids)
+    .execute(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    sqlx::query("UPDATE runs SET worker_name = (SELECT name FROM workers WHERE id = ?1) WHERE id IN (SELECT value FROM json_each(?2))")
+        .bind(worker_id)
+        .bind(&ids)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err)?;
+    Ok(())
 }
 
 /// [`Store::run_claim`].
@@ -54,6 +97,7 @@ pub(super) async fn claim(s: &SqliteStore, p: &ClaimParams) -> Result<Vec<Claime
     let handlers = touch_worker(&mut tx, &p.worker_id, p.now).await?;
     let rows: Vec<RunRow> =
         if p.max == 0 || handlers.is_empty() { Vec::new() } else { limits::claim_rows(&mut tx, p, &handlers).await? };
+    record_claims(&mut tx, &p.worker_id, &rows).await?;
     tx.commit().await.map_err(db_err)?;
     let mut claimed: Vec<ClaimedRun> = rows.into_iter().map(RunRow::into_claimed).collect::<Result<_>>()?;
     claimed.sort_by_key(|c| c.scheduled_for);

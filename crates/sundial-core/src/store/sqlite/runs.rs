@@ -174,6 +174,48 @@ pub(super) async fn cancel(s: &SqliteStore, id: &str, now: Timestamp) -> Result<
     row.into_run()
 }
 
+/// [`Store::run_retry`].
+pub(super) async fn retry(s: &SqliteStore, id: &str, now: Timestamp) -> Result<Run> {
+    let mut tx = s.begin().await?;
+    let row = run_row(&mut tx, id).await?.ok_or_else(|| StoreError::NotFound(format!("run {id}")))?;
+    let job_max: Option<i64> = sqlx::query_scalar("SELECT max_attempts FROM jobs WHERE id = ?")
+        .bind(&row.job_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    let w = operator_retry(&row, job_max)?;
+    // A paused job's retried run waits for resume like its other pending runs.
+    let row: RunRow = sqlx::query_as(&format!(
+        "UPDATE runs SET state = 'pending', scheduled_for = ?1, max_attempts = ?2, reason = ?3, finished_at = NULL, \
+         lease_expires_at = NULL, cancel_requested = 0, blocked = 0, held = (manual = 0 AND EXISTS \
+         (SELECT 1 FROM jobs j WHERE j.id = runs.job_id AND j.paused = 1)) WHERE id = ?4 RETURNING {RUN_COLUMNS}"
+    ))
+    .bind(us(now))
+    .bind(w.max_attempts)
+    .bind(&w.reason)
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    tx.commit().await.map_err(db_err)?;
+    row.into_run()
+}
+
+/// [`Store::run_attempts`].
+pub(super) async fn attempts(s: &SqliteStore, id: &str) -> Result<Vec<Attempt>> {
+    let rows: Vec<AttemptRow> =
+        sqlx::query_as(&format!("SELECT {ATTEMPT_COLUMNS} FROM run_attempts WHERE run_id = ? ORDER BY attempt"))
+            .bind(id)
+            .fetch_all(&s.read)
+            .await
+            .map_err(db_err)?;
+    if rows.is_empty() {
+        // Never claimed, or no such run.
+        get(s, id).await?;
+    }
+    rows.into_iter().map(AttemptRow::into_attempt).collect()
+}
+
 /// [`Store::run_next_pending`].
 pub(super) async fn next_pending(s: &SqliteStore) -> Result<Option<Timestamp>> {
     s.reader(&s.read).next_pending().await
@@ -182,16 +224,22 @@ pub(super) async fn next_pending(s: &SqliteStore) -> Result<Option<Timestamp>> {
 /// [`Store::run_prune`].
 pub(super) async fn prune(s: &SqliteStore, before: Timestamp, limit: u32) -> Result<u64> {
     let mut tx = s.begin().await?;
-    let done = sqlx::query(
-        "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?)",
+    let gone: Vec<String> = sqlx::query_scalar(
+        "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?) \
+         RETURNING id",
     )
     .bind(us(before))
     .bind(limit as i64)
-    .execute(&mut *tx)
+    .fetch_all(&mut *tx)
     .await
     .map_err(db_err)?;
+    sqlx::query("DELETE FROM run_attempts WHERE run_id IN (SELECT value FROM json_each(?))")
+        .bind(serde_json::to_string(&gone).expect("ids serialize"))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
     tx.commit().await.map_err(db_err)?;
-    Ok(done.rows_affected())
+    Ok(gone.len() as u64)
 }
 
 /// [`Store::stats`].
