@@ -5,7 +5,7 @@
 
 use super::plan::run_reason;
 use super::rows::{dur_us, TriggerRow};
-use super::{FireReport, StoreError};
+use super::{FireReport, Misfired, StoreError};
 use crate::domain::{new_id, JobSpec, Overlap, RunState, Timestamp};
 use crate::overlap::{decide, superseded_reason, ActiveRuns, Decision};
 use std::collections::HashMap;
@@ -112,6 +112,8 @@ pub(crate) struct FireActions {
     pub cancel_pending: Vec<(String, String)>,
     pub cancel_running: Vec<String>,
     pub advances: Vec<TriggerAdvance>,
+    /// Triggers with missed due times; a backend keeps only those it advanced.
+    pub misfires: Vec<Misfired>,
 }
 
 impl FireActions {
@@ -121,6 +123,7 @@ impl FireActions {
             runs_pending: self.inserts.iter().filter(|r| r.state == RunState::Pending).count() as u64,
             runs_skipped: self.inserts.iter().filter(|r| r.state == RunState::Skipped).count() as u64,
             runs_cancel_requested: self.cancel_running.len() as u64,
+            misfires: self.misfires.clone(),
         }
     }
 }
@@ -171,6 +174,14 @@ pub(crate) fn fire_actions(
                 blocked,
                 manual: false,
                 created_at: now.timestamp_micros(),
+            });
+        }
+        if plan.missed > 0 {
+            out.misfires.push(Misfired {
+                policy: spec.misfire,
+                job_id: job.id.clone(),
+                trigger_id: t.id.clone(),
+                count: plan.missed,
             });
         }
         out.advances.push(TriggerAdvance {
