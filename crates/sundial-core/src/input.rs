@@ -94,8 +94,9 @@ pub fn typed<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Rejecti
         // serde says "missing field `x`"; API.md wants the message to lead with the field path.
         let (path, msg) = match inner.strip_prefix("missing field `").and_then(|r| r.split_once('`')) {
             Some((field, _)) => (join(&path, field), "is required".to_string()),
+            // serde_path_to_error's path already ends with the unknown field itself.
             None => match inner.strip_prefix("unknown field `").and_then(|r| r.split_once('`')) {
-                Some((field, rest)) => (join(&path, field), format!("unknown field{rest}")),
+                Some((field, rest)) => (join_once(&path, field), format!("unknown field{rest}")),
                 None => (path, inner),
             },
         };
@@ -105,6 +106,15 @@ pub fn typed<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Rejecti
             Rejection::invalid(format!("{path}: {msg}"))
         }
     })
+}
+
+/// `path.field`, unless `path` already ends with that field.
+fn join_once(path: &str, field: &str) -> String {
+    if path == field || path.ends_with(&format!(".{field}")) {
+        path.to_string()
+    } else {
+        join(path, field)
+    }
 }
 
 fn join(path: &str, field: &str) -> String {

@@ -179,70 +179,26 @@ async fn smoke_create_fire_claim_complete_and_stale_attempt_is_rejected() {
 async fn runs_ready_notices_reach_listeners_of_the_same_schema_only() {
     let (a, b) = open_pg().await;
     let (c, _) = open_pg().await;
+    let (d, _) = open_pg().await;
     let mut on_a = a.listen_runs_ready().await.unwrap();
     let mut on_c = c.listen_runs_ready().await.unwrap();
+    let (schema_a, schema_d) = (a.schema().unwrap().to_string(), d.schema().unwrap().to_string());
+    let due_now = || vec![spec(None, vec![], serde_json::json!({}))];
     // A job without triggers is a run due now: its commit on node b wakes node a.
-    b.job_create_many(vec![spec(None, vec![], serde_json::json!({}))], t0()).await.unwrap();
+    b.job_create_many(due_now(), t0()).await.unwrap();
     tokio::time::timeout(Duration::from_secs(5), on_a.recv()).await.expect("woken").unwrap();
-    assert!(tokio::time::timeout(Duration::from_millis(300), on_c.recv()).await.is_err(), "other schema: no notice");
-    // A fire that creates due runs wakes too; one without does not.
+    // A sentinel notice on c's schema, sent after a's: c's listener passes a's notice over and
+    // wakes on its own (had it taken a's, it would have returned before seeing a's as skipped).
+    c.job_create_many(due_now(), t0()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), on_c.recv()).await.expect("sentinel").unwrap();
+    assert!(on_c.skipped_schemas().contains(&schema_a), "other schema: passed over, {:?}", on_c.skipped_schemas());
+    // Neither a job whose first fire is ahead nor a fire with nothing due sends a notice: after
+    // them a sentinel on a fourth schema, then a fire that creates a due run. The notice a's
+    // listener wakes on must come after the sentinel.
     b.job_create_many(vec![spec(None, vec![every(10)], serde_json::json!({}))], t0()).await.unwrap();
-    // (No run due yet, so no notice; drain anything stray before the next checks.)
-    let _ = tokio::time::timeout(Duration::from_millis(300), on_a.recv()).await;
     assert_eq!(b.trigger_fire_due(secs(5), 10, Duration::from_secs(60)).await.unwrap().triggers, 0);
-    assert!(tokio::time::timeout(Duration::from_millis(300), on_a.recv()).await.is_err(), "nothing due: no notice");
+    d.job_create_many(due_now(), t0()).await.unwrap();
     assert_eq!(b.trigger_fire_due(secs(10), 10, Duration::from_secs(60)).await.unwrap().runs_pending, 1);
     tokio::time::timeout(Duration::from_secs(5), on_a.recv()).await.expect("woken by the fire").unwrap();
-}
-
-/// Rough timings of the batched paths (run with `--ignored --nocapture`).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "timing, not behaviour"]
-async fn timing_of_batched_paths() {
-    let (a, _) = open_pg().await;
-    let start = std::time::Instant::now();
-    for chunk in 0..10 {
-        let jobs: Vec<JobCreate> =
-            (0..1000).map(|i| spec(Some(&format!("j{chunk}-{i}")), vec![every(1)], serde_json::json!({}))).collect();
-        for r in a.job_create_many(jobs, t0()).await.unwrap() {
-            r.unwrap();
-        }
-    }
-    println!("10 x job_create_many(1000): {:?}", start.elapsed());
-    let start = std::time::Instant::now();
-    let r = a.trigger_fire_due(secs(1), 10_000, Duration::from_secs(60)).await.unwrap();
-    println!("trigger_fire_due with {} due: {:?}", r.triggers, start.elapsed());
-    assert_eq!(r.runs_pending, 10_000);
-    let w = a.worker_register("w", &["echo".into()], 1000, secs(1)).await.unwrap();
-    let start = std::time::Instant::now();
-    let mut claimed = Vec::new();
-    for _ in 0..10 {
-        let p = ClaimParams { worker_id: w.id.clone(), max: 1000, lease: Duration::from_secs(30), now: secs(1) };
-        claimed.extend(a.run_claim(&p).await.unwrap());
-    }
-    println!("10 x run_claim(1000): {:?}", start.elapsed());
-    let start = std::time::Instant::now();
-    let held: Vec<Lease> = claimed
-        .iter()
-        .map(|c| Lease { run_id: c.run_id.clone(), worker_id: w.id.clone(), attempt: c.attempt })
-        .collect();
-    let hb = a.run_heartbeat(&w.id, &held, Duration::from_secs(30), secs(2)).await.unwrap();
-    assert!(hb.lost.is_empty());
-    println!("run_heartbeat(10000): {:?}", start.elapsed());
-    let start = std::time::Instant::now();
-    for chunk in claimed.chunks(1000) {
-        let done = chunk
-            .iter()
-            .map(|c| Completion {
-                lease: Lease { run_id: c.run_id.clone(), worker_id: w.id.clone(), attempt: c.attempt },
-                state: RunState::Succeeded,
-                output: Some(serde_json::json!({"ok": true})),
-                error: None,
-            })
-            .collect();
-        for r in a.run_complete_many(done, secs(3)).await.unwrap() {
-            r.unwrap();
-        }
-    }
-    println!("10 x run_complete_many(1000): {:?}", start.elapsed());
+    assert!(on_a.skipped_schemas().contains(&schema_d), "woken before the sentinel: a notice without a due run");
 }

@@ -51,3 +51,28 @@ impl<S: Send + Sync> FromRequest<S> for IgnoredBody {
         Ok(IgnoredBody)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_field_is_named_once_with_its_full_path() {
+        let e = typed::<sundial_core::domain::job::JobRequest>(
+            serde_json::json!({"handler": "echo", "triggers": [{"kind": "once", "bogus": 1}]}),
+        )
+        .expect_err("unknown field is refused");
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(e.message.starts_with("triggers[0].bogus: unknown field"), "{}", e.message);
+        let top = typed::<sundial_core::domain::job::JobRequest>(serde_json::json!({"handler": "e", "bogus": 1}))
+            .expect_err("unknown field is refused");
+        assert!(top.message.starts_with("bogus: unknown field"), "{}", top.message);
+    }
+
+    #[test]
+    fn a_missing_field_is_named_by_its_path() {
+        let e = typed::<sundial_core::domain::job::JobRequest>(serde_json::json!({"triggers": []}))
+            .expect_err("handler is required");
+        assert_eq!(e.message, "handler: is required");
+    }
+}

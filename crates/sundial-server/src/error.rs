@@ -67,5 +67,21 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The error body, as documented in the OpenAPI document.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// `{"code", "message"}`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// snake_case code (`invalid_value`, `not_found`, `unauthorized`, `forbidden`, …).
+    pub code: String,
+    /// Human sentence naming the field by its path.
+    pub message: String,
+}
+
 /// Handler result alias.
 pub type ApiResult<T> = Result<T, ApiError>;

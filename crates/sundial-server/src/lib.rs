@@ -5,15 +5,18 @@
 //! * [`body`], [`error`] — request parsing and the `{"error": {...}}` shape.
 //! * [`batcher`] — group commit for submissions and completions.
 //! * [`local`] — the in-process worker transport behind `serve --workers N`.
-//! * [`ops`] — health, readiness, auth; [`metrics`]; [`openapi`]; [`dashboard`].
+//! * [`auth`] — tokens, roles, namespaces: who may do what; [`limits`] — limits on input.
+//! * [`ops`] — health, readiness; [`metrics`]; [`openapi`]; [`dashboard`].
 //! * [`state`] — what every handler shares (store, clock, signals, batchers).
 //! * [`node`] — starts one node: store, scheduler, reaper, HTTP, in-process workers.
 
 pub mod api;
+pub mod auth;
 pub mod batcher;
 pub mod body;
 pub mod dashboard;
 pub mod error;
+pub mod limits;
 pub mod local;
 pub mod metrics;
 pub mod node;
@@ -46,7 +49,8 @@ pub fn app(state: AppState) -> Router {
         .route("/workers/{id}/claim", post(api::workers::claim))
         .route("/workers/{id}/heartbeat", post(api::workers::heartbeat))
         .fallback(|| async { error::ApiError::not_found("route") })
-        .layer(axum::middleware::from_fn_with_state(state.clone(), ops::auth));
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));
     Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(ops::healthz))
@@ -58,6 +62,16 @@ pub fn app(state: AppState) -> Router {
         // After the routes, so the route template is known; unmatched paths are not counted.
         .route_layer(axum::middleware::from_fn(metrics::track_http))
         .fallback(|| async { error::ApiError::not_found("route") })
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body))
         .with_state(state)
+}
+
+/// 405 with the error body, for a method a route does not serve.
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> error::ApiError {
+    error::ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
 }

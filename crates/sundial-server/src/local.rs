@@ -31,7 +31,9 @@ fn map(e: ApiError) -> TransportError {
 #[async_trait::async_trait]
 impl Transport for LocalTransport {
     async fn register(&self, req: &RegisterRequest) -> Result<Registered, TransportError> {
-        do_register(&self.state, req.clone()).await.map_err(map)
+        let registered = do_register(&self.state, req.clone()).await.map_err(map)?;
+        self.state.local_workers.lock().unwrap_or_else(|e| e.into_inner()).insert(registered.id.clone());
+        Ok(registered)
     }
     async fn claim(&self, worker_id: &str, req: &ClaimRequest) -> Result<ClaimResponse, TransportError> {
         do_claim(&self.state, worker_id, req.clone()).await.map_err(map)

@@ -61,6 +61,8 @@ pub async fn track_http(req: Request, next: Next) -> Response {
 }
 
 /// `GET /metrics`: Prometheus text; gauges are read from the store at scrape time.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let now = state.clock.now();
     match state.store.stats(now).await {

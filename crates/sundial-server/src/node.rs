@@ -27,8 +27,16 @@ pub struct NodeConfig {
     pub lease: Duration,
     /// Serve the `shell` handler in the in-process pool.
     pub enable_shell: bool,
-    /// Bearer tokens (none = no auth).
+    /// Bearer tokens, each an admin of every namespace (none and no tokens file = no auth).
     pub tokens: Vec<String>,
+    /// `--tokens-file`: tokens with roles and namespaces, read at start and on SIGHUP.
+    pub tokens_file: Option<std::path::PathBuf>,
+    /// `--max-payload` and `--min-interval`.
+    pub job_limits: crate::limits::JobLimits,
+    /// `--rate-limit`: requests per second per token.
+    pub rate_limit: Option<std::num::NonZeroU32>,
+    /// `--shell-env` and `--shell-allow` for the in-process `shell` handler.
+    pub shell: sundial_worker::builtin::ShellPolicy,
     /// Fire times later than this are misfires.
     pub misfire_threshold: Duration,
     /// Largest request body.
@@ -50,6 +58,10 @@ impl Default for NodeConfig {
             lease: Duration::from_secs(30),
             enable_shell: false,
             tokens: Vec::new(),
+            tokens_file: None,
+            job_limits: Default::default(),
+            rate_limit: None,
+            shell: Default::default(),
             misfire_threshold: Duration::from_secs(60),
             max_body: 10 * 1024 * 1024,
             retention: Some(Duration::from_secs(7 * 24 * 3600)),
@@ -100,6 +112,10 @@ pub struct Node {
 impl Node {
     /// Opens the store, binds the listener and starts every loop.
     pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
+        // A bad tokens file stops the node before it opens anything.
+        let tokens = Arc::new(
+            crate::auth::Tokens::load(config.tokens.clone(), config.tokens_file.clone()).map_err(anyhow::Error::msg)?,
+        );
         let store = sundial_core::store::open(&config.db).await?;
         let clock = config.clock.clone();
         let signals = Arc::new(Signals::default());
@@ -109,13 +125,23 @@ impl Node {
             signals.clone(),
             ApiConfig {
                 lease: config.lease,
-                tokens: config.tokens.clone(),
+                tokens: tokens.clone(),
                 max_body: config.max_body,
+                job_limits: config.job_limits,
+                rate_limit: config.rate_limit,
                 worker_retention: config.worker_retention,
             },
         );
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
+        if config.tokens_file.is_some() {
+            let reloader = crate::auth::reload_on_sighup(tokens)?;
+            let stop = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                stop.cancelled().await;
+                reloader.abort();
+            }));
+        }
 
         let scheduler = Scheduler::new(
             store.clone(),
@@ -165,7 +191,10 @@ impl Node {
             let worker = sundial_worker::Worker::new(Arc::new(LocalTransport::new(state.clone())))
                 .name("in-process")
                 .capacity(config.workers);
-            let worker = sundial_worker::builtin::register_builtins(worker, config.enable_shell);
+            let worker = sundial_worker::builtin::register_builtins_with(
+                worker,
+                config.enable_shell.then(|| config.shell.clone()),
+            );
             let t = token.clone();
             let handle = tokio::spawn(async move {
                 if let Err(e) = worker.run(t).await {

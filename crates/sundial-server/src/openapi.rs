@@ -1,12 +1,22 @@
-//! The OpenAPI document, generated from the handlers' annotations.
+//! The OpenAPI document: generated from the handlers' annotations, then completed by rules that
+//! hold for every route (the errors every `/v1` route may answer, output fields that are always
+//! present, payloads and outputs that are any JSON), so no route can forget them.
 
 use crate::api::{fires, jobs, runs, workers};
+use crate::{metrics, ops};
+use serde_json::{json, Value};
 use utoipa::OpenApi;
 
-/// sundial's API description.
+/// sundial's API description, as annotated on the handlers.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "sundial", description = "Distributed durable job scheduler: jobs, triggers, runs, workers."),
+    info(
+        title = "sundial",
+        description = "Distributed durable job scheduler: jobs, triggers, runs, workers. \
+            Caps: lists `limit` at most 1000; claim `wait` at most 60s and `max` at most 1000; \
+            a batch at most 10,000 jobs; a job at most 100 triggers and `catch_up_limit` at most 1000; \
+            payload at most --max-payload (1 MiB); body at most --max-body (10 MiB)."
+    ),
     paths(
         jobs::create,
         jobs::batch,
@@ -27,7 +37,10 @@ use utoipa::OpenApi;
         workers::heartbeat,
         workers::complete,
         workers::deregister,
-        workers::list
+        workers::list,
+        ops::healthz,
+        ops::readyz,
+        metrics::metrics
     ),
     components(schemas(
         sundial_core::domain::Job,
@@ -35,12 +48,242 @@ use utoipa::OpenApi;
         sundial_core::domain::Worker,
         sundial_core::domain::job::JobRequest,
         sundial_core::domain::trigger::TriggerWire,
-        sundial_core::schedule::PreviewFire
-    ))
+        sundial_core::schedule::PreviewFire,
+        crate::error::ErrorBody,
+        crate::error::ErrorDetail
+    )),
+    modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
 
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Schemas that are answers: every field is always present (`null` when unset), so all are
+/// `required`.
+const OUTPUT_SCHEMAS: &[&str] = &[
+    "Job",
+    "Run",
+    "Worker",
+    "Trigger",
+    "ErrorBody",
+    "ErrorDetail",
+    "Registered",
+    "ClaimResponse",
+    "ClaimedRun",
+    "HeartbeatResponse",
+];
+
+/// Fields that take any JSON value (not only objects).
+const ANY_JSON_FIELDS: &[&str] = &["payload", "output"];
+
+/// Errors any `/v1` route may answer, besides the ones its annotation lists.
+const COMMON_V1_ERRORS: &[(&str, &str)] = &[
+    ("401", "No or unknown bearer token (`unauthorized`)"),
+    ("403", "The token's role may not use this route, or may not write in that namespace (`forbidden`)"),
+    ("405", "Method not allowed (`method_not_allowed`)"),
+    ("429", "Over --rate-limit for this token (`rate_limited`); see Retry-After"),
+    ("503", "Store unavailable (`store_unavailable`)"),
+];
+
+/// The complete document served at `/openapi.json`.
+pub fn document() -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serializes");
+    let error_ref = json!({"$ref": "#/components/schemas/ErrorBody"});
+    let error_response = |description: &str| json!({"description": description, "content": {"application/json": {"schema": error_ref.clone()}}});
+
+    // Triggers as answered: the input shape, every field present.
+    if let Some(wire) = doc.pointer("/components/schemas/TriggerWire").cloned() {
+        doc["components"]["schemas"]["Trigger"] = wire;
+        if let Some(items) = doc.pointer_mut("/components/schemas/Job/properties/triggers/items") {
+            *items = json!({"$ref": "#/components/schemas/Trigger"});
+        }
+    }
+    if let Some(schemas) = doc.pointer_mut("/components/schemas").and_then(Value::as_object_mut) {
+        for (name, schema) in schemas.iter_mut() {
+            any_json(schema);
+            if OUTPUT_SCHEMAS.contains(&name.as_str()) {
+                require_all(schema);
+            }
+        }
+    }
+
+    let paths = doc["paths"].as_object_mut().expect("paths");
+    for (path, item) in paths.iter_mut() {
+        let Some(ops) = item.as_object_mut() else { continue };
+        for (_method, op) in ops.iter_mut() {
+            let has_body = op.get("requestBody").is_some();
+            any_json(op);
+            if path.starts_with("/v1") {
+                op["security"] = json!([{"bearer": []}]);
+            }
+            let responses = op["responses"].as_object_mut().expect("responses");
+            if path.starts_with("/v1") {
+                for (status, description) in COMMON_V1_ERRORS {
+                    responses.entry(status.to_string()).or_insert_with(|| error_response(description));
+                }
+                if has_body {
+                    responses.entry("400").or_insert_with(|| error_response("Malformed JSON (`malformed_json`)"));
+                    responses.entry("413").or_insert_with(|| error_response("Body over --max-body (`body_too_large`)"));
+                    responses
+                        .entry("422")
+                        .or_insert_with(|| error_response("Invalid value; the message names the field"));
+                }
+                if path.contains('{') {
+                    responses.entry("404").or_insert_with(|| error_response("Unknown id"));
+                }
+            }
+            // Every error answer has the error body, whatever the annotation said.
+            for (status, resp) in responses.iter_mut() {
+                if status.starts_with('4') || status.starts_with('5') {
+                    resp["content"] = json!({"application/json": {"schema": error_ref.clone()}});
+                }
+            }
+        }
+    }
+    doc
+}
+
+/// Marks every property of an object schema `required`.
+fn require_all(schema: &mut Value) {
+    let names: Vec<Value> = schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|p| p.keys().map(|k| Value::String(k.clone())).collect())
+        .unwrap_or_default();
+    if !names.is_empty() {
+        schema["required"] = Value::Array(names);
+    }
+}
+
+/// Turns `payload` and `output` properties anywhere below `v` into "any JSON" schemas.
+fn any_json(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            if let Some(Value::Object(props)) = map.get_mut("properties") {
+                for field in ANY_JSON_FIELDS {
+                    if let Some(p) = props.get_mut(*field) {
+                        let description = p.get("description").cloned().unwrap_or(json!("Any JSON value"));
+                        *p = json!({"description": description});
+                    }
+                }
+            }
+            for (_, child) in map.iter_mut() {
+                any_json(child);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(any_json),
+        _ => {}
+    }
+}
+
 /// `GET /openapi.json`.
-pub async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
-    axum::Json(ApiDoc::openapi())
+pub async fn openapi_json() -> axum::Json<Value> {
+    axum::Json(document())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// `(METHOD, path)` of every route `app()` registers, read from `lib.rs`'s `.route(...)`
+    /// calls, so a route added there without documentation fails the tests.
+    pub(crate) fn served_routes() -> BTreeSet<(String, String)> {
+        let src = include_str!("lib.rs");
+        let src = &src[..src.find("\n/// 405 with the error body").unwrap_or(src.len())];
+        // Routes before `.nest("/v1", v1)` belong to the `/v1` router.
+        let nest_at = src.find(".nest(\"/v1\"").expect("the /v1 router is nested");
+        let mut out = BTreeSet::new();
+        for (at, _) in src.match_indices(".route(\"") {
+            let rest = &src[at + ".route(\"".len()..];
+            let (path, call) = rest.split_once('"').expect("route path");
+            let end = [".route(", ".fallback(", ".nest("].iter().filter_map(|m| call.find(m)).min();
+            let call = &call[..end.unwrap_or(call.len())];
+            let prefix = if at < nest_at { "/v1" } else { "" };
+            for m in ["get", "post", "put", "patch", "delete"] {
+                let pat = format!("{m}(");
+                let is_method = |(i, _): (usize, &str)| {
+                    i == 0 || !call.as_bytes()[i - 1].is_ascii_alphanumeric() && call.as_bytes()[i - 1] != b'_'
+                };
+                if call.match_indices(&pat).any(is_method) {
+                    out.insert((m.to_uppercase(), format!("{prefix}{path}")));
+                }
+            }
+        }
+        out
+    }
+
+    fn documented() -> BTreeSet<(String, String)> {
+        let doc = document();
+        let mut out = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                out.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_served_route_is_documented_and_nothing_else() {
+        let served: BTreeSet<_> =
+            served_routes().into_iter().filter(|(_, p)| p != "/openapi.json" && p != "/").collect();
+        assert!(served.len() >= 20, "route scan found too little: {served:?}");
+        assert_eq!(served, documented(), "router vs OpenAPI");
+    }
+
+    #[test]
+    fn operation_ids_are_unique_and_every_id_parameter_is_declared() {
+        let doc = document();
+        let mut ids = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let id = op["operationId"].as_str().unwrap_or_else(|| panic!("{method} {path}: no operationId"));
+                assert!(ids.insert(id.to_string()), "operationId {id} repeats");
+                for name in path.split('{').skip(1).map(|s| s.split('}').next().unwrap()) {
+                    let declared = op["parameters"].as_array().is_some_and(|ps| {
+                        ps.iter().any(|p| p["name"] == name && p["in"] == "path" && p["required"] == true)
+                    });
+                    assert!(declared, "{method} {path}: path parameter {name} not declared");
+                }
+                for (status, resp) in op["responses"].as_object().unwrap() {
+                    if status.starts_with('4') || status.starts_with('5') {
+                        assert_eq!(
+                            resp.pointer("/content/application~1json/schema/$ref"),
+                            Some(&json!("#/components/schemas/ErrorBody")),
+                            "{method} {path} {status}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn answers_mark_always_present_fields_required_and_payloads_take_any_json() {
+        let doc = document();
+        let job = &doc["components"]["schemas"]["Job"];
+        for f in ["id", "next_fire_time", "last_worker", "triggers", "payload"] {
+            assert!(job["required"].as_array().unwrap().contains(&json!(f)), "Job.{f} not required");
+        }
+        assert!(job["properties"]["payload"].get("type").is_none(), "payload is any JSON");
+        let trigger = &doc["components"]["schemas"]["Trigger"];
+        assert!(trigger["required"].as_array().unwrap().contains(&json!("next_fire_at")));
+        assert!(doc["paths"]["/v1/workers/{id}/claim"]["post"]["requestBody"].is_object());
+        let claim = doc["paths"]["/v1/workers/{id}/claim"]["post"]["description"].as_str().unwrap();
+        assert!(claim.contains("60s") && claim.contains("1000"), "{claim}");
+        let batch = doc["paths"]["/v1/jobs/batch"]["post"]["description"].as_str().unwrap();
+        assert!(batch.contains("10,000"), "{batch}");
+    }
 }

@@ -1,7 +1,11 @@
 //! What every request handler shares.
 
+use crate::auth::{Namespaces, Tokens};
 use crate::batcher::Batcher;
-use std::sync::Arc;
+use crate::limits::{JobLimits, RateLimiter};
+use std::collections::{HashMap, HashSet};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use sundial_core::clock::SharedClock;
 use sundial_core::dispatcher::Dispatcher;
@@ -14,12 +18,16 @@ use sundial_core::store::{Completion, JobCreate, JobCreated, SharedStore};
 pub struct ApiConfig {
     /// Lease granted to workers.
     pub lease: Duration,
-    /// Bearer tokens; empty = no auth.
-    pub tokens: Vec<String>,
+    /// Bearer tokens, their roles and namespaces (see [`crate::auth`]).
+    pub tokens: Arc<Tokens>,
     /// Largest accepted request body.
     pub max_body: usize,
     /// Dead workers silent longer than this are no longer listed.
     pub worker_retention: Duration,
+    /// Payload size and minimum interval.
+    pub job_limits: JobLimits,
+    /// `--rate-limit`: requests per second per token (none = off).
+    pub rate_limit: Option<NonZeroU32>,
 }
 
 /// Shared state.
@@ -41,6 +49,16 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     /// Prometheus renderer.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// The tokens in force (shared with the SIGHUP reloader).
+    pub tokens: Arc<Tokens>,
+    /// Per-token request rate, when `--rate-limit` is set.
+    pub rate_limiter: Option<Arc<RateLimiter>>,
+    /// Workers this node's in-process pool registered: not remote workers, so not reachable
+    /// over HTTP.
+    pub local_workers: Arc<Mutex<HashSet<String>>>,
+    /// The namespaces of the token that registered each worker (this node's memory; see
+    /// SECURITY.md for what the store does not keep yet).
+    pub worker_namespaces: Arc<Mutex<HashMap<String, Namespaces>>>,
 }
 
 impl AppState {
@@ -71,6 +89,10 @@ impl AppState {
             dispatcher,
             submissions,
             completions,
+            tokens: config.tokens.clone(),
+            rate_limiter: config.rate_limit.map(|n| Arc::new(RateLimiter::new(n))),
+            local_workers: Arc::default(),
+            worker_namespaces: Arc::default(),
             config: Arc::new(config),
             metrics: crate::metrics::prometheus_handle(),
         }

@@ -21,11 +21,55 @@ pub const OUTPUT_LIMIT: usize = 1024 * 1024;
 /// Add the built-in handlers to `worker`: `echo` and `http` always, `shell` only when
 /// `enable_shell` (it runs arbitrary commands).
 pub fn register_builtins(worker: Worker, enable_shell: bool) -> Worker {
+    register_builtins_with(worker, enable_shell.then(ShellPolicy::default))
+}
+
+/// [`register_builtins`], with `shell` served under `shell`'s policy when it is `Some`.
+pub fn register_builtins_with(worker: Worker, shell: Option<ShellPolicy>) -> Worker {
     let worker = worker.handler("echo", Echo).handler("http", Http::new());
-    if enable_shell {
-        worker.handler("shell", Shell)
-    } else {
-        worker
+    match shell {
+        Some(policy) => worker.handler("shell", Shell::new(policy)),
+        None => worker,
+    }
+}
+
+/// What a `shell` command may see and run (`--shell-env`, `--shell-allow`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShellPolicy {
+    /// Environment variables passed on besides `PATH`, `HOME` and `LANG`.
+    pub env: Vec<String>,
+    /// When not empty: the command is split into words (POSIX quoting) and run directly, and
+    /// its first word must be one of these program names.
+    pub allow: Vec<String>,
+}
+
+/// Variables every command gets (when the worker has them).
+const SHELL_BASE_ENV: [&str; 3] = ["PATH", "HOME", "LANG"];
+
+/// The error of a command the allow-list refuses.
+pub const COMMAND_NOT_ALLOWED: &str = "command not allowed";
+
+impl ShellPolicy {
+    /// The program and its arguments: `sh -c COMMAND`, or with an allow-list the command's own
+    /// words, whose first must be allowed.
+    fn argv(&self, command: &str) -> Result<Vec<String>, HandlerError> {
+        if self.allow.is_empty() {
+            return Ok(vec!["sh".into(), "-c".into(), command.into()]);
+        }
+        match shlex::split(command) {
+            Some(words) if words.first().is_some_and(|w| self.allow.contains(w)) => Ok(words),
+            _ => Err(HandlerError::new(COMMAND_NOT_ALLOWED)),
+        }
+    }
+
+    /// The command's environment: the base variables and the named ones, nothing else.
+    fn env(&self) -> Vec<(String, String)> {
+        SHELL_BASE_ENV
+            .iter()
+            .map(|n| n.to_string())
+            .chain(self.env.iter().cloned())
+            .filter_map(|name| std::env::var(&name).ok().map(|v| (name, v)))
+            .collect()
     }
 }
 
@@ -44,13 +88,23 @@ impl Handler for Echo {
     }
 }
 
-/// `shell`: payload `{"command": "..."}`, run by `sh -c` in a process group of its own;
-/// output `{"exit_code", "stdout", "stderr"}`; a non-zero exit is a failure (with that output).
+/// `shell`: payload `{"command": "..."}`, run by `sh -c` (or, with an allow-list, directly)
+/// in a process group of its own, with a clean environment (see [`ShellPolicy`]); output
+/// `{"exit_code", "stdout", "stderr"}`; a non-zero exit is a failure (with that output).
 ///
 /// The run owns its process group: when the command ends, is cancelled or times out, the
 /// whole group is killed, so background children neither outlive the run nor hold its pipes.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Shell;
+#[derive(Debug, Clone, Default)]
+pub struct Shell {
+    policy: Arc<ShellPolicy>,
+}
+
+impl Shell {
+    /// A `shell` handler under `policy`.
+    pub fn new(policy: ShellPolicy) -> Self {
+        Self { policy: Arc::new(policy) }
+    }
+}
 
 #[derive(Deserialize)]
 struct ShellPayload {
@@ -61,16 +115,19 @@ struct ShellPayload {
 impl Handler for Shell {
     async fn call(&self, ctx: RunContext) -> Result<Value, HandlerError> {
         let payload: ShellPayload = serde_json::from_value(ctx.payload).map_err(bad_payload)?;
-        let mut child = tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg(&payload.command)
+        let argv = self.policy.argv(&payload.command)?;
+        let mut child = tokio::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            // Only what the policy names: the worker's own secrets stay with the worker.
+            .env_clear()
+            .envs(self.policy.env())
             .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| HandlerError::new(format!("spawning sh: {e}")))?;
+            .map_err(|e| HandlerError::new(format!("spawning {}: {e}", argv[0])))?;
         // Killed on drop too: if this future is aborted, the group still dies.
         let mut group = ProcessGroup(child.id().and_then(|pid| i32::try_from(pid).ok()));
         let stdout = Capture::start(child.stdout.take());
@@ -85,7 +142,7 @@ impl Handler for Shell {
             Some(status) => status,
             None => child.wait().await, // reap the killed leader
         }
-        .map_err(|e| HandlerError::new(format!("waiting for sh: {e}")))?;
+        .map_err(|e| HandlerError::new(format!("waiting for {}: {e}", argv[0])))?;
 
         let exit_code = exit_code(&status);
         let output = json!({
@@ -294,20 +351,52 @@ mod tests {
 
     #[tokio::test]
     async fn shell_success_reports_exit_code_stdout_stderr() {
-        let out = Shell.call(ctx(json!({"command": "echo hello; echo oops >&2"}))).await.unwrap();
+        let out = Shell::default().call(ctx(json!({"command": "echo hello; echo oops >&2"}))).await.unwrap();
         assert_eq!(out, json!({"exit_code": 0, "stdout": "hello\n", "stderr": "oops\n"}));
     }
 
     #[tokio::test]
     async fn shell_nonzero_exit_fails_with_output() {
-        let err = Shell.call(ctx(json!({"command": "echo partial; exit 3"}))).await.unwrap_err();
+        let err = Shell::default().call(ctx(json!({"command": "echo partial; exit 3"}))).await.unwrap_err();
         assert!(err.message.contains('3'), "{}", err.message);
         assert_eq!(err.output, Some(json!({"exit_code": 3, "stdout": "partial\n", "stderr": ""})));
     }
 
     #[tokio::test]
+    async fn shell_environment_holds_only_path_home_lang_and_named_variables() {
+        // The worker's environment holds a secret; the command must not see it.
+        std::env::set_var("SUNDIAL_TEST_SERVER_SECRET", "hunter2");
+        std::env::set_var("SUNDIAL_TEST_PASSED_ON", "visible");
+        let shell = Shell::new(ShellPolicy { env: vec!["SUNDIAL_TEST_PASSED_ON".into()], allow: vec![] });
+        let out = shell.call(ctx(json!({"command": "env"}))).await.unwrap();
+        let stdout = out["stdout"].as_str().unwrap();
+        assert!(!stdout.contains("hunter2"), "secret leaked: {stdout}");
+        assert!(stdout.contains("SUNDIAL_TEST_PASSED_ON=visible"), "{stdout}");
+        assert!(stdout.contains("PATH="), "{stdout}");
+        let names: Vec<&str> = stdout.lines().filter_map(|l| l.split_once('=').map(|(n, _)| n)).collect();
+        for n in names {
+            assert!(
+                ["PATH", "HOME", "LANG", "SUNDIAL_TEST_PASSED_ON", "PWD", "SHLVL", "_", "OLDPWD"].contains(&n),
+                "unexpected variable {n} in {stdout}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn shell_allow_list_runs_words_directly_and_refuses_other_programs() {
+        let shell = Shell::new(ShellPolicy { env: vec![], allow: vec!["echo".into()] });
+        // Run directly: no expansion, quotes honoured, `;` is just an argument.
+        let out = shell.call(ctx(json!({"command": "echo 'a  b' $HOME ; true"}))).await.unwrap();
+        assert_eq!(out["stdout"], "a  b $HOME ; true\n");
+        for refused in ["sh -c 'echo hi'", "/bin/echo hi", "", "echo 'unbalanced"] {
+            let err = shell.call(ctx(json!({ "command": refused }))).await.unwrap_err();
+            assert_eq!(err.message, COMMAND_NOT_ALLOWED, "{refused:?}");
+        }
+    }
+
+    #[tokio::test]
     async fn shell_rejects_payload_without_command() {
-        let err = Shell.call(ctx(json!({"cmd": "true"}))).await.unwrap_err();
+        let err = Shell::default().call(ctx(json!({"cmd": "true"}))).await.unwrap_err();
         assert!(err.message.starts_with("payload"), "{}", err.message);
     }
 
@@ -315,7 +404,7 @@ mod tests {
     async fn shell_does_not_wait_for_background_children() {
         // The leader exits at once; its background child holds stdout but dies with the group.
         let started = std::time::Instant::now();
-        let out = Shell.call(ctx(json!({"command": "sleep 30 & echo done"}))).await.unwrap();
+        let out = Shell::default().call(ctx(json!({"command": "sleep 30 & echo done"}))).await.unwrap();
         assert_eq!(out["stdout"], "done\n");
         assert!(started.elapsed() < Duration::from_secs(5));
     }
@@ -340,7 +429,7 @@ mod tests {
         let command = format!("sleep 30 & echo $!; : > '{}'; sleep 30", marker.display());
         let c = ctx(json!({ "command": command }));
         let token = c.cancel.clone();
-        let call = tokio::spawn(async move { Shell.call(c).await });
+        let call = tokio::spawn(async move { Shell::default().call(c).await });
         let wait = Duration::from_secs(10);
         crate::test_support::eventually("the command to start its child", wait, || marker.exists()).await;
         let _ = std::fs::remove_file(&marker);

@@ -17,6 +17,7 @@ pub struct RegisterRequest {
 
 /// `POST /v1/workers` answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Registered {
     /// Worker id: half of every fencing token.
     pub id: String,
@@ -38,6 +39,7 @@ pub struct ClaimRequest {
 
 /// One claimed run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClaimedRun {
     /// The run.
     pub run_id: String,
@@ -59,6 +61,7 @@ pub struct ClaimedRun {
 
 /// `POST /v1/workers/{id}/claim` answer.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClaimResponse {
     /// Claimed runs (may be empty).
     pub runs: Vec<ClaimedRun>,
@@ -71,6 +74,7 @@ pub struct ClaimResponse {
 
 /// A run a worker holds, as `(run_id, attempt)`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeldRun {
     /// The run.
     pub run_id: String,
@@ -80,6 +84,7 @@ pub struct HeldRun {
 
 /// `POST /v1/workers/{id}/heartbeat` body.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatRequest {
     /// Runs held (may be empty: a heartbeat is also a sign of life).
     #[serde(default)]
@@ -88,6 +93,7 @@ pub struct HeartbeatRequest {
 
 /// `POST /v1/workers/{id}/heartbeat` answer.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatResponse {
     /// New lease end for the runs still held.
     pub lease_expires_at: Option<DateTime<Utc>>,
@@ -101,6 +107,7 @@ pub struct HeartbeatResponse {
 
 /// How an attempt ended, as reported by the worker.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Handler returned output.
@@ -115,6 +122,7 @@ pub enum Outcome {
 
 /// `POST /v1/runs/{id}/complete` body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CompleteRequest {
     /// Fencing token.
     pub worker_id: String,

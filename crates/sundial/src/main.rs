@@ -26,7 +26,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run a node: API, scheduler, dispatcher, reaper, and an in-process worker pool.
-    Serve(cli::serve::ServeArgs),
+    Serve(Box<cli::serve::ServeArgs>),
     /// Run a remote worker process serving the built-in handlers.
     Worker(cli::worker::WorkerArgs),
     /// Manage jobs.
@@ -58,7 +58,7 @@ fn main() -> std::process::ExitCode {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = rt.block_on(async move {
         match cli.command {
-            Command::Serve(args) => cli::serve::run(args).await,
+            Command::Serve(args) => cli::serve::run(*args).await,
             Command::Worker(args) => cli::worker::run(args, cli.server, cli.auth_token).await,
             Command::Job(cmd) => cli::client::Client::new(&cli.server, cli.auth_token, cli.output)?.job(cmd).await,
             Command::Run(cmd) => cli::client::Client::new(&cli.server, cli.auth_token, cli.output)?.run(cmd).await,

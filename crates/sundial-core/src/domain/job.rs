@@ -168,6 +168,9 @@ pub struct JobSpec {
 
 const MAX_NAME_LEN: usize = 200;
 
+/// Most triggers one job may have.
+pub const MAX_TRIGGERS: usize = 100;
+
 impl JobSpec {
     /// Validates a parsed request's shape; errors name the field by its full path. Entry points
     /// use `schedule::validate_job`, which also compiles each trigger's schedule.
@@ -203,8 +206,15 @@ impl JobSpec {
                 return Err(FieldError::new("idempotency_key", "must not be empty"));
             }
         }
+        let wires = r.triggers.unwrap_or_default();
+        if wires.len() > MAX_TRIGGERS {
+            return Err(FieldError::new(
+                "triggers",
+                format!("at most {MAX_TRIGGERS} triggers per job, got {}", wires.len()),
+            ));
+        }
         let mut triggers = Vec::new();
-        for (i, t) in r.triggers.unwrap_or_default().iter().enumerate() {
+        for (i, t) in wires.iter().enumerate() {
             triggers.push(TriggerSpec::from_wire(t).map_err(|e| e.within(&format!("triggers[{i}]")))?);
         }
         Ok(JobSpec {
@@ -220,6 +230,14 @@ impl JobSpec {
             idempotency_key: r.idempotency_key,
             triggers,
         })
+    }
+
+    /// Checks the server's `--min-interval` on every interval trigger (`triggers[i].every`).
+    pub fn check_min_interval(&self, min: Duration) -> Result<(), FieldError> {
+        for (i, t) in self.triggers.iter().enumerate() {
+            t.check_min_interval(min).map_err(|e| e.within(&format!("triggers[{i}]")))?;
+        }
+        Ok(())
     }
 
     /// A stable fingerprint of the definition, to tell "same submission again" (200) from

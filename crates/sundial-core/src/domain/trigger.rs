@@ -62,6 +62,9 @@ impl Misfire {
 /// Default number of missed times `catch_up` replays.
 pub const DEFAULT_CATCH_UP_LIMIT: u32 = 10;
 
+/// Largest `catch_up_limit`: one scheduler pass writes at most this many runs for a trigger.
+pub const MAX_CATCH_UP_LIMIT: u32 = 1000;
+
 /// A validated trigger definition, as submitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TriggerSpec {
@@ -143,6 +146,11 @@ impl TriggerSpec {
     /// `schedule` module, which builds on this one, not the other way round.
     pub fn from_wire(w: &TriggerWire) -> Result<Self, FieldError> {
         let kind = Self::kind_from_wire(w)?;
+        for (field, t) in [("at", w.at), ("start_at", w.start_at), ("end_at", w.end_at)] {
+            if let Some(t) = t {
+                super::validate::check_time_range(field, &t)?;
+            }
+        }
         for (field, present) in [
             ("at", w.at.is_some() && !matches!(kind, TriggerKind::Once { .. })),
             ("expr", w.expr.is_some() && !matches!(kind, TriggerKind::Cron { .. })),
@@ -164,6 +172,9 @@ impl TriggerSpec {
         let misfire = w.misfire.unwrap_or(Misfire::FireOnce);
         match (misfire, w.catch_up_limit) {
             (Misfire::CatchUp, Some(0)) => return Err(FieldError::new("catch_up_limit", "must be at least 1")),
+            (Misfire::CatchUp, Some(n)) if n > MAX_CATCH_UP_LIMIT => {
+                return Err(FieldError::new("catch_up_limit", format!("must be at most {MAX_CATCH_UP_LIMIT}")))
+            }
             (Misfire::FireOnce | Misfire::Skip, Some(_)) => {
                 return Err(FieldError::new("catch_up_limit", "applies only when misfire is catch_up"))
             }
@@ -243,6 +254,20 @@ impl TriggerSpec {
             }
         }
         w
+    }
+}
+
+impl TriggerSpec {
+    /// Checks the server's floor on interval periods (`--min-interval`): a shorter period would
+    /// have the scheduler write runs faster than they can be worked. Path relative to the trigger.
+    pub fn check_min_interval(&self, min: Duration) -> Result<(), FieldError> {
+        match self.kind {
+            TriggerKind::Interval { every } if every < min => Err(FieldError::new(
+                "every",
+                format!("must be at least {} (the server's --min-interval)", super::duration::format(min)),
+            )),
+            _ => Ok(()),
+        }
     }
 }
 

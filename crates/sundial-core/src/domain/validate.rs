@@ -41,3 +41,14 @@ impl fmt::Display for FieldError {
 }
 
 impl std::error::Error for FieldError {}
+
+/// Checks that `t` lies in years 0001–9999 in UTC: RFC 3339 cannot write other years, so a
+/// time outside them could be stored but never echoed back as valid RFC 3339.
+pub fn check_time_range(path: &str, t: &chrono::DateTime<chrono::Utc>) -> Result<(), FieldError> {
+    use chrono::Datelike;
+    if (1..=9999).contains(&t.year()) {
+        Ok(())
+    } else {
+        Err(FieldError::new(path, "is outside years 0001-9999 in UTC"))
+    }
+}

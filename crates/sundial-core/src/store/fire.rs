@@ -193,3 +193,160 @@ pub(crate) fn fire_actions(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Misfire, TriggerKind, TriggerSpec};
+    use crate::store::rows::{trigger_spec_json, ts, us};
+
+    const EVERY: Duration = Duration::from_secs(10);
+    const THRESHOLD: Duration = Duration::from_secs(60);
+
+    fn t(secs: i64) -> Timestamp {
+        ts(1_800_000_000_000_000 + secs * 1_000_000)
+    }
+
+    fn job(id: &str, overlap: Overlap) -> JobSnapshot {
+        JobSnapshot {
+            id: id.into(),
+            namespace: "default".into(),
+            handler: "echo".into(),
+            payload: "{}".into(),
+            priority: 0,
+            timeout_us: None,
+            max_attempts: 1,
+            initial_delay_us: 0,
+            max_delay_us: 0,
+            overlap: overlap.as_str().into(),
+        }
+    }
+
+    /// An interval trigger of `job_id`, due at `next`.
+    fn trigger(id: &str, job_id: &str, next: Option<Timestamp>, misfire: Misfire) -> TriggerRow {
+        let spec = TriggerSpec {
+            kind: TriggerKind::Interval { every: EVERY },
+            start_at: None,
+            end_at: None,
+            max_fires: None,
+            misfire,
+            catch_up_limit: None,
+        };
+        TriggerRow {
+            id: id.into(),
+            job_id: job_id.into(),
+            spec: trigger_spec_json(&spec),
+            next_fire_at: next.map(us),
+            fires: 0,
+        }
+    }
+
+    fn plan(
+        triggers: &[TriggerRow],
+        jobs: &[JobSnapshot],
+        active: &[(&str, ActiveRuns)],
+        now: Timestamp,
+    ) -> FireActions {
+        let jobs = jobs.iter().map(|j| (j.id.clone(), j.clone())).collect();
+        let mut active = active.iter().map(|(id, a)| (id.to_string(), a.clone())).collect();
+        fire_actions(triggers, &jobs, &mut active, now, THRESHOLD).expect("plans")
+    }
+
+    fn running(ids: &[&str]) -> ActiveRuns {
+        ActiveRuns { running: ids.iter().map(|s| s.to_string()).collect(), ..Default::default() }
+    }
+
+    #[test]
+    fn an_on_time_fire_makes_one_pending_run_and_advances_the_trigger_by_one_period() {
+        let a = plan(&[trigger("t1", "j1", Some(t(0)), Misfire::FireOnce)], &[job("j1", Overlap::Allow)], &[], t(1));
+        assert_eq!(a.inserts.len(), 1);
+        let r = &a.inserts[0];
+        assert_eq!((r.state, r.trigger_id.as_deref(), r.job.id.as_str()), (RunState::Pending, Some("t1"), "j1"));
+        assert_eq!((r.fire_time, r.scheduled_for, r.created_at), (us(t(0)), us(t(0)), us(t(1))));
+        assert!(!r.held && !r.blocked && !r.manual && r.reason.is_none());
+        assert_eq!(a.advances.len(), 1);
+        let adv = &a.advances[0];
+        assert_eq!(
+            (adv.id.as_str(), adv.old_next, adv.new_next, adv.fires_added),
+            ("t1", us(t(0)), Some(us(t(10))), 1)
+        );
+        assert_eq!(a.report(), FireReport { triggers: 1, runs_pending: 1, runs_skipped: 0, runs_cancel_requested: 0 });
+    }
+
+    #[test]
+    fn triggers_without_a_next_time_or_without_their_job_are_left_alone() {
+        let a = plan(
+            &[trigger("t1", "j1", None, Misfire::FireOnce), trigger("t2", "gone", Some(t(0)), Misfire::FireOnce)],
+            &[job("j1", Overlap::Allow)],
+            &[],
+            t(1),
+        );
+        assert!(a.inserts.is_empty() && a.advances.is_empty(), "{a:?}");
+    }
+
+    #[test]
+    fn skip_overlap_records_the_fire_skipped_while_a_run_is_active() {
+        let a = plan(
+            &[trigger("t1", "j1", Some(t(0)), Misfire::FireOnce)],
+            &[job("j1", Overlap::Skip)],
+            &[("j1", running(&["r0"]))],
+            t(1),
+        );
+        assert_eq!(a.inserts.len(), 1);
+        assert_eq!(a.inserts[0].state, RunState::Skipped);
+        assert!(a.inserts[0].reason.as_deref().is_some_and(|r| r.contains("r0")), "{:?}", a.inserts[0].reason);
+        assert!(a.cancel_pending.is_empty() && a.cancel_running.is_empty());
+        assert_eq!(a.report().runs_skipped, 1);
+    }
+
+    #[test]
+    fn cancel_other_supersedes_the_active_runs_in_favour_of_the_new_one() {
+        let active = ActiveRuns { running: vec!["r0".into()], pending: vec!["p0".into()], blocked: vec![] };
+        let a = plan(
+            &[trigger("t1", "j1", Some(t(0)), Misfire::FireOnce)],
+            &[job("j1", Overlap::CancelOther)],
+            &[("j1", active)],
+            t(1),
+        );
+        let new = &a.inserts[0];
+        assert_eq!(new.state, RunState::Pending);
+        assert_eq!(a.cancel_pending, vec![("p0".to_string(), superseded_reason(&new.id))]);
+        assert_eq!(a.cancel_running, vec!["r0".to_string()]);
+        assert_eq!(a.report().runs_cancel_requested, 1);
+    }
+
+    #[test]
+    fn buffer_one_decisions_in_one_pass_see_the_runs_planned_before_them() {
+        // Two triggers of one buffer_one job with a run going: the first fire waits behind it,
+        // the second finds that waiting run and is skipped.
+        let a = plan(
+            &[trigger("t1", "j1", Some(t(0)), Misfire::FireOnce), trigger("t2", "j1", Some(t(0)), Misfire::FireOnce)],
+            &[job("j1", Overlap::BufferOne)],
+            &[("j1", running(&["r0"]))],
+            t(1),
+        );
+        let states: Vec<_> = a.inserts.iter().map(|r| (r.trigger_id.clone().unwrap(), r.state, r.blocked)).collect();
+        assert_eq!(
+            states,
+            vec![("t1".to_string(), RunState::Pending, true), ("t2".to_string(), RunState::Skipped, false)]
+        );
+        assert_eq!(a.advances.len(), 2);
+    }
+
+    #[test]
+    fn missed_times_under_misfire_skip_become_one_skipped_run_and_the_on_time_ones_run() {
+        // Due every 10 s since t(0), planned at t(600) with a 60 s threshold: the 7 times from
+        // t(540) on are on time, the 54 before are missed.
+        let a = plan(&[trigger("t1", "j1", Some(t(0)), Misfire::Skip)], &[job("j1", Overlap::Allow)], &[], t(600));
+        let (skipped, pending): (Vec<_>, Vec<_>) = a.inserts.iter().partition(|r| r.state == RunState::Skipped);
+        assert_eq!(skipped.len(), 1, "{a:?}");
+        let missed = skipped[0];
+        assert!(missed.note.as_deref().is_some_and(|n| n.contains("54")), "{:?}", missed.note);
+        assert_eq!(missed.reason, missed.note, "a skipped run's reason is its misfire note");
+        let times: Vec<i64> = pending.iter().map(|r| r.scheduled_for).collect();
+        assert_eq!(times, (54..=60).map(|i| us(t(i * 10))).collect::<Vec<_>>());
+        assert!(pending.iter().all(|r| r.note.is_none() && r.reason.is_none()));
+        let adv = &a.advances[0];
+        assert_eq!((adv.new_next, adv.fires_added), (Some(us(t(610))), 61), "every due time counts");
+    }
+}

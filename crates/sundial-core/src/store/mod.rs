@@ -10,10 +10,12 @@
 //! * `plan` and `fire`: the decisions both backends share, as pure functions with their unit
 //!   tests (submissions and conflicts, run reasons, the fencing check, settlements, stats; turning
 //!   due triggers into runs). A backend reads, calls one, and writes the answer;
-//! * `rows` (row shapes and their domain conversion) and `listing` (list queries, generic over the
-//!   database): SQL and decoding written once for both;
+//! * `rows` (row shapes and their domain conversion), `listing` (list queries) and `reads` (the
+//!   simple reads by id, next due times, stats; generic over the database, given the dialect's
+//!   differences): SQL and decoding written once for both;
 //! * [`sqlite`] and [`postgres`]: `mod.rs` (connecting, the transaction type, error mapping, and for
-//!   PostgreSQL the lock order) with an `impl Store` that reads as a table of contents, plus one
+//!   PostgreSQL the lock order) with the few `Store` methods of its own, the rest delegated by
+//!   `store_by_noun!` (the one table of contents, in this file), plus one
 //!   file of SQL per noun (`jobs.rs`, `triggers.rs`, `runs.rs`, `leases.rs`, `workers.rs`,
 //!   PostgreSQL's `listener.rs`), named as the [`conformance`] suite's files are.
 //!
@@ -33,6 +35,7 @@ pub(crate) mod fire;
 mod listing;
 pub(crate) mod plan;
 pub mod postgres;
+mod reads;
 pub(crate) mod rows;
 pub mod sqlite;
 
@@ -354,6 +357,118 @@ pub trait Store: Send + Sync + 'static {
         Ok(None)
     }
 }
+
+/// A backend's `impl Store`: the methods it writes itself (`capabilities`, `ping`, and for
+/// PostgreSQL `wakeups`), then every other method delegated to the per-noun module of its
+/// folder (`jobs`, `triggers`, `runs`, `leases`, `workers`). The table of contents is written
+/// once here, so the two backends cannot list different things.
+macro_rules! store_by_noun {
+    ($store:ty { $($own:tt)* }) => {
+        #[async_trait::async_trait]
+        impl Store for $store {
+            $($own)*
+
+            async fn job_create_many(&self, jobs: Vec<JobCreate>, now: Timestamp) -> Result<Vec<Result<JobCreated>>> {
+                jobs::create_many(self, jobs, now).await
+            }
+
+            async fn job_get(&self, id: &str, now: Timestamp) -> Result<Job> {
+                jobs::get(self, id, now).await
+            }
+
+            async fn job_list(&self, f: &JobFilter, now: Timestamp) -> Result<Page<Job>> {
+                jobs::list(self, f, now).await
+            }
+
+            async fn job_update(&self, id: &str, spec: JobSpec, now: Timestamp) -> Result<Job> {
+                jobs::update(self, id, spec, now).await
+            }
+
+            async fn job_delete(&self, id: &str, now: Timestamp) -> Result<()> {
+                jobs::delete(self, id, now).await
+            }
+
+            async fn job_set_paused(&self, id: &str, paused: bool, now: Timestamp) -> Result<Job> {
+                jobs::set_paused(self, id, paused, now).await
+            }
+
+            async fn job_run_now(&self, id: &str, now: Timestamp) -> Result<Run> {
+                jobs::run_now(self, id, now).await
+            }
+
+            async fn trigger_fire_due(&self, now: Timestamp, limit: u32, misfire_threshold: Duration) -> Result<FireReport> {
+                triggers::fire_due(self, now, limit, misfire_threshold).await
+            }
+
+            async fn trigger_next_due(&self) -> Result<Option<Timestamp>> {
+                triggers::next_due(self).await
+            }
+
+            async fn run_get(&self, id: &str) -> Result<Run> {
+                runs::get(self, id).await
+            }
+
+            async fn run_list(&self, f: &RunFilter) -> Result<Page<Run>> {
+                runs::list(self, f).await
+            }
+
+            async fn run_cancel(&self, id: &str, now: Timestamp) -> Result<Run> {
+                runs::cancel(self, id, now).await
+            }
+
+            async fn run_claim(&self, p: &ClaimParams) -> Result<Vec<ClaimedRun>> {
+                leases::claim(self, p).await
+            }
+
+            async fn run_heartbeat(
+                &self,
+                worker_id: &str,
+                held: &[Lease],
+                lease: Duration,
+                now: Timestamp,
+            ) -> Result<HeartbeatOutcome> {
+                leases::heartbeat(self, worker_id, held, lease, now).await
+            }
+
+            async fn run_complete_many(&self, completions: Vec<Completion>, now: Timestamp) -> Result<Vec<Result<Run>>> {
+                leases::complete_many(self, completions, now).await
+            }
+
+            async fn run_reap(&self, p: &ReapParams) -> Result<ReapReport> {
+                leases::reap(self, p).await
+            }
+
+            async fn run_next_pending(&self) -> Result<Option<Timestamp>> {
+                runs::next_pending(self).await
+            }
+
+            async fn run_prune(&self, before: Timestamp, limit: u32) -> Result<u64> {
+                runs::prune(self, before, limit).await
+            }
+
+            async fn worker_register(&self, name: &str, handlers: &[String], capacity: u32, now: Timestamp) -> Result<Worker> {
+                workers::register(self, name, handlers, capacity, now).await
+            }
+
+            async fn worker_get(&self, id: &str) -> Result<Worker> {
+                workers::get(self, id).await
+            }
+
+            async fn worker_list(&self) -> Result<Vec<Worker>> {
+                workers::list(self).await
+            }
+
+            async fn worker_deregister(&self, id: &str, now: Timestamp) -> Result<()> {
+                workers::deregister(self, id, now).await
+            }
+
+            async fn stats(&self, now: Timestamp) -> Result<Stats> {
+                runs::stats(self, now).await
+            }
+        }
+    };
+}
+use store_by_noun;
 
 /// A shared store handle.
 pub type SharedStore = Arc<dyn Store>;

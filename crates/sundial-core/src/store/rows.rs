@@ -251,6 +251,24 @@ pub(crate) const JOB_SELECT: &str = "SELECT j.id, j.namespace, j.name, j.handler
         ORDER BY r.started_at DESC LIMIT 1) AS last_worker \
      FROM jobs j";
 
+/// Jobs from their rows and their triggers' rows (ordered by `position` within each job).
+pub(crate) fn jobs_with_triggers(
+    rows: Vec<JobRow>,
+    triggers: Vec<TriggerRow>,
+    now: Timestamp,
+) -> Result<Vec<Job>, StoreError> {
+    let mut by_job: std::collections::HashMap<String, Vec<Trigger>> = std::collections::HashMap::new();
+    for t in triggers {
+        by_job.entry(t.job_id.clone()).or_default().push(t.into_trigger()?);
+    }
+    rows.into_iter()
+        .map(|r| {
+            let t = by_job.remove(&r.id).unwrap_or_default();
+            r.into_job(t, now)
+        })
+        .collect()
+}
+
 /// Columns of [`TriggerRow`].
 pub(crate) const TRIGGER_COLUMNS: &str = "id, job_id, spec, next_fire_at, fires";
 

@@ -2,6 +2,7 @@
 //! pause, resume, run now.
 
 use super::{ListResponse, Params};
+use crate::auth::{Access, ListScope};
 use crate::body::{typed, IgnoredBody, JsonBody};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -10,12 +11,19 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use sundial_core::domain::{job::JobRequest, Job, Run};
+use sundial_core::domain::{job::JobRequest, Job, JobSpec, Run};
 use sundial_core::input::Rejection;
-use sundial_core::schedule::validate_job;
+
 use sundial_core::store::{JobCreate, JobCreated, JobFilter, StoreError};
 
 use sundial_core::input::MAX_BATCH;
+
+/// The job `id`, if the caller may see its namespace; else the same 404 as an unknown id.
+pub(crate) async fn visible_job(state: &AppState, access: &Access, id: &str) -> ApiResult<Job> {
+    let job = state.store.job_get(id, state.clock.now()).await?;
+    access.see(&job.namespace, || format!("job {id}"))?;
+    Ok(job)
+}
 
 fn created_response(c: JobCreated) -> Response {
     let status = if c.created { StatusCode::CREATED } else { StatusCode::OK };
@@ -32,10 +40,18 @@ fn after_create(state: &AppState, jobs: &[&Job]) {
 }
 
 /// Submit a job. 201 when created; 200 with the existing job on an idempotent replay.
-#[utoipa::path(post, path = "/v1/jobs", request_body = JobRequest,
-    responses((status = 201, body = Job), (status = 200, body = Job), (status = 409), (status = 422)))]
-pub async fn create(State(state): State<AppState>, JsonBody(req): JsonBody<JobRequest>) -> ApiResult<Response> {
-    let spec = validate_job(req, state.clock.now())?;
+#[utoipa::path(post, path = "/v1/jobs", operation_id = "create_job", tag = "jobs", request_body = JobRequest,
+    responses((status = 201, description = "Created", body = Job), (status = 200, description = "The existing job (idempotent replay)", body = Job),
+        (status = 409, description = "Name or idempotency key taken by another definition", body = crate::error::ErrorBody),
+        (status = 413, description = "Payload over --max-payload (`payload_too_large`) or body over --max-body", body = crate::error::ErrorBody),
+        (status = 422, description = "Invalid value; the message names the field path", body = crate::error::ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    access: Access,
+    JsonBody(req): JsonBody<JobRequest>,
+) -> ApiResult<Response> {
+    let spec = state.config.job_limits.validate(req, state.clock.now())?;
+    access.create(&spec.namespace)?;
     // Answers only after the group-commit transaction holding this job committed (guarantee 1).
     let created = state.submissions.submit(JobCreate { spec, derived_idempotency_key: None }).await?;
     metrics::counter!("sundial_jobs_submitted_total", "outcome" => if created.created { "created" } else { "replay" })
@@ -52,6 +68,13 @@ pub struct BatchRequest {
     pub jobs: Vec<serde_json::Value>,
 }
 
+/// `POST /v1/jobs/batch` answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct BatchResponse {
+    /// One per submitted job, in order.
+    pub items: Vec<BatchItem>,
+}
+
 /// One item of a batch answer.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct BatchItem {
@@ -62,7 +85,7 @@ pub struct BatchItem {
     pub job: Option<Job>,
     /// The error, when refused.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<crate::error::ErrorDetail>)]
     pub error: Option<serde_json::Value>,
 }
 
@@ -75,9 +98,16 @@ fn error_item(e: ApiError) -> BatchItem {
 }
 
 /// Submit many jobs in one transaction; each item stands alone.
-#[utoipa::path(post, path = "/v1/jobs/batch", request_body = BatchRequest,
-    responses((status = 200, body = ListResponse<BatchItem>)))]
-pub async fn batch(State(state): State<AppState>, JsonBody(req): JsonBody<BatchRequest>) -> ApiResult<Response> {
+#[utoipa::path(post, path = "/v1/jobs/batch", operation_id = "create_jobs_batch", tag = "jobs", request_body = BatchRequest,
+    description = "At most 10,000 jobs per batch (413 `batch_too_large`). Each item stands alone: its status is 201, 200 or its own error (403, 409, 413, 422).",
+    responses((status = 200, description = "One item per submitted job, in order", body = BatchResponse),
+        (status = 413, description = "More than 10,000 jobs (`batch_too_large`) or body over --max-body", body = crate::error::ErrorBody),
+        (status = 422, description = "Invalid body", body = crate::error::ErrorBody)))]
+pub async fn batch(
+    State(state): State<AppState>,
+    access: Access,
+    JsonBody(req): JsonBody<BatchRequest>,
+) -> ApiResult<Response> {
     if req.jobs.len() > MAX_BATCH {
         return Err(Rejection::batch_too_large(req.jobs.len()).into());
     }
@@ -86,7 +116,11 @@ pub async fn batch(State(state): State<AppState>, JsonBody(req): JsonBody<BatchR
     let mut slots = Vec::new();
     let now = state.clock.now();
     for (i, raw) in req.jobs.into_iter().enumerate() {
-        match typed::<JobRequest>(raw).and_then(|r| validate_job(r, now).map_err(ApiError::from)) {
+        // Each item is judged alone: its shape, its limits, its namespace (403 per item).
+        let judged = typed::<JobRequest>(raw)
+            .and_then(|r| state.config.job_limits.validate(r, now))
+            .and_then(|spec| access.create(&spec.namespace).map(|()| spec));
+        match judged {
             Ok(spec) => {
                 valid.push(JobCreate { spec, derived_idempotency_key: None });
                 slots.push(i);
@@ -112,47 +146,76 @@ pub async fn batch(State(state): State<AppState>, JsonBody(req): JsonBody<BatchR
         after_create(&state, &stored.iter().collect::<Vec<_>>());
     }
     let items: Vec<BatchItem> = items.into_iter().map(|i| i.expect("every slot filled")).collect();
-    Ok(Json(serde_json::json!({ "items": items })).into_response())
+    Ok(Json(BatchResponse { items }).into_response())
 }
 
 /// List jobs, newest first. Filters: `namespace`, `handler`, `paused`.
-#[utoipa::path(get, path = "/v1/jobs", responses((status = 200, body = ListResponse<Job>)))]
-pub async fn list(State(state): State<AppState>, p: Params) -> ApiResult<Json<ListResponse<Job>>> {
+#[utoipa::path(get, path = "/v1/jobs", operation_id = "list_jobs", tag = "jobs",
+    params(("namespace" = Option<String>, Query, description = "Only this namespace (narrowed to the token's)"),
+        ("handler" = Option<String>, Query, description = "Only this handler"),
+        ("paused" = Option<bool>, Query, description = "Only paused (true) or unpaused (false) jobs"),
+        ("limit" = Option<u32>, Query, description = "Page size, default 100, at most 1000", minimum = 1, maximum = 1000),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
+    responses((status = 200, description = "Jobs, newest first", body = ListResponse<Job>), (status = 422, description = "Bad query parameter", body = crate::error::ErrorBody)))]
+pub async fn list(State(state): State<AppState>, access: Access, p: Params) -> ApiResult<Json<ListResponse<Job>>> {
+    let scope = access.scope(p.str("namespace"));
+    let namespace = match &scope {
+        ListScope::AsAsked(ns) => ns.clone(),
+        ListScope::Empty => return Ok(Json(ListResponse { items: vec![], next_cursor: None })),
+        ListScope::Filter(_) => None,
+    };
     let filter = JobFilter {
-        namespace: p.str("namespace"),
+        namespace,
         handler: p.str("handler"),
         paused: p.bool("paused")?,
         limit: p.limit()?,
         cursor: p.str("cursor"),
     };
-    let page = state.store.job_list(&filter, state.clock.now()).await?;
+    let mut page = state.store.job_list(&filter, state.clock.now()).await?;
+    if let ListScope::Filter(set) = &scope {
+        // JobFilter takes one namespace: narrow the page here (pages may come out short).
+        page.items.retain(|j| set.contains(&j.namespace));
+    }
     Ok(Json(ListResponse { items: page.items, next_cursor: page.next_cursor }))
 }
 
 /// One job.
-#[utoipa::path(get, path = "/v1/jobs/{id}", responses((status = 200, body = Job), (status = 404)))]
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Job>> {
-    Ok(Json(state.store.job_get(&id, state.clock.now()).await?))
+#[utoipa::path(get, path = "/v1/jobs/{id}", operation_id = "get_job", tag = "jobs", params(("id" = String, Path, description = "The job's id, or its `namespace/name` (URL-encoded `/`)")),
+    responses((status = 200, description = "The job", body = Job), (status = 404, description = "Unknown id (or a namespace the token cannot see)", body = crate::error::ErrorBody)))]
+pub async fn get(State(state): State<AppState>, access: Access, Path(id): Path<String>) -> ApiResult<Json<Job>> {
+    Ok(Json(visible_job(&state, &access, &id).await?))
 }
 
 /// Change any definition field; triggers are replaced as a whole.
-#[utoipa::path(patch, path = "/v1/jobs/{id}", request_body = Object, responses((status = 200, body = Job)))]
+#[utoipa::path(patch, path = "/v1/jobs/{id}", operation_id = "update_job", tag = "jobs", params(("id" = String, Path, description = "The job's id, or its `namespace/name` (URL-encoded `/`)")),
+    request_body(content = Object, description = "Any definition fields of a job; triggers are replaced as a whole. `{}` changes nothing."),
+    responses((status = 200, description = "The job", body = Job), (status = 404, description = "Unknown id", body = crate::error::ErrorBody),
+        (status = 409, description = "Conflict (name or idempotency key taken)", body = crate::error::ErrorBody),
+        (status = 413, description = "Payload over --max-payload", body = crate::error::ErrorBody),
+        (status = 422, description = "Invalid value", body = crate::error::ErrorBody)))]
 pub async fn patch(
     State(state): State<AppState>,
+    access: Access,
     Path(id): Path<String>,
     JsonBody(changes): JsonBody<serde_json::Value>,
 ) -> ApiResult<Json<Job>> {
     let serde_json::Value::Object(changes) = changes else {
         return Err(ApiError::invalid("body: expected a JSON object of fields to change"));
     };
-    let current = state.store.job_get(&id, state.clock.now()).await?;
+    let current = visible_job(&state, &access, &id).await?;
     let mut merged = serde_json::to_value(current.to_request()).expect("request serializes");
     let obj = merged.as_object_mut().expect("request is an object");
     for (k, v) in changes {
         obj.insert(k, v);
     }
     // Nulls from the current definition mean "unset"; the typed parse treats them so.
-    let spec = validate_job(typed::<JobRequest>(merged)?, state.clock.now())?;
+    let spec = state.config.job_limits.validate(typed::<JobRequest>(merged)?, state.clock.now())?;
+    access.create(&spec.namespace)?;
+    // Nothing changes (e.g. `{}`): answer the job as it is, `updated_at` untouched.
+    let unchanged = JobSpec::from_request(current.to_request()).is_ok_and(|now| now == spec);
+    if unchanged {
+        return Ok(Json(current));
+    }
     let job = state.store.job_update(&id, spec, state.clock.now()).await?;
     state.signals.triggers_changed.notify_one();
     state.signals.runs_ready.notify_waiters();
@@ -160,21 +223,37 @@ pub async fn patch(
 }
 
 /// Delete a job; its runs stay queryable, its pending runs are cancelled.
-#[utoipa::path(delete, path = "/v1/jobs/{id}", responses((status = 204), (status = 404)))]
-pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+#[utoipa::path(delete, path = "/v1/jobs/{id}", operation_id = "delete_job", tag = "jobs", params(("id" = String, Path, description = "The job's id, or its `namespace/name` (URL-encoded `/`)")),
+    responses((status = 204, description = "Deleted; its runs stay queryable"), (status = 404, description = "Unknown id", body = crate::error::ErrorBody)))]
+pub async fn delete(State(state): State<AppState>, access: Access, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    visible_job(&state, &access, &id).await?;
     state.store.job_delete(&id, state.clock.now()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Pause: triggers stop firing, pending runs are not claimed.
-#[utoipa::path(post, path = "/v1/jobs/{id}/pause", responses((status = 200, body = Job)))]
-pub async fn pause(State(state): State<AppState>, Path(id): Path<String>, _b: IgnoredBody) -> ApiResult<Json<Job>> {
+#[utoipa::path(post, path = "/v1/jobs/{id}/pause", operation_id = "pause_job", tag = "jobs", params(("id" = String, Path, description = "The job's id, or its `namespace/name` (URL-encoded `/`)")),
+    responses((status = 200, description = "The job", body = Job), (status = 404, description = "Unknown id", body = crate::error::ErrorBody)))]
+pub async fn pause(
+    State(state): State<AppState>,
+    access: Access,
+    Path(id): Path<String>,
+    _b: IgnoredBody,
+) -> ApiResult<Json<Job>> {
+    visible_job(&state, &access, &id).await?;
     Ok(Json(state.store.job_set_paused(&id, true, state.clock.now()).await?))
 }
 
 /// Resume: missed fire times follow each trigger's misfire policy.
-#[utoipa::path(post, path = "/v1/jobs/{id}/resume", responses((status = 200, body = Job)))]
-pub async fn resume(State(state): State<AppState>, Path(id): Path<String>, _b: IgnoredBody) -> ApiResult<Json<Job>> {
+#[utoipa::path(post, path = "/v1/jobs/{id}/resume", operation_id = "resume_job", tag = "jobs", params(("id" = String, Path, description = "The job's id, or its `namespace/name` (URL-encoded `/`)")),
+    responses((status = 200, description = "The job", body = Job), (status = 404, description = "Unknown id", body = crate::error::ErrorBody)))]
+pub async fn resume(
+    State(state): State<AppState>,
+    access: Access,
+    Path(id): Path<String>,
+    _b: IgnoredBody,
+) -> ApiResult<Json<Job>> {
+    visible_job(&state, &access, &id).await?;
     let job = state.store.job_set_paused(&id, false, state.clock.now()).await?;
     state.signals.triggers_changed.notify_one();
     state.signals.runs_ready.notify_waiters();
@@ -182,12 +261,15 @@ pub async fn resume(State(state): State<AppState>, Path(id): Path<String>, _b: I
 }
 
 /// A run due now (runs even when the job is paused).
-#[utoipa::path(post, path = "/v1/jobs/{id}/run", responses((status = 201, body = Run)))]
+#[utoipa::path(post, path = "/v1/jobs/{id}/run", operation_id = "run_job_now", tag = "jobs", params(("id" = String, Path, description = "The job's id, or its `namespace/name` (URL-encoded `/`)")),
+    responses((status = 201, description = "A run due now", body = Run), (status = 404, description = "Unknown id", body = crate::error::ErrorBody)))]
 pub async fn run_now(
     State(state): State<AppState>,
+    access: Access,
     Path(id): Path<String>,
     _b: IgnoredBody,
 ) -> ApiResult<(StatusCode, Json<Run>)> {
+    visible_job(&state, &access, &id).await?;
     let run = state.store.job_run_now(&id, state.clock.now()).await.map_err(|e| match e {
         StoreError::NotFound(_) => ApiError::not_found(format!("job {id}")),
         e => e.into(),

@@ -31,6 +31,9 @@ impl Params {
                 chrono::DateTime::parse_from_rfc3339(&v)
                     .map(|t| t.with_timezone(&chrono::Utc))
                     .map_err(|e| ApiError::invalid(format!("{k}: expected an RFC 3339 time, got {v:?} ({e})")))
+                    .and_then(|t| {
+                        sundial_core::domain::validate::check_time_range(k, &t).map(|()| t).map_err(ApiError::from)
+                    })
             })
             .transpose()
     }

@@ -2,6 +2,7 @@
 //! and the workers list. The in-process pool reaches the same functions through
 //! [`crate::local::LocalTransport`], so both paths share one implementation.
 
+use crate::auth::{forbidden, Access, Namespaces};
 use crate::body::{IgnoredBody, JsonBody};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -17,12 +18,16 @@ use sundial_worker::protocol::*;
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// `POST /v1/workers` body (name and capacity optional).
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 pub struct RegisterBody {
+    /// For humans; default `worker`.
     #[serde(default)]
     name: Option<String>,
+    /// Handlers it serves (at least one).
     handlers: Vec<String>,
+    /// Runs it takes at once; default 1.
     #[serde(default)]
+    #[schema(minimum = 1)]
     capacity: Option<u32>,
 }
 
@@ -38,10 +43,33 @@ pub(crate) async fn do_register(state: &AppState, req: RegisterRequest) -> ApiRe
     Ok(Registered { id: w.id, lease: duration::format(lease), heartbeat_interval: duration::format(lease / 3) })
 }
 
+/// Checks that a remote caller may act as worker `id`: not this node's in-process pool (403
+/// `in_process_worker`: it is not a remote worker and leaves only with its node), and registered
+/// by a token whose namespaces the caller's cover (else 404, as for an unknown worker).
+fn remote_worker(state: &AppState, access: &Access, id: &str) -> ApiResult<Namespaces> {
+    if state.local_workers.lock().unwrap_or_else(|e| e.into_inner()).contains(id) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "in_process_worker",
+            format!("worker {id} is this node's in-process pool, not a remote worker; it stops with its node"),
+        ));
+    }
+    // A worker this node did not see registered (another node, or before a restart) is
+    // treated as one of every namespace: only a `*` token may act for it.
+    let owner =
+        state.worker_namespaces.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned().unwrap_or(Namespaces::All);
+    if !access.0.namespaces.covers(&owner) {
+        return Err(ApiError::not_found(format!("worker {id}")));
+    }
+    Ok(owner)
+}
+
 /// Register a worker.
-#[utoipa::path(post, path = "/v1/workers", request_body = Object, responses((status = 201, body = Object)))]
+#[utoipa::path(post, path = "/v1/workers", operation_id = "register_worker", tag = "workers", request_body = RegisterBody,
+    responses((status = 201, description = "Registered", body = Registered), (status = 422, description = "Invalid value", body = crate::error::ErrorBody)))]
 pub async fn register(
     State(state): State<AppState>,
+    access: Access,
     JsonBody(b): JsonBody<RegisterBody>,
 ) -> ApiResult<(StatusCode, Json<Registered>)> {
     let req = RegisterRequest {
@@ -49,7 +77,14 @@ pub async fn register(
         handlers: b.handlers,
         capacity: b.capacity.unwrap_or(1),
     };
-    Ok((StatusCode::CREATED, Json(do_register(&state, req).await?)))
+    let registered = do_register(&state, req).await?;
+    // The worker's namespaces are those of the token that registered it.
+    state
+        .worker_namespaces
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(registered.id.clone(), access.0.namespaces.clone());
+    Ok((StatusCode::CREATED, Json(registered)))
 }
 
 fn to_wire(c: StoreClaimed) -> ClaimedRun {
@@ -76,21 +111,37 @@ pub(crate) async fn do_claim(state: &AppState, worker_id: &str, req: ClaimReques
 }
 
 /// `POST /v1/workers/{id}/claim` body (`max` default 1, `wait` default none).
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 pub struct ClaimBody {
+    /// At most this many runs (default 1; more than 1000 counts as 1000).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1000)]
     max: Option<u32>,
+    /// Long-poll up to this long when nothing is due (humantime, at most 60s); absent = answer at once.
     #[serde(default)]
     wait: Option<String>,
 }
 
 /// Claim due runs of the worker's handlers; long-polls up to `wait`.
-#[utoipa::path(post, path = "/v1/workers/{id}/claim", request_body = Object, responses((status = 200, body = Object), (status = 404)))]
+#[utoipa::path(post, path = "/v1/workers/{id}/claim", operation_id = "claim_runs", tag = "workers", params(("id" = String, Path, description = "The worker's id (from register)")), request_body = ClaimBody,
+    description = "Claims up to `max` (default 1, at most 1000) due runs of the worker's handlers; long-polls up to `wait` (at most 60s) when none is due.",
+    responses((status = 200, description = "Claimed runs (may be empty)", body = ClaimResponse),
+        (status = 403, description = "The in-process worker (`in_process_worker`), or a role that may not claim", body = crate::error::ErrorBody),
+        (status = 404, description = "Unknown or deleted worker", body = crate::error::ErrorBody), (status = 422, description = "Invalid value", body = crate::error::ErrorBody)))]
 pub async fn claim(
     State(state): State<AppState>,
+    access: Access,
     Path(id): Path<String>,
     JsonBody(b): JsonBody<ClaimBody>,
 ) -> ApiResult<Json<ClaimResponse>> {
+    if remote_worker(&state, &access, &id)? != Namespaces::All {
+        // Fail closed: the store's claim cannot yet be narrowed to a set of namespaces
+        // (ClaimParams has no namespace filter), and a claim must never hand out another
+        // namespace's run.
+        return Err(forbidden(format!(
+            "worker {id}: claims by a namespace-bound worker token are not supported yet; use a worker token with \"*\""
+        )));
+    }
     let req = ClaimRequest { max: b.max.unwrap_or(1), wait: b.wait };
     Ok(Json(do_claim(&state, &id, req).await?))
 }
@@ -110,12 +161,17 @@ pub(crate) async fn do_heartbeat(
 }
 
 /// Extend the leases of held runs; answers which to cancel and which are lost.
-#[utoipa::path(post, path = "/v1/workers/{id}/heartbeat", request_body = Object, responses((status = 200, body = Object), (status = 404)))]
+#[utoipa::path(post, path = "/v1/workers/{id}/heartbeat", operation_id = "heartbeat_worker", tag = "workers", params(("id" = String, Path, description = "The worker's id (from register)")), request_body = HeartbeatRequest,
+    responses((status = 200, description = "Leases extended; runs to cancel and runs lost", body = HeartbeatResponse),
+        (status = 403, description = "The in-process worker", body = crate::error::ErrorBody),
+        (status = 404, description = "Unknown or deleted worker", body = crate::error::ErrorBody), (status = 422, description = "Invalid value", body = crate::error::ErrorBody)))]
 pub async fn heartbeat(
     State(state): State<AppState>,
+    access: Access,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<HeartbeatRequest>,
 ) -> ApiResult<Json<HeartbeatResponse>> {
+    remote_worker(&state, &access, &id)?;
     Ok(Json(do_heartbeat(&state, &id, req).await?))
 }
 
@@ -149,28 +205,42 @@ pub(crate) async fn do_complete(state: &AppState, run_id: &str, req: CompleteReq
 }
 
 /// Report an attempt's end, fenced by `(worker_id, attempt)`: 409 `stale_attempt` otherwise.
-#[utoipa::path(post, path = "/v1/runs/{id}/complete", request_body = Object, responses((status = 200, body = Run), (status = 409)))]
+#[utoipa::path(post, path = "/v1/runs/{id}/complete", operation_id = "complete_run", tag = "workers", params(("id" = String, Path, description = "The run's id")), request_body = CompleteRequest,
+    responses((status = 200, description = "The run", body = Run), (status = 404, description = "Unknown run or worker", body = crate::error::ErrorBody),
+        (status = 409, description = "No longer held by this (worker_id, attempt) (`stale_attempt`)", body = crate::error::ErrorBody),
+        (status = 422, description = "Invalid value", body = crate::error::ErrorBody)))]
 pub async fn complete(
     State(state): State<AppState>,
+    access: Access,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<CompleteRequest>,
 ) -> ApiResult<Json<Run>> {
+    remote_worker(&state, &access, &req.worker_id)?;
+    if access.0.namespaces != Namespaces::All {
+        crate::api::runs::visible_run(&state, &access, &id).await?;
+    }
     Ok(Json(do_complete(&state, &id, req).await?))
 }
 
 /// Deregister: the worker drains (claims nothing new) and leaves.
-#[utoipa::path(delete, path = "/v1/workers/{id}", responses((status = 204), (status = 404)))]
+#[utoipa::path(delete, path = "/v1/workers/{id}", operation_id = "deregister_worker", tag = "workers", params(("id" = String, Path, description = "The worker's id (from register)")),
+    responses((status = 204, description = "The worker drains and leaves"),
+        (status = 403, description = "The in-process worker (`in_process_worker`)", body = crate::error::ErrorBody),
+        (status = 404, description = "Unknown worker", body = crate::error::ErrorBody)))]
 pub async fn deregister(
     State(state): State<AppState>,
+    access: Access,
     Path(id): Path<String>,
     _b: IgnoredBody,
 ) -> ApiResult<StatusCode> {
+    remote_worker(&state, &access, &id)?;
     state.store.worker_deregister(&id, state.clock.now()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Workers, newest first; dead ones past `--worker-retention` are left out.
-#[utoipa::path(get, path = "/v1/workers", responses((status = 200, body = Object)))]
+#[utoipa::path(get, path = "/v1/workers", operation_id = "list_workers", tag = "workers",
+    responses((status = 200, description = "Workers", body = crate::api::ListResponse<Worker>)))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
     let now = state.clock.now();
     let mut workers: Vec<Worker> = state.store.worker_list().await?;

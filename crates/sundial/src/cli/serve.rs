@@ -26,6 +26,20 @@ pub struct ServeArgs {
     /// Bearer token clients must present (repeatable; none = no auth).
     #[arg(long = "token", env = "SUNDIAL_TOKEN", value_delimiter = ',')]
     pub tokens: Vec<String>,
+    /// Tokens with roles and namespaces (JSON; see SECURITY.md), read at start and on SIGHUP.
+    #[arg(long, env = "SUNDIAL_TOKENS_FILE")]
+    pub tokens_file: Option<std::path::PathBuf>,
+    /// Largest job payload, measured as its JSON text (B, KiB, MiB, GiB).
+    #[arg(long, env = "SUNDIAL_MAX_PAYLOAD", default_value = "1MiB", value_parser = parse_size)]
+    pub max_payload: usize,
+    /// Shortest interval trigger period accepted.
+    #[arg(long, env = "SUNDIAL_MIN_INTERVAL", default_value = "1s", value_parser = super::parse_duration)]
+    pub min_interval: Duration,
+    /// Requests per second per token under /v1 (`N/s`; a bucket of N with a burst of N).
+    #[arg(long, env = "SUNDIAL_RATE_LIMIT", value_parser = sundial_server::limits::parse_rate)]
+    pub rate_limit: Option<std::num::NonZeroU32>,
+    #[command(flatten)]
+    pub shell: ShellArgs,
     /// Fire times later than this are misfires.
     #[arg(long, env = "SUNDIAL_MISFIRE_THRESHOLD", default_value = "60s", value_parser = super::parse_duration)]
     pub misfire_threshold: Duration,
@@ -58,6 +72,26 @@ pub struct ServeArgs {
     /// (repeatable, or comma-separated in the environment), e.g. `session.timeout.ms=30000`.
     #[arg(long = "kafka-config", env = "SUNDIAL_KAFKA_CONFIG", value_delimiter = ',', value_parser = parse_key_value)]
     pub kafka_config: Vec<(String, String)>,
+}
+
+/// `--shell-env` and `--shell-allow`, shared by `serve` and `worker`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ShellArgs {
+    /// An environment variable `shell` commands get besides PATH, HOME and LANG (repeatable).
+    #[arg(long = "shell-env", env = "SUNDIAL_SHELL_ENV", value_delimiter = ',')]
+    pub shell_env: Vec<String>,
+    /// A program `shell` commands may run (repeatable); with any, commands are split into words
+    /// and run directly (no `sh -c`), and other programs fail with "command not allowed".
+    #[arg(long = "shell-allow", env = "SUNDIAL_SHELL_ALLOW", value_delimiter = ',')]
+    pub shell_allow: Vec<String>,
+}
+
+impl ShellArgs {
+    /// The handler's policy.
+    pub fn policy(&self) -> sundial_worker::builtin::ShellPolicy {
+        let clean = |v: &[String]| v.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        sundial_worker::builtin::ShellPolicy { env: clean(&self.shell_env), allow: clean(&self.shell_allow) }
+    }
 }
 
 /// `KEY=VALUE`.
@@ -103,6 +137,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         lease: args.lease,
         enable_shell: args.enable_shell,
         tokens: args.tokens.into_iter().filter(|t| !t.is_empty()).collect(),
+        tokens_file: args.tokens_file,
+        job_limits: sundial_server::limits::JobLimits {
+            max_payload: args.max_payload,
+            min_interval: args.min_interval,
+        },
+        rate_limit: args.rate_limit,
+        shell: args.shell.policy(),
         misfire_threshold: args.misfire_threshold,
         max_body: args.max_body,
         retention: (!args.retention.is_zero()).then_some(args.retention),

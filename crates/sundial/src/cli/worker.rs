@@ -24,6 +24,8 @@ pub struct WorkerArgs {
     /// Log lines as text or JSON (one object per line).
     #[arg(long, env = "SUNDIAL_LOG_FORMAT", value_enum, default_value_t = super::LogFormat::Text)]
     pub log_format: super::LogFormat,
+    #[command(flatten)]
+    pub shell: super::serve::ShellArgs,
 }
 
 /// Runs until SIGTERM, then drains and deregisters.
@@ -36,13 +38,13 @@ pub async fn run(args: WorkerArgs, server: String, token: Option<String>) -> any
     let transport = Arc::new(HttpTransport::new(&server, token));
     let mut worker = sundial_worker::Worker::new(transport).name(name.clone()).capacity(args.capacity);
     if args.handlers.is_empty() {
-        worker = builtin::register_builtins(worker, args.enable_shell);
+        worker = builtin::register_builtins_with(worker, args.enable_shell.then(|| args.shell.policy()));
     } else {
         for h in &args.handlers {
             worker = match h.as_str() {
                 "echo" => worker.handler("echo", builtin::Echo),
                 "http" => worker.handler("http", builtin::Http::new()),
-                "shell" if args.enable_shell => worker.handler("shell", builtin::Shell),
+                "shell" if args.enable_shell => worker.handler("shell", builtin::Shell::new(args.shell.policy())),
                 "shell" => anyhow::bail!("--handlers shell needs --enable-shell (it runs commands)"),
                 other => anyhow::bail!(
                     "handler {other:?} is not built in (built-ins: echo, http, shell); \

@@ -308,12 +308,7 @@ pub(super) async fn create_many(
 
 /// [`Store::job_get`].
 pub(super) async fn get(s: &PostgresStore, id: &str, now: Timestamp) -> Result<Job> {
-    let row: Option<JobRow> = sqlx::query_as(&format!("{JOB_SELECT} WHERE j.id = $1"))
-        .bind(id)
-        .fetch_optional(&s.pool)
-        .await
-        .map_err(db_err)?;
-    let row = row.ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
+    let row = s.reader().job_row(id).await?;
     Ok(s.jobs_from_rows(vec![row], now).await?.remove(0))
 }
 

@@ -9,6 +9,10 @@ pub(super) const READY_CHANNEL: &str = "sundial_runs_ready";
 pub struct RunsReadyListener {
     pub(super) listener: sqlx::postgres::PgListener,
     pub(super) schema: String,
+    /// The payloads (schemas) of the notices `recv` passed over, in order, so tests can check
+    /// which notice a return came from.
+    #[cfg(feature = "testing")]
+    pub(super) skipped: Vec<String>,
 }
 
 impl std::fmt::Debug for RunsReadyListener {
@@ -37,8 +41,19 @@ impl RunsReadyListener {
                     while self.listener.next_buffered().is_some() {}
                     return Ok(());
                 }
+                #[cfg(feature = "testing")]
+                Some(n) => self.skipped.push(n.payload().to_string()),
+                #[cfg(not(feature = "testing"))]
                 Some(_) => {}
             }
         }
+    }
+
+    /// The schemas of the other schemas' notices `recv` passed over so far, oldest first (a
+    /// test hook: a notice of this schema that arrived before them would have ended `recv`
+    /// before they were seen).
+    #[cfg(feature = "testing")]
+    pub fn skipped_schemas(&self) -> &[String] {
+        &self.skipped
     }
 }

@@ -202,12 +202,7 @@ pub(super) async fn run_row(tx: &mut Tx, id: &str, lock: bool) -> Result<Option<
 
 /// [`Store::run_get`].
 pub(super) async fn get(s: &PostgresStore, id: &str) -> Result<Run> {
-    let row: Option<RunRow> = sqlx::query_as(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&s.pool)
-        .await
-        .map_err(db_err)?;
-    row.ok_or_else(|| StoreError::NotFound(format!("run {id}")))?.into_run()
+    s.reader().run(id).await
 }
 
 /// [`Store::run_list`].
@@ -244,12 +239,7 @@ pub(super) async fn cancel(s: &PostgresStore, id: &str, now: Timestamp) -> Resul
 
 /// [`Store::run_next_pending`].
 pub(super) async fn next_pending(s: &PostgresStore) -> Result<Option<Timestamp>> {
-    let next: Option<i64> =
-        sqlx::query_scalar("SELECT MIN(scheduled_for) FROM runs WHERE state = 'pending' AND NOT held AND NOT blocked")
-            .fetch_one(&s.pool)
-            .await
-            .map_err(db_err)?;
-    Ok(next.map(ts))
+    s.reader().next_pending().await
 }
 
 /// [`Store::run_prune`].
@@ -268,25 +258,5 @@ pub(super) async fn prune(s: &PostgresStore, before: Timestamp, limit: u32) -> R
 
 /// [`Store::stats`].
 pub(super) async fn stats(s: &PostgresStore, now: Timestamp) -> Result<Stats> {
-    let by_state: Vec<(String, i64)> =
-        sqlx::query_as("SELECT state, COUNT(*) FROM runs GROUP BY state").fetch_all(&s.pool).await.map_err(db_err)?;
-    let due: (i64, Option<i64>) = sqlx::query_as(
-        "SELECT COUNT(*), MIN(scheduled_for) FROM runs WHERE state = 'pending' AND NOT held AND NOT blocked \
-         AND scheduled_for <= $1",
-    )
-    .bind(us(now))
-    .fetch_one(&s.pool)
-    .await
-    .map_err(db_err)?;
-    let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs").fetch_one(&s.pool).await.map_err(db_err)?;
-    let triggers: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM triggers WHERE next_fire_at IS NOT NULL")
-        .fetch_one(&s.pool)
-        .await
-        .map_err(db_err)?;
-    let workers: Vec<(String, i64)> = sqlx::query_as("SELECT state, COUNT(*) FROM workers GROUP BY state")
-        .fetch_all(&s.pool)
-        .await
-        .map_err(db_err)?;
-    let counts = StatCounts { runs_by_state: by_state, due, jobs, triggers, workers_by_state: workers };
-    Ok(counts.into_stats(now))
+    s.reader().stats(now).await
 }

@@ -134,10 +134,5 @@ pub(super) async fn fire_due(
 
 /// [`Store::trigger_next_due`].
 pub(super) async fn next_due(s: &PostgresStore) -> Result<Option<Timestamp>> {
-    let next: Option<i64> =
-        sqlx::query_scalar("SELECT MIN(next_fire_at) FROM triggers WHERE NOT paused AND next_fire_at IS NOT NULL")
-            .fetch_one(&s.pool)
-            .await
-            .map_err(db_err)?;
-    Ok(next.map(ts))
+    s.reader().next_due().await
 }

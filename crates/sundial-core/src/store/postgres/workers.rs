@@ -44,21 +44,12 @@ pub(super) async fn register(
 
 /// [`Store::worker_get`].
 pub(super) async fn get(s: &PostgresStore, id: &str) -> Result<Worker> {
-    let row: Option<WorkerRow> = sqlx::query_as(&format!("{WORKER_SELECT} WHERE w.id = $1"))
-        .bind(id)
-        .fetch_optional(&s.pool)
-        .await
-        .map_err(db_err)?;
-    row.ok_or_else(|| StoreError::NotFound(format!("worker {id}")))?.into_worker()
+    s.reader().worker(id).await
 }
 
 /// [`Store::worker_list`].
 pub(super) async fn list(s: &PostgresStore) -> Result<Vec<Worker>> {
-    let rows: Vec<WorkerRow> = sqlx::query_as(&format!("{WORKER_SELECT} ORDER BY w.created_at DESC, w.id DESC"))
-        .fetch_all(&s.pool)
-        .await
-        .map_err(db_err)?;
-    rows.into_iter().map(WorkerRow::into_worker).collect()
+    s.reader().workers().await
 }
 
 /// [`Store::worker_deregister`].

@@ -158,12 +158,7 @@ pub(super) async fn create_many(
 
 /// [`Store::job_get`].
 pub(super) async fn get(s: &SqliteStore, id: &str, now: Timestamp) -> Result<Job> {
-    let row: Option<JobRow> = sqlx::query_as(&format!("{JOB_SELECT} WHERE j.id = ?"))
-        .bind(id)
-        .fetch_optional(&s.read)
-        .await
-        .map_err(db_err)?;
-    let row = row.ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
+    let row = s.reader(&s.read).job_row(id).await?;
     Ok(s.jobs_from_rows(vec![row], now).await?.remove(0))
 }
 

@@ -6,10 +6,11 @@
 //! PostgreSQL.
 
 use super::fire::{fire_actions, JobSnapshot, NewRun, JOB_SNAPSHOT_COLUMNS};
-use super::plan::{holds, lease_of, settle_row, submission_vs_existing, update_conflict, StatCounts, Taken, NOTE_THEN};
+use super::plan::{holds, lease_of, settle_row, submission_vs_existing, update_conflict, Taken, NOTE_THEN};
+use super::reads::Reader;
 use super::rows::{
-    dur_us, fresh_job, trigger_spec_json, ts, us, JobRow, RunRow, TriggerRow, WorkerRow, JOB_SELECT, RUN_COLUMNS,
-    TRIGGER_COLUMNS, WORKER_SELECT,
+    dur_us, fresh_job, jobs_with_triggers, trigger_spec_json, ts, us, JobRow, RunRow, TriggerRow, RUN_COLUMNS,
+    TRIGGER_COLUMNS,
 };
 use super::*;
 use crate::attempt::Ended;
@@ -87,40 +88,31 @@ impl SqliteStore {
         self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)
     }
 
-    async fn load_triggers(&self, job_ids: &[String]) -> Result<HashMap<String, Vec<Trigger>>> {
-        let mut out: HashMap<String, Vec<Trigger>> = HashMap::new();
-        if job_ids.is_empty() {
-            return Ok(out);
+    /// The shared reads, on `pool` (the reader pool, or the writer where a read must see the
+    /// writer's last commit at once).
+    fn reader<'a>(&'a self, pool: &'a SqlitePool) -> Reader<'a, Sqlite> {
+        Reader { pool, err: db_err, param1: "?", is_false: |c| format!("{c} = 0") }
+    }
+
+    /// Jobs from their rows, with their triggers.
+    async fn jobs_from_rows(&self, rows: Vec<JobRow>, now: Timestamp) -> Result<Vec<Job>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
         }
-        let ids = serde_json::to_string(job_ids).expect("ids serialize");
-        let rows: Vec<TriggerRow> = sqlx::query_as(&format!(
+        let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        let triggers: Vec<TriggerRow> = sqlx::query_as(&format!(
             "SELECT {TRIGGER_COLUMNS} FROM triggers WHERE job_id IN (SELECT value FROM json_each(?)) \
              ORDER BY job_id, position"
         ))
-        .bind(ids)
+        .bind(serde_json::to_string(&ids).expect("ids serialize"))
         .fetch_all(&self.read)
         .await
         .map_err(db_err)?;
-        for r in rows {
-            out.entry(r.job_id.clone()).or_default().push(r.into_trigger()?);
-        }
-        Ok(out)
-    }
-
-    async fn jobs_from_rows(&self, rows: Vec<JobRow>, now: Timestamp) -> Result<Vec<Job>> {
-        let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
-        let mut triggers = self.load_triggers(&ids).await?;
-        rows.into_iter()
-            .map(|r| {
-                let t = triggers.remove(&r.id).unwrap_or_default();
-                r.into_job(t, now)
-            })
-            .collect()
+        jobs_with_triggers(rows, triggers, now)
     }
 }
 
-#[async_trait::async_trait]
-impl Store for SqliteStore {
+store_by_noun!(SqliteStore {
     fn capabilities(&self) -> Capabilities {
         Capabilities { multi_node: false }
     }
@@ -129,102 +121,4 @@ impl Store for SqliteStore {
         sqlx::query("SELECT 1").execute(&self.read).await.map_err(db_err)?;
         Ok(())
     }
-
-    async fn job_create_many(&self, jobs: Vec<JobCreate>, now: Timestamp) -> Result<Vec<Result<JobCreated>>> {
-        jobs::create_many(self, jobs, now).await
-    }
-
-    async fn job_get(&self, id: &str, now: Timestamp) -> Result<Job> {
-        jobs::get(self, id, now).await
-    }
-
-    async fn job_list(&self, f: &JobFilter, now: Timestamp) -> Result<Page<Job>> {
-        jobs::list(self, f, now).await
-    }
-
-    async fn job_update(&self, id: &str, spec: JobSpec, now: Timestamp) -> Result<Job> {
-        jobs::update(self, id, spec, now).await
-    }
-
-    async fn job_delete(&self, id: &str, now: Timestamp) -> Result<()> {
-        jobs::delete(self, id, now).await
-    }
-
-    async fn job_set_paused(&self, id: &str, paused: bool, now: Timestamp) -> Result<Job> {
-        jobs::set_paused(self, id, paused, now).await
-    }
-
-    async fn job_run_now(&self, id: &str, now: Timestamp) -> Result<Run> {
-        jobs::run_now(self, id, now).await
-    }
-
-    async fn trigger_fire_due(&self, now: Timestamp, limit: u32, misfire_threshold: Duration) -> Result<FireReport> {
-        triggers::fire_due(self, now, limit, misfire_threshold).await
-    }
-
-    async fn trigger_next_due(&self) -> Result<Option<Timestamp>> {
-        triggers::next_due(self).await
-    }
-
-    async fn run_get(&self, id: &str) -> Result<Run> {
-        runs::get(self, id).await
-    }
-
-    async fn run_list(&self, f: &RunFilter) -> Result<Page<Run>> {
-        runs::list(self, f).await
-    }
-
-    async fn run_cancel(&self, id: &str, now: Timestamp) -> Result<Run> {
-        runs::cancel(self, id, now).await
-    }
-
-    async fn run_claim(&self, p: &ClaimParams) -> Result<Vec<ClaimedRun>> {
-        leases::claim(self, p).await
-    }
-
-    async fn run_heartbeat(
-        &self,
-        worker_id: &str,
-        held: &[Lease],
-        lease: Duration,
-        now: Timestamp,
-    ) -> Result<HeartbeatOutcome> {
-        leases::heartbeat(self, worker_id, held, lease, now).await
-    }
-
-    async fn run_complete_many(&self, completions: Vec<Completion>, now: Timestamp) -> Result<Vec<Result<Run>>> {
-        leases::complete_many(self, completions, now).await
-    }
-
-    async fn run_reap(&self, p: &ReapParams) -> Result<ReapReport> {
-        leases::reap(self, p).await
-    }
-
-    async fn run_next_pending(&self) -> Result<Option<Timestamp>> {
-        runs::next_pending(self).await
-    }
-
-    async fn run_prune(&self, before: Timestamp, limit: u32) -> Result<u64> {
-        runs::prune(self, before, limit).await
-    }
-
-    async fn worker_register(&self, name: &str, handlers: &[String], capacity: u32, now: Timestamp) -> Result<Worker> {
-        workers::register(self, name, handlers, capacity, now).await
-    }
-
-    async fn worker_get(&self, id: &str) -> Result<Worker> {
-        workers::get(self, id).await
-    }
-
-    async fn worker_list(&self) -> Result<Vec<Worker>> {
-        workers::list(self).await
-    }
-
-    async fn worker_deregister(&self, id: &str, now: Timestamp) -> Result<()> {
-        workers::deregister(self, id, now).await
-    }
-
-    async fn stats(&self, now: Timestamp) -> Result<Stats> {
-        runs::stats(self, now).await
-    }
-}
+});

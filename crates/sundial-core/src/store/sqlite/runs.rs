@@ -139,12 +139,7 @@ pub(super) async fn run_row(tx: &mut Tx, id: &str) -> Result<Option<RunRow>> {
 
 /// [`Store::run_get`].
 pub(super) async fn get(s: &SqliteStore, id: &str) -> Result<Run> {
-    let row: Option<RunRow> = sqlx::query_as(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"))
-        .bind(id)
-        .fetch_optional(&s.read)
-        .await
-        .map_err(db_err)?;
-    row.ok_or_else(|| StoreError::NotFound(format!("run {id}")))?.into_run()
+    s.reader(&s.read).run(id).await
 }
 
 /// [`Store::run_list`].
@@ -176,12 +171,7 @@ pub(super) async fn cancel(s: &SqliteStore, id: &str, now: Timestamp) -> Result<
 
 /// [`Store::run_next_pending`].
 pub(super) async fn next_pending(s: &SqliteStore) -> Result<Option<Timestamp>> {
-    let next: Option<i64> =
-        sqlx::query_scalar("SELECT MIN(scheduled_for) FROM runs WHERE state = 'pending' AND held = 0 AND blocked = 0")
-            .fetch_one(&s.read)
-            .await
-            .map_err(db_err)?;
-    Ok(next.map(ts))
+    s.reader(&s.read).next_pending().await
 }
 
 /// [`Store::run_prune`].
@@ -201,25 +191,5 @@ pub(super) async fn prune(s: &SqliteStore, before: Timestamp, limit: u32) -> Res
 
 /// [`Store::stats`].
 pub(super) async fn stats(s: &SqliteStore, now: Timestamp) -> Result<Stats> {
-    let by_state: Vec<(String, i64)> =
-        sqlx::query_as("SELECT state, COUNT(*) FROM runs GROUP BY state").fetch_all(&s.read).await.map_err(db_err)?;
-    let due: (i64, Option<i64>) = sqlx::query_as(
-        "SELECT COUNT(*), MIN(scheduled_for) FROM runs WHERE state = 'pending' AND held = 0 AND blocked = 0 \
-         AND scheduled_for <= ?",
-    )
-    .bind(us(now))
-    .fetch_one(&s.read)
-    .await
-    .map_err(db_err)?;
-    let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs").fetch_one(&s.read).await.map_err(db_err)?;
-    let triggers: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM triggers WHERE next_fire_at IS NOT NULL")
-        .fetch_one(&s.read)
-        .await
-        .map_err(db_err)?;
-    let workers: Vec<(String, i64)> = sqlx::query_as("SELECT state, COUNT(*) FROM workers GROUP BY state")
-        .fetch_all(&s.read)
-        .await
-        .map_err(db_err)?;
-    let counts = StatCounts { runs_by_state: by_state, due, jobs, triggers, workers_by_state: workers };
-    Ok(counts.into_stats(now))
+    s.reader(&s.read).stats(now).await
 }

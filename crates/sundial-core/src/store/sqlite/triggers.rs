@@ -99,10 +99,5 @@ pub(super) async fn fire_due(
 
 /// [`Store::trigger_next_due`].
 pub(super) async fn next_due(s: &SqliteStore) -> Result<Option<Timestamp>> {
-    let next: Option<i64> =
-        sqlx::query_scalar("SELECT MIN(next_fire_at) FROM triggers WHERE paused = 0 AND next_fire_at IS NOT NULL")
-            .fetch_one(&s.read)
-            .await
-            .map_err(db_err)?;
-    Ok(next.map(ts))
+    s.reader(&s.read).next_due().await
 }

@@ -47,21 +47,13 @@ pub(super) async fn register(
 
 /// [`Store::worker_get`].
 pub(super) async fn get(s: &SqliteStore, id: &str) -> Result<Worker> {
-    let row: Option<WorkerRow> = sqlx::query_as(&format!("{WORKER_SELECT} WHERE w.id = ?"))
-        .bind(id)
-        .fetch_optional(&s.write)
-        .await
-        .map_err(db_err)?;
-    row.ok_or_else(|| StoreError::NotFound(format!("worker {id}")))?.into_worker()
+    // SQLite: on the writer, so a worker just registered is seen at once.
+    s.reader(&s.write).worker(id).await
 }
 
 /// [`Store::worker_list`].
 pub(super) async fn list(s: &SqliteStore) -> Result<Vec<Worker>> {
-    let rows: Vec<WorkerRow> = sqlx::query_as(&format!("{WORKER_SELECT} ORDER BY w.created_at DESC, w.id DESC"))
-        .fetch_all(&s.read)
-        .await
-        .map_err(db_err)?;
-    rows.into_iter().map(WorkerRow::into_worker).collect()
+    s.reader(&s.read).workers().await
 }
 
 /// [`Store::worker_deregister`].
