@@ -270,7 +270,10 @@ mod tests {
             (adv.id.as_str(), adv.old_next, adv.new_next, adv.fires_added),
             ("t1", us(t(0)), Some(us(t(10))), 1)
         );
-        assert_eq!(a.report(), FireReport { triggers: 1, runs_pending: 1, runs_skipped: 0, runs_cancel_requested: 0 });
+        assert_eq!(
+            a.report(),
+            FireReport { triggers: 1, runs_pending: 1, runs_skipped: 0, runs_cancel_requested: 0, misfires: vec![] }
+        );
     }
 
     #[test]
@@ -348,5 +351,7 @@ mod tests {
         assert!(pending.iter().all(|r| r.note.is_none() && r.reason.is_none()));
         let adv = &a.advances[0];
         assert_eq!((adv.new_next, adv.fires_added), (Some(us(t(610))), 61), "every due time counts");
+        let counted = Misfired { policy: Misfire::Skip, job_id: "j1".into(), trigger_id: "t1".into(), count: 54 };
+        assert_eq!(a.report().misfires, [counted], "the report counts every missed time for the metric");
     }
 }
