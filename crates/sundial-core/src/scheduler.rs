@@ -61,6 +61,17 @@ impl Scheduler {
                 self.signals.runs_ready.notify_waiters();
             }
             crate::metrics::fired(&r);
+            for m in &r.misfires {
+                crate::metrics::misfired(m.policy.as_str(), m.count);
+                tracing::warn!(
+                    policy = m.policy.as_str(),
+                    job_id = %m.job_id,
+                    trigger_id = %m.trigger_id,
+                    missed = m.count,
+                    "trigger misfired"
+                );
+            }
+            total.misfires.extend(r.misfires);
             if r.triggers < self.config.batch as u64 {
                 return Ok(total);
             }

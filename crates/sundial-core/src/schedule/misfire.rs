@@ -48,7 +48,7 @@ pub(super) fn plan(
     now: Timestamp,
     misfire_threshold: Duration,
 ) -> FirePlan {
-    let empty = FirePlan { fires: Vec::new(), fires_added: 0, next_fire_at: None };
+    let empty = FirePlan { fires: Vec::new(), fires_added: 0, missed: 0, next_fire_at: None };
     // A stored spec was validated; one that no longer compiles has no fire left.
     let Ok(schedule) = Schedule::compile(&spec.kind, next_fire_at) else {
         return empty;
@@ -160,7 +160,7 @@ fn apply_policy(policy: Misfire, p: Passed) -> FirePlan {
         }
     }
     fires.extend(p.on_time.into_iter().map(|t| PlannedFire { scheduled_for: t, skipped: false, reason: None }));
-    FirePlan { fires, fires_added: p.total, next_fire_at: p.next }
+    FirePlan { fires, fires_added: p.total, missed: p.missed, next_fire_at: p.next }
 }
 
 fn noun(n: u64) -> &'static str {
@@ -228,8 +228,24 @@ mod tests {
             p.fires,
             [on_time("2026-05-01T10:00:00Z"), on_time("2026-05-01T10:00:10Z"), on_time("2026-05-01T10:00:20Z")]
         );
-        assert_eq!(p.fires_added, 3);
+        assert_eq!((p.fires_added, p.missed), (3, 0), "nothing missed");
         assert_eq!(p.next_fire_at, Some(ts("2026-05-01T10:00:30Z")));
+    }
+
+    #[test]
+    fn every_policy_counts_every_missed_time() {
+        for policy in [Misfire::FireOnce, Misfire::Skip, Misfire::CatchUp] {
+            assert_eq!(an_hour_behind(policy).missed, 60, "{policy:?}");
+        }
+        let cron_behind = plan(
+            &spec(cron("*/10 * * * * *", "UTC"), Misfire::Skip),
+            ts("2026-05-01T10:00:00Z"),
+            0,
+            ts("2026-05-01T10:02:05Z"),
+            MINUTE,
+        );
+        // 10:00:00 … 10:01:00 (7 times) are more than 60 s late; 10:01:10 … 10:02:00 are not.
+        assert_eq!((cron_behind.missed, cron_behind.fires_added), (7, 13));
     }
 
     #[test]

@@ -111,6 +111,9 @@ pub struct FirePlan {
     pub fires: Vec<PlannedFire>,
     /// How many due times passed (added to the trigger's `fires`, counts toward `max_fires`).
     pub fires_added: u64,
+    /// How many of those were missed (more than the threshold late), whatever the policy made
+    /// of them: what `sundial_trigger_misfires_total` counts.
+    pub missed: u64,
     /// The trigger's next due time after `now`; `None` when it has no fire left. Only when
     /// the trigger was more than [`PLAN_LIMIT`] due times behind is it still `<= now`: the
     /// rest is planned on the scheduler's next pass.

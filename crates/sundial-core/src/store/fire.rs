@@ -5,7 +5,7 @@
 
 use super::plan::run_reason;
 use super::rows::{dur_us, TriggerRow};
-use super::{FireReport, StoreError};
+use super::{FireReport, Misfired, StoreError};
 use crate::domain::{new_id, JobSpec, Overlap, RunState, Timestamp};
 use crate::overlap::{decide, superseded_reason, ActiveRuns, Decision};
 use std::collections::HashMap;
@@ -116,6 +116,8 @@ pub(crate) struct FireActions {
     pub cancel_pending: Vec<(String, String)>,
     pub cancel_running: Vec<String>,
     pub advances: Vec<TriggerAdvance>,
+    /// Triggers with missed due times; a backend keeps only those it advanced.
+    pub misfires: Vec<Misfired>,
 }
 
 impl FireActions {
@@ -125,6 +127,7 @@ impl FireActions {
             runs_pending: self.inserts.iter().filter(|r| r.state == RunState::Pending).count() as u64,
             runs_skipped: self.inserts.iter().filter(|r| r.state == RunState::Skipped).count() as u64,
             runs_cancel_requested: self.cancel_running.len() as u64,
+            misfires: self.misfires.clone(),
         }
     }
 }
@@ -175,6 +178,14 @@ pub(crate) fn fire_actions(
                 blocked,
                 manual: false,
                 created_at: now.timestamp_micros(),
+            });
+        }
+        if plan.missed > 0 {
+            out.misfires.push(Misfired {
+                policy: spec.misfire,
+                job_id: job.id.clone(),
+                trigger_id: t.id.clone(),
+                count: plan.missed,
             });
         }
         out.advances.push(TriggerAdvance {
@@ -264,7 +275,10 @@ mod tests {
             (adv.id.as_str(), adv.old_next, adv.new_next, adv.fires_added),
             ("t1", us(t(0)), Some(us(t(10))), 1)
         );
-        assert_eq!(a.report(), FireReport { triggers: 1, runs_pending: 1, runs_skipped: 0, runs_cancel_requested: 0 });
+        assert_eq!(
+            a.report(),
+            FireReport { triggers: 1, runs_pending: 1, runs_skipped: 0, runs_cancel_requested: 0, misfires: vec![] }
+        );
     }
 
     #[test]
@@ -342,5 +356,7 @@ mod tests {
         assert!(pending.iter().all(|r| r.note.is_none() && r.reason.is_none()));
         let adv = &a.advances[0];
         assert_eq!((adv.new_next, adv.fires_added), (Some(us(t(610))), 61), "every due time counts");
+        let counted = Misfired { policy: Misfire::Skip, job_id: "j1".into(), trigger_id: "t1".into(), count: 54 };
+        assert_eq!(a.report().misfires, [counted], "the report counts every missed time for the metric");
     }
 }

@@ -155,6 +155,19 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+/// Missed due times of one trigger in one pass (for the misfire metric and log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Misfired {
+    /// The trigger's misfire policy (`fire_once`, `skip`, `catch_up`).
+    pub policy: crate::domain::Misfire,
+    /// Its job.
+    pub job_id: String,
+    /// The trigger.
+    pub trigger_id: String,
+    /// How many due times were missed.
+    pub count: u64,
+}
+
 /// What the scheduler did in one pass.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FireReport {
@@ -166,6 +179,8 @@ pub struct FireReport {
     pub runs_skipped: u64,
     /// Running runs asked to stop by `cancel_other`.
     pub runs_cancel_requested: u64,
+    /// Triggers that had missed due times, one entry each.
+    pub misfires: Vec<Misfired>,
 }
 
 /// A claim request from a worker.

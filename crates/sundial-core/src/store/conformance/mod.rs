@@ -40,8 +40,8 @@ pub mod triggers;
 pub mod workers;
 
 use super::{
-    ClaimParams, ClaimedRun, Completion, FireReport, HeartbeatOutcome, JobCreate, JobCreated, JobFilter, Page,
-    ReapParams, ReapReport, RunFilter, SharedStore, StoreError,
+    ClaimParams, ClaimedRun, Completion, FireReport, HeartbeatOutcome, JobCreate, JobCreated, JobFilter, Misfired,
+    Page, ReapParams, ReapReport, RunFilter, SharedStore, StoreError,
 };
 use crate::domain::trigger::TriggerWire;
 use crate::domain::{job::JobRequest, Job, JobSpec, Lease, Misfire, RetryPolicy, Run, RunState, Timestamp, Worker};

@@ -18,7 +18,10 @@ pub async fn fire_due_creates_one_run_per_due_time_and_advances(h: Harness) {
     assert_eq!(h.fire(h.t(0.5)).await, FireReport::default(), "nothing is due yet");
 
     let report = h.fire(h.t(3.5)).await;
-    assert_eq!(report, FireReport { triggers: 1, runs_pending: 3, runs_skipped: 0, runs_cancel_requested: 0 });
+    assert_eq!(
+        report,
+        FireReport { triggers: 1, runs_pending: 3, runs_skipped: 0, runs_cancel_requested: 0, misfires: vec![] }
+    );
     let runs = h.runs(&j.id).await;
     assert_eq!(runs.iter().map(|r| r.scheduled_for).collect::<Vec<_>>(), [h.t(1.0), h.t(2.0), h.t(3.0)]);
     let t = only_trigger(&h, &j.id, h.t(3.5)).await;
@@ -129,6 +132,8 @@ async fn an_interval_nine_times_behind(
     let t = only_trigger(h, &j.id, h.t(630.0)).await;
     assert_eq!((t.fires, t.next_fire_at), (10, Some(h.t(660.0))), "every due time counts toward fires");
     assert_eq!((t.spec.misfire, t.spec.catch_up_limit), (misfire, catch_up_limit), "the policy round-trips");
+    let counted = Misfired { policy: misfire, job_id: j.id.clone(), trigger_id: t.id.clone(), count: 9 };
+    assert_eq!(report.misfires, [counted], "the report counts every missed time, whatever the policy");
     (j, report)
 }
 

@@ -93,7 +93,7 @@ pub(super) async fn fire_due(
     snaps.extend(allow);
     let mut active = active_runs(&mut tx, &locked).await?;
     let jobs: HashMap<String, JobSnapshot> = snaps.into_iter().map(|s| (s.id.clone(), s)).collect();
-    let actions = fire_actions(&triggers, &jobs, &mut active, now, misfire_threshold)?;
+    let mut actions = fire_actions(&triggers, &jobs, &mut active, now, misfire_threshold)?;
     if !actions.advances.is_empty() {
         let (mut ids, mut old, mut new, mut added) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for a in &actions.advances {
@@ -116,6 +116,7 @@ pub(super) async fn fire_due(
         .map_err(db_err)?;
         // A trigger another scheduler advanced first: its runs are that scheduler's to create.
         let advanced: HashSet<String> = advanced.into_iter().collect();
+        actions.misfires.retain(|m| advanced.contains(&m.trigger_id));
         insert_runs(
             &mut tx,
             actions.inserts.iter().filter(|r| r.trigger_id.as_ref().is_some_and(|t| advanced.contains(t))),

@@ -65,7 +65,7 @@ pub(super) async fn fire_due(
         active.insert(s.id.clone(), active_runs(&mut tx, &s.id).await?);
     }
     let jobs: HashMap<String, JobSnapshot> = snaps.into_iter().map(|s| (s.id.clone(), s)).collect();
-    let actions = fire_actions(&triggers, &jobs, &mut active, now, misfire_threshold)?;
+    let mut actions = fire_actions(&triggers, &jobs, &mut active, now, misfire_threshold)?;
     let mut advanced = std::collections::HashSet::new();
     for a in &actions.advances {
         let done =
@@ -78,13 +78,13 @@ pub(super) async fn fire_due(
                 .await
                 .map_err(db_err)?;
         if done.rows_affected() == 1 {
-            advanced.insert(a.id.as_str());
+            advanced.insert(a.id.clone());
         }
     }
     // Only triggers this pass advanced get runs; another scheduler that got to a trigger
     // first creates that trigger's runs itself.
     let runs: Vec<&NewRun> =
-        actions.inserts.iter().filter(|r| r.trigger_id.as_deref().is_some_and(|t| advanced.contains(t))).collect();
+        actions.inserts.iter().filter(|r| r.trigger_id.as_ref().is_some_and(|t| advanced.contains(t))).collect();
     insert_runs(&mut tx, &runs).await?;
     for (id, reason) in &actions.cancel_pending {
         cancel_pending(&mut tx, id, reason, us(now)).await?;
@@ -93,6 +93,7 @@ pub(super) async fn fire_due(
         request_cancel(&mut tx, id).await?;
     }
     tx.commit().await.map_err(db_err)?;
+    actions.misfires.retain(|m| advanced.contains(&m.trigger_id));
     Ok(actions.report())
 }
 
