@@ -31,8 +31,11 @@ fn map(e: ApiError) -> TransportError {
 #[async_trait::async_trait]
 impl Transport for LocalTransport {
     async fn register(&self, req: &RegisterRequest) -> Result<Registered, TransportError> {
+        // Held across the store call, so a remote request that names this worker as soon as it is
+        // listed waits for it to be known as local instead of slipping through.
+        let mut local = self.state.local_workers.lock().await;
         let registered = do_register(&self.state, req.clone()).await.map_err(map)?;
-        self.state.local_workers.lock().unwrap_or_else(|e| e.into_inner()).insert(registered.id.clone());
+        local.insert(registered.id.clone());
         Ok(registered)
     }
     async fn claim(&self, worker_id: &str, req: &ClaimRequest) -> Result<ClaimResponse, TransportError> {

@@ -55,7 +55,7 @@ pub struct AppState {
     pub rate_limiter: Option<Arc<RateLimiter>>,
     /// Workers this node's in-process pool registered: not remote workers, so not reachable
     /// over HTTP.
-    pub local_workers: Arc<Mutex<HashSet<String>>>,
+    pub local_workers: Arc<tokio::sync::Mutex<HashSet<String>>>,
     /// The namespaces of the token that registered each worker (this node's memory; see
     /// SECURITY.md for what the store does not keep yet).
     pub worker_namespaces: Arc<Mutex<HashMap<String, Namespaces>>>,

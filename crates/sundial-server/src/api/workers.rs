@@ -46,8 +46,8 @@ pub(crate) async fn do_register(state: &AppState, req: RegisterRequest) -> ApiRe
 /// Checks that a remote caller may act as worker `id`: not this node's in-process pool (403
 /// `in_process_worker`: it is not a remote worker and leaves only with its node), and registered
 /// by a token whose namespaces the caller's cover (else 404, as for an unknown worker).
-fn remote_worker(state: &AppState, access: &Access, id: &str) -> ApiResult<Namespaces> {
-    if state.local_workers.lock().unwrap_or_else(|e| e.into_inner()).contains(id) {
+async fn remote_worker(state: &AppState, access: &Access, id: &str) -> ApiResult<Namespaces> {
+    if state.local_workers.lock().await.contains(id) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "in_process_worker",
@@ -134,7 +134,7 @@ pub async fn claim(
     Path(id): Path<String>,
     JsonBody(b): JsonBody<ClaimBody>,
 ) -> ApiResult<Json<ClaimResponse>> {
-    if remote_worker(&state, &access, &id)? != Namespaces::All {
+    if remote_worker(&state, &access, &id).await? != Namespaces::All {
         // Fail closed: the store's claim cannot yet be narrowed to a set of namespaces
         // (ClaimParams has no namespace filter), and a claim must never hand out another
         // namespace's run.
@@ -171,7 +171,7 @@ pub async fn heartbeat(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<HeartbeatRequest>,
 ) -> ApiResult<Json<HeartbeatResponse>> {
-    remote_worker(&state, &access, &id)?;
+    remote_worker(&state, &access, &id).await?;
     Ok(Json(do_heartbeat(&state, &id, req).await?))
 }
 
@@ -216,7 +216,7 @@ pub async fn complete(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<CompleteRequest>,
 ) -> ApiResult<Json<Run>> {
-    remote_worker(&state, &access, &req.worker_id)?;
+    remote_worker(&state, &access, &req.worker_id).await?;
     if access.0.namespaces != Namespaces::All {
         crate::api::runs::visible_run(&state, &access, &id).await?;
     }
@@ -234,7 +234,7 @@ pub async fn deregister(
     Path(id): Path<String>,
     _b: IgnoredBody,
 ) -> ApiResult<StatusCode> {
-    remote_worker(&state, &access, &id)?;
+    remote_worker(&state, &access, &id).await?;
     state.store.worker_deregister(&id, state.clock.now()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
