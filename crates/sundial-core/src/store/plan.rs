@@ -150,6 +150,9 @@ pub(crate) struct RetryWrite {
     pub max_attempts: i64,
     /// The old reason with `retried by operator` after `; `.
     pub reason: String,
+    /// The lasting note with `retried by operator` after `; `: like a misfire note, it stays on
+    /// the run through its later claims and settlements.
+    pub note: String,
 }
 
 /// The note an operator's retry adds to `reason`.
@@ -171,6 +174,10 @@ pub(crate) fn operator_retry(row: &RunRow, job_max_attempts: Option<i64>) -> Res
         max_attempts: row.attempt + job_max_attempts.unwrap_or(1).max(1),
         reason: match row.reason.as_deref() {
             Some(r) if !r.is_empty() => format!("{r}; {RETRIED_BY_OPERATOR}"),
+            _ => RETRIED_BY_OPERATOR.to_string(),
+        },
+        note: match row.note.as_deref() {
+            Some(n) if !n.is_empty() => format!("{n}; {RETRIED_BY_OPERATOR}"),
             _ => RETRIED_BY_OPERATOR.to_string(),
         },
     })

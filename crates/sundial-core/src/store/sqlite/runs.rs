@@ -186,7 +186,7 @@ pub(super) async fn retry(s: &SqliteStore, id: &str, now: Timestamp) -> Result<R
     let w = operator_retry(&row, job_max)?;
     // A paused job's retried run waits for resume like its other pending runs.
     let row: RunRow = sqlx::query_as(&format!(
-        "UPDATE runs SET state = 'pending', scheduled_for = ?1, max_attempts = ?2, reason = ?3, finished_at = NULL, \
+        "UPDATE runs SET state = 'pending', scheduled_for = ?1, max_attempts = ?2, reason = ?3, note = ?5, finished_at = NULL, \
          lease_expires_at = NULL, cancel_requested = 0, blocked = 0, held = (manual = 0 AND EXISTS \
          (SELECT 1 FROM jobs j WHERE j.id = runs.job_id AND j.paused = 1)) WHERE id = ?4 RETURNING {RUN_COLUMNS}"
     ))
@@ -194,6 +194,7 @@ pub(super) async fn retry(s: &SqliteStore, id: &str, now: Timestamp) -> Result<R
     .bind(w.max_attempts)
     .bind(&w.reason)
     .bind(id)
+    .bind(&w.note)
     .fetch_one(&mut *tx)
     .await
     .map_err(db_err)?;
