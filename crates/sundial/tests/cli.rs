@@ -2,7 +2,8 @@
 
 use serde_json::{json, Value};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use sundial_core::testing::eventually;
 
 mod support;
 use support::*;
@@ -42,22 +43,6 @@ fn ok(o: Output) -> Output {
     o
 }
 
-async fn api(base: &str, path: &str) -> Value {
-    reqwest::get(format!("{base}{path}")).await.unwrap().json().await.unwrap()
-}
-
-async fn wait_run(base: &str, id: &str, state: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = api(base, &format!("/v1/runs/{id}")).await;
-        if r["state"] == state {
-            return r;
-        }
-        assert!(Instant::now() < deadline, "run never reached {state}: {r}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn jobs_are_named_by_id_namespace_slash_name_or_bare_name() {
     let s = start("1").await;
@@ -76,9 +61,9 @@ async fn jobs_are_named_by_id_namespace_slash_name_or_bare_name() {
     let by_bare = ok(cli(&s.base, &["-o", "json", "job", "get", "nightly"]).await);
     assert_eq!(serde_json::from_str::<Value>(&stdout(&by_bare)).unwrap()["id"], id.as_str());
     ok(cli(&s.base, &["job", "pause", "billing/nightly"]).await);
-    let jobs = api(&s.base, "/v1/jobs?namespace=billing").await;
+    let jobs = get_json(&s.base, "/v1/jobs?namespace=billing").await;
     assert_eq!(jobs["items"][0]["paused"], true, "billing/nightly paused: {jobs}");
-    assert_eq!(api(&s.base, &format!("/v1/jobs/{id}")).await["paused"], false, "default/nightly untouched");
+    assert_eq!(get_json(&s.base, &format!("/v1/jobs/{id}")).await["paused"], false, "default/nightly untouched");
 
     let run = ok(cli(&s.base, &["-o", "json", "job", "run", "default/nightly"]).await);
     let run: Value = serde_json::from_str(&stdout(&run)).unwrap();
@@ -100,16 +85,10 @@ async fn jobs_are_named_by_id_namespace_slash_name_or_bare_name() {
 #[tokio::test(flavor = "multi_thread")]
 async fn run_get_shows_payload_and_output_and_watch_follows_to_the_end() {
     let s = start("1").await;
-    let job: Value = reqwest::Client::new()
-        .post(format!("{}/v1/jobs", s.base))
-        .json(&json!({"handler": "echo", "payload": {"greeting": "hello-from-payload"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let runs = api(&s.base, &format!("/v1/runs?job_id={}", job["id"].as_str().unwrap())).await;
+    let job: Value =
+        post_json(&s.base, "/v1/jobs", &json!({"handler": "echo", "payload": {"greeting": "hello-from-payload"}}))
+            .await;
+    let runs = get_json(&s.base, &format!("/v1/runs?job_id={}", job["id"].as_str().unwrap())).await;
     let run_id = runs["items"][0]["id"].as_str().unwrap().to_string();
     let watched = ok(cli(&s.base, &["run", "watch", &run_id]).await);
     assert!(stdout(&watched).contains("succeeded"), "{}", stdout(&watched));
@@ -118,16 +97,13 @@ async fn run_get_shows_payload_and_output_and_watch_follows_to_the_end() {
     assert!(detail.contains("output:") && detail.contains("hello-from-payload"), "{detail}");
 
     // A run that fails: watch exits non-zero and says how it ended.
-    let bad: Value = reqwest::Client::new()
-        .post(format!("{}/v1/jobs", s.base))
-        .json(&json!({"handler": "http", "payload": {"url": "http://127.0.0.1:1/"}, "retry": {"max_attempts": 1}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let runs = api(&s.base, &format!("/v1/runs?job_id={}", bad["id"].as_str().unwrap())).await;
+    let bad: Value = post_json(
+        &s.base,
+        "/v1/jobs",
+        &json!({"handler": "http", "payload": {"url": "http://127.0.0.1:1/"}, "retry": {"max_attempts": 1}}),
+    )
+    .await;
+    let runs = get_json(&s.base, &format!("/v1/runs?job_id={}", bad["id"].as_str().unwrap())).await;
     let failed = cli(&s.base, &["run", "watch", runs["items"][0]["id"].as_str().unwrap()]).await;
     assert!(!failed.status.success());
     assert!(stderr(&failed).contains("ended failed"), "{}", stderr(&failed));
@@ -142,37 +118,11 @@ async fn run_list_watch_prints_runs_as_they_change() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let out = watch.stdout.take().unwrap();
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(l);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while lines.lock().unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "no header printed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let job: Value = reqwest::Client::new()
-        .post(format!("{}/v1/jobs", s.base))
-        .json(&json!({"handler": "echo"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let lines = Lines::collect(watch.stdout.take().unwrap());
+    lines.wait_for("of header", |_| true).await;
+    let job: Value = post_json(&s.base, "/v1/jobs", &json!({"handler": "echo"})).await;
     let job_id = job["id"].as_str().unwrap();
-    loop {
-        if lines.lock().unwrap().iter().any(|l| l.contains(job_id) && l.contains("succeeded")) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the watch never showed the run succeed: {:?}", lines.lock().unwrap());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    lines.wait_for("showing the run succeed", |l| l.contains(job_id) && l.contains("succeeded")).await;
     let _ = watch.kill();
     let _ = watch.wait();
 }
@@ -200,7 +150,7 @@ async fn apply_creates_then_leaves_unchanged_then_updates_by_name() {
     write("weekly");
     let changed = stdout(&ok(cli(&s.base, &["apply", "-f", f]).await));
     assert_eq!(changed, "job default/report updated\njob ops/cleanup unchanged\n");
-    let jobs = api(&s.base, "/v1/jobs?namespace=default").await;
+    let jobs = get_json(&s.base, "/v1/jobs?namespace=default").await;
     let items = jobs["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "updated in place, not duplicated: {jobs}");
     assert_eq!(items[0]["payload"], json!({"kind": "weekly"}));
@@ -227,17 +177,16 @@ async fn lists_hint_when_cut_and_print_yaml_or_json() {
 
     let yaml = stdout(&ok(cli(&s.base, &["-o", "yaml", "job", "list"]).await));
     let parsed: Value = serde_yaml_ng::from_str(&yaml).unwrap();
-    assert_eq!(parsed, api(&s.base, "/v1/jobs").await, "yaml is the API's object");
+    assert_eq!(parsed, get_json(&s.base, "/v1/jobs").await, "yaml is the API's object");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn job_add_warns_when_no_live_worker_serves_the_handler() {
     let s = start("1").await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while api(&s.base, "/v1/workers").await["items"].as_array().is_none_or(|w| w.is_empty()) {
-        assert!(Instant::now() < deadline, "the in-process pool never registered");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the in-process pool to register", Duration::from_secs(30), || async {
+        get_json(&s.base, "/v1/workers").await["items"].as_array().is_some_and(|w| !w.is_empty()).then_some(())
+    })
+    .await;
     let served = ok(cli(&s.base, &["job", "add", "--handler", "echo"]).await);
     assert!(!stderr(&served).contains("warning"), "{}", stderr(&served));
     let unserved = ok(cli(&s.base, &["job", "add", "--handler", "resize-images"]).await);

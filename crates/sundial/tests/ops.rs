@@ -3,7 +3,8 @@
 
 use serde_json::{json, Value};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use sundial_core::testing::eventually;
 
 mod support;
 use support::*;
@@ -54,26 +55,8 @@ async fn fresh_server_exposes_every_metric_the_readme_lists_and_counts_runs() {
     }
 
     // One run that succeeds: lag, duration, finished and the HTTP route show up with labels.
-    let http = reqwest::Client::new();
-    let job: Value = http
-        .post(format!("{base}/v1/jobs"))
-        .json(&json!({"handler": "echo"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = job["id"].as_str().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let runs: Value = http.get(format!("{base}/v1/runs?job_id={id}")).send().await.unwrap().json().await.unwrap();
-        if runs["items"][0]["state"] == "succeeded" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "run did not succeed: {runs}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let job = post_json(&base, "/v1/jobs", &json!({"handler": "echo"})).await;
+    wait_job_run(&base, job["id"].as_str().unwrap(), "succeeded").await;
     let text = scrape(&base).await;
     assert_eq!(sample(&text, r#"sundial_run_start_lag_seconds_count{handler="echo"}"#), Some(1.0), "{text}");
     assert_eq!(
@@ -96,7 +79,7 @@ async fn fresh_server_exposes_every_metric_the_readme_lists_and_counts_runs() {
 /// A `sundial serve` child whose stderr lines are collected as they come.
 struct Logged {
     proc: Proc,
-    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    lines: Lines,
 }
 
 impl Logged {
@@ -109,28 +92,8 @@ impl Logged {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for l in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(l);
-            }
-        });
+        let lines = Lines::collect(child.stderr.take().unwrap());
         Logged { proc: Proc(child), lines }
-    }
-
-    /// Waits (bounded) for a log line that `pred` accepts.
-    async fn wait_line(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(l) = self.lines.lock().unwrap().iter().find(|l| pred(l)) {
-                return l.clone();
-            }
-            assert!(Instant::now() < deadline, "no log line {what}:\n{}", self.lines.lock().unwrap().join("\n"));
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
     }
 }
 
@@ -144,35 +107,18 @@ async fn json_logs_name_the_run_of_an_expired_lease_and_the_dead_worker() {
     wait_ready(&base).await;
 
     // A worker that claims a run and then goes silent, as a crashed process would.
-    let http = reqwest::Client::new();
-    let w: Value = http
-        .post(format!("{base}/v1/workers"))
-        .json(&json!({"name": "doomed", "handlers": ["echo"], "capacity": 1}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let w = post_json(&base, "/v1/workers", &json!({"name": "doomed", "handlers": ["echo"], "capacity": 1})).await;
     let wid = w["id"].as_str().unwrap();
-    http.post(format!("{base}/v1/jobs")).json(&json!({"handler": "echo"})).send().await.unwrap();
-    let claim: Value = http
-        .post(format!("{base}/v1/workers/{wid}/claim"))
-        .json(&json!({"max": 1, "wait": "5s"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    post_json(&base, "/v1/jobs", &json!({"handler": "echo"})).await;
+    let claim = post_json(&base, &format!("/v1/workers/{wid}/claim"), &json!({"max": 1, "wait": "5s"})).await;
     let run_id = claim["runs"][0]["run_id"].as_str().expect("claimed a run").to_string();
 
     let expired =
-        server.wait_line("about the expired lease", |l| l.contains("lease expired") && l.contains(&run_id)).await;
+        server.lines.wait_for("about the expired lease", |l| l.contains("lease expired") && l.contains(&run_id)).await;
     let v: Value = serde_json::from_str(&expired).expect("a JSON log line");
     assert_eq!(v["run_id"], run_id.as_str(), "{v}");
-    server.wait_line("about the dead worker", |l| l.contains("declared dead") && l.contains(wid)).await;
-    for l in server.lines.lock().unwrap().iter() {
+    server.lines.wait_for("about the dead worker", |l| l.contains("declared dead") && l.contains(wid)).await;
+    for l in server.lines.all().iter() {
         assert!(serde_json::from_str::<Value>(l).is_ok(), "--log-format json writes only JSON lines: {l}");
     }
 }
@@ -183,50 +129,22 @@ async fn sigterm_lets_the_running_run_finish_then_exits_zero() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let db = format!("sqlite://{}/t.db", dir.path().display());
-    let mut server = Logged::serve(&db, port, &["--workers", "1", "--enable-shell"]);
+    let server = Logged::serve(&db, port, &["--workers", "1", "--enable-shell"]);
     wait_ready(&base).await;
     let started = dir.path().join("started");
     let command = format!("touch {}; sleep 2; echo done", started.display());
-    let job: Value = reqwest::Client::new()
-        .post(format!("{base}/v1/jobs"))
-        .json(&json!({"handler": "shell", "payload": {"command": command}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !started.exists() {
-        assert!(Instant::now() < deadline, "the shell run never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let job = post_json(&base, "/v1/jobs", &json!({"handler": "shell", "payload": {"command": command}})).await;
+    eventually("the shell run to start", Duration::from_secs(30), || async { started.exists().then_some(()) }).await;
 
     let pid = server.proc.0.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let status = tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            if let Some(s) = server.proc.0.try_wait().unwrap() {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "serve did not exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    })
-    .await
-    .unwrap();
+    let status = wait_exit(server.proc, Duration::from_secs(40)).await;
     assert!(status.success(), "serve exits 0 on SIGTERM: {status}");
 
     // The run finished inside the draining process, before it exited.
     let _again = serve(&db, port, &["--workers", "0"]);
     wait_ready(&base).await;
-    let runs: Value = reqwest::get(format!("{base}/v1/runs?job_id={}", job["id"].as_str().unwrap()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let runs = get_json(&base, &format!("/v1/runs?job_id={}", job["id"].as_str().unwrap())).await;
     assert_eq!(runs["items"][0]["state"], "succeeded", "{runs}");
     assert_eq!(runs["items"][0]["output"]["stdout"], "done\n", "{runs}");
 }

@@ -66,3 +66,80 @@ pub async fn wait_ready(base: &str) {
     })
     .await;
 }
+
+/// `POST {base}{path}` with a JSON body; the JSON answer, whatever its status.
+pub async fn post_json(base: &str, path: &str, body: &serde_json::Value) -> serde_json::Value {
+    let r = reqwest::Client::new().post(format!("{base}{path}")).json(body).send().await.unwrap();
+    r.json().await.unwrap()
+}
+
+/// `GET {base}{path}`; the JSON answer, whatever its status.
+pub async fn get_json(base: &str, path: &str) -> serde_json::Value {
+    reqwest::get(format!("{base}{path}")).await.unwrap().json().await.unwrap()
+}
+
+/// Waits (bounded) until run `id` is in `state`; returns the run.
+pub async fn wait_run(base: &str, id: &str, state: &str) -> serde_json::Value {
+    let what = format!("run {id} to be {state}");
+    eventually(&what, Duration::from_secs(30), || async {
+        let r = get_json(base, &format!("/v1/runs/{id}")).await;
+        (r["state"] == state).then_some(r)
+    })
+    .await
+}
+
+/// Waits (bounded) until job `job_id`'s newest run is in `state`; returns the run.
+pub async fn wait_job_run(base: &str, job_id: &str, state: &str) -> serde_json::Value {
+    let what = format!("a run of job {job_id} to be {state}");
+    eventually(&what, Duration::from_secs(30), || async {
+        let runs = get_json(base, &format!("/v1/runs?job_id={job_id}")).await;
+        (runs["items"][0]["state"] == state).then(|| runs["items"][0].clone())
+    })
+    .await
+}
+
+/// The lines a child writes to one of its pipes, collected as they come by a reader thread.
+#[derive(Clone, Default)]
+pub struct Lines(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Lines {
+    /// Starts collecting from `pipe` (a child's `stdout` or `stderr`, taken from it).
+    pub fn collect(pipe: impl std::io::Read + Send + 'static) -> Lines {
+        let lines = Lines::default();
+        let sink = lines.0.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(l);
+            }
+        });
+        lines
+    }
+
+    /// Everything collected so far.
+    pub fn all(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) for a line that `pred` accepts; returns it.
+    pub async fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let what = format!("a line {what}");
+        eventually(&what, Duration::from_secs(30), || async { self.all().into_iter().find(|l| pred(l)) }).await
+    }
+}
+
+/// Waits (bounded, off the async runtime) for `proc` to exit on its own; its exit status.
+pub async fn wait_exit(mut proc: Proc, timeout: Duration) -> std::process::ExitStatus {
+    tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(s) = proc.0.try_wait().unwrap() {
+                return s;
+            }
+            assert!(std::time::Instant::now() < deadline, "the process did not exit within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .unwrap()
+}
