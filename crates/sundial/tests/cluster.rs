@@ -6,22 +6,7 @@ mod chaos;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cluster_survives_sigkill_with_nothing_lost_or_doubled() {
-    let pg = std::env::var("SUNDIAL_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/sundial_test".into());
-    let admin = format!("{}/postgres", pg.rsplit_once('/').unwrap().0);
-    let secs = std::env::var("SUNDIAL_CHAOS_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
-    let report = chaos::run(chaos::Config {
-        bin: env!("CARGO_BIN_EXE_sundial").into(),
-        pg_admin_url: admin,
-        duration: std::time::Duration::from_secs(secs),
-        nodes: 3,
-        workers: 2,
-        cron_triggers: 200,
-        jobs_per_s: 20,
-        kill_every: std::time::Duration::from_secs(4),
-        limits: None,
-    })
-    .await;
+    let report = chaos::run(chaos::Config { cron_triggers: 200, jobs_per_s: 20, ..chaos::Config::cluster(60) }).await;
     eprintln!("{report}");
     assert!(report.accepted_jobs > 0 && report.kills > 0);
     assert_eq!(report.runs_lost, 0, "{report}");

@@ -7,20 +7,11 @@ mod chaos;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn limits_hold_across_nodes_and_workers_under_sigkill() {
-    let pg = std::env::var("SUNDIAL_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/sundial_test".into());
-    let admin = format!("{}/postgres", pg.rsplit_once('/').unwrap().0);
-    let secs = std::env::var("SUNDIAL_CHAOS_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
     let report = chaos::run(chaos::Config {
-        bin: env!("CARGO_BIN_EXE_sundial").into(),
-        pg_admin_url: admin,
-        duration: std::time::Duration::from_secs(secs),
-        nodes: 3,
-        workers: 2,
         cron_triggers: 10,
         jobs_per_s: 20,
-        kill_every: std::time::Duration::from_secs(4),
         limits: Some(chaos::LimitChaos { keys: 4, max_running: 2, hold: std::time::Duration::from_millis(300) }),
+        ..chaos::Config::cluster(30)
     })
     .await;
     eprintln!("{report}");
