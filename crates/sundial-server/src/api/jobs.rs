@@ -242,8 +242,7 @@ pub async fn pause(
     JobId(id): JobId,
     _b: IgnoredBody,
 ) -> ApiResult<Json<Job>> {
-    visible_job(&state, &access, &id).await?;
-    Ok(Json(state.store.job_set_paused(&id, true, state.clock.now()).await?))
+    set_paused(&state, &access, &id, true).await
 }
 
 /// Resume: missed fire times follow each trigger's misfire policy.
@@ -255,10 +254,18 @@ pub async fn resume(
     JobId(id): JobId,
     _b: IgnoredBody,
 ) -> ApiResult<Json<Job>> {
-    visible_job(&state, &access, &id).await?;
-    let job = state.store.job_set_paused(&id, false, state.clock.now()).await?;
-    state.signals.triggers_changed.notify_one();
-    state.signals.runs_ready.notify_waiters();
+    set_paused(&state, &access, &id, false).await
+}
+
+/// Pause or resume a job the caller can see; a resume wakes the scheduler (missed fire times)
+/// and the claimers (pending runs were held).
+async fn set_paused(state: &AppState, access: &Access, id: &str, paused: bool) -> ApiResult<Json<Job>> {
+    visible_job(state, access, id).await?;
+    let job = state.store.job_set_paused(id, paused, state.clock.now()).await?;
+    if !paused {
+        state.signals.triggers_changed.notify_one();
+        state.signals.runs_ready.notify_waiters();
+    }
     Ok(Json(job))
 }
 
