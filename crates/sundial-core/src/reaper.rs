@@ -1,6 +1,7 @@
 //! The reaper settles what nobody will report: runs whose lease expired (their worker died,
 //! hung or was partitioned), runs that overran their timeout without a word, workers silent for
-//! 2 × lease (marked `dead`), and, for retention, finished runs older than the configured age.
+//! 2 × lease (marked `dead`), and, for retention, finished runs older than the configured age and
+//! dead workers silent for longer than `--worker-retention` (forgotten).
 //! Every outcome is a recorded run state with a reason (guarantee 4).
 
 use crate::clock::SharedClock;
@@ -20,6 +21,8 @@ pub struct ReaperConfig {
     pub interval: Duration,
     /// Finished runs older than this are pruned; `None` keeps them forever.
     pub retention: Option<Duration>,
+    /// Dead workers silent for longer than this are forgotten (deleted); `None` keeps them.
+    pub worker_retention: Option<Duration>,
     /// Batch size for each step.
     pub batch: u32,
 }
@@ -102,6 +105,13 @@ impl Reaper {
         self.store.run_prune(before, self.config.batch).await
     }
 
+    /// Forgets dead workers past `worker_retention`, one batch.
+    pub async fn forget_dead_workers(&self) -> Result<u64> {
+        let Some(keep) = self.config.worker_retention else { return Ok(0) };
+        let before = self.clock.now() - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
+        self.store.worker_forget_dead(before, self.config.batch).await
+    }
+
     /// Runs until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut passes: u64 = 0;
@@ -114,6 +124,11 @@ impl Reaper {
                     Ok(n) if n > 0 => tracing::info!(pruned = n, "pruned finished runs past retention"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "retention prune failed"),
+                }
+                match self.forget_dead_workers().await {
+                    Ok(n) if n > 0 => tracing::info!(forgotten = n, "forgot dead workers past --worker-retention"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "forgetting dead workers failed"),
                 }
             }
             passes += 1;
