@@ -1,6 +1,7 @@
 //! The operating counts (`GET /v1/stats/runs`, `GET /v1/stats/handlers`), written once for both
 //! backends: `QueryBuilder` is generic over the database, and the dialect's differences (how a
-//! boolean is false, how a worker's handler list is unnested) are passed in.
+//! boolean is false, how a worker's handler list is unnested) are passed in. Each backend runs
+//! these queries and hands the rows to `plan::run_buckets` and `plan::handler_queues`.
 //!
 //! Cost is bounded by the database, not by what is sent back: each query is one `GROUP BY`
 //! whose answer has at most a few rows per bucket (runs per bucket and state; the starts' count
@@ -9,14 +10,19 @@
 //! scans read the finished runs and the attempts of the window through their time indexes
 //! (`runs_finished`, `run_attempts_started`) and the active runs through `runs_active_handler`.
 
-use super::plan::{handler_queues, run_buckets};
 use super::rows::{dur_us, us};
-use super::{HandlerQueue, Result, RunBucket, RunStatsQuery, StoreError, Timestamp};
-use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, QueryBuilder, Type};
+use super::{RunStatsQuery, Timestamp};
+use sqlx::{Database, Encode, QueryBuilder, Type};
 
 /// Nearest-rank percentiles: the `p`-th of `n` sorted values is the one at rank ⌈p·n/100⌉.
 fn rank_sql(p: u32) -> String {
     format!("({p} * n + 99) / 100")
+}
+
+/// The first instant and the end of a stats query's window, and its step, in microseconds.
+fn bounds(f: &RunStatsQuery) -> (i64, i64, i64) {
+    let (from, step) = (us(f.from), dur_us(f.step).max(1));
+    (from, from.saturating_add(step.saturating_mul(i64::from(f.buckets))), step)
 }
 
 /// ` AND <column> IN (…)` for a namespace list (`None`: every namespace; empty: none).
@@ -54,34 +60,32 @@ where
     }
 }
 
-/// [`Store::stats_runs`](super::Store::stats_runs) on `pool`.
-pub(crate) async fn runs<DB>(
-    pool: &Pool<DB>,
-    err: fn(sqlx::Error) -> StoreError,
-    f: &RunStatsQuery,
-) -> Result<Vec<RunBucket>>
+/// `(bucket, state, count)` of the runs that finished in the window. Buckets count from the
+/// window's start (never negative, so integer division floors).
+pub(crate) fn finished_query<'a, DB: Database>(f: &RunStatsQuery) -> QueryBuilder<'a, DB>
 where
-    DB: Database,
-    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'r> (i64, String, i64): FromRow<'r, DB::Row>,
-    for<'r> (i64, i64, Option<i64>, Option<i64>): FromRow<'r, DB::Row>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    String: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
 {
-    let (from, step) = (us(f.from), dur_us(f.step).max(1));
-    let until = from.saturating_add(step.saturating_mul(i64::from(f.buckets)));
-    // Bucket numbers count from `from` (never negative, so integer division floors).
+    let (from, until, step) = bounds(f);
     let mut q = QueryBuilder::<DB>::new("SELECT (r.finished_at - ");
     q.push_bind(from).push(") / ").push_bind(step);
     q.push(" AS b, r.state, COUNT(*) FROM runs r WHERE r.finished_at >= ").push_bind(from);
     q.push(" AND r.finished_at < ").push_bind(until);
     push_filters(&mut q, f);
     q.push(" GROUP BY 1, 2");
-    let finished: Vec<(i64, String, i64)> = q.build_query_as().fetch_all(pool).await.map_err(err)?;
+    q
+}
 
-    // The lag is measured against the due time the attempt was claimed at (`due_at`, recorded by
-    // the claim; attempts from before it was recorded fall back to the run's `scheduled_for`).
+/// `(bucket, starts, p50 lag, p99 lag)` of the attempts started in the window, lags in µs. The
+/// lag is measured from the due time the attempt was claimed at (`due_at`, recorded by the
+/// claim; attempts from before it was recorded fall back to the run's `scheduled_for`).
+pub(crate) fn started_query<'a, DB: Database>(f: &RunStatsQuery) -> QueryBuilder<'a, DB>
+where
+    String: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let (from, until, step) = bounds(f);
     let mut q = QueryBuilder::<DB>::new("WITH s AS (SELECT (a.started_at - ");
     q.push_bind(from).push(") / ").push_bind(step);
     q.push(
@@ -99,8 +103,7 @@ where
         rank_sql(50),
         rank_sql(99)
     ));
-    let started: Vec<(i64, i64, Option<i64>, Option<i64>)> = q.build_query_as().fetch_all(pool).await.map_err(err)?;
-    Ok(run_buckets(f, finished, started))
+    q
 }
 
 /// "The run `r` is due": what a claim could take at `now` (a paused job's runs are `held`, a
@@ -109,33 +112,20 @@ fn push_due<'a, DB: Database>(q: &mut QueryBuilder<'a, DB>, is_false: fn(&str) -
 where
     i64: Encode<'a, DB> + Type<DB>,
 {
-    q.push(format!(
-        "r.state = 'pending' AND {} AND {} AND r.scheduled_for <= ",
-        is_false("r.held"),
-        is_false("r.blocked")
-    ))
-    .push_bind(us(now));
+    q.push(format!("r.state = 'pending' AND {} AND {} AND r.scheduled_for <= ", is_false("r.held"), is_false("r.blocked")))
+        .push_bind(us(now));
 }
 
-/// [`Store::stats_handlers`](super::Store::stats_handlers) on `pool`. `is_false` writes "this
-/// boolean column is false" in the dialect; `worker_handlers` is a query of `(handler, count)`
-/// over the live workers, one row per handler.
-pub(crate) async fn handlers<DB>(
-    pool: &Pool<DB>,
-    err: fn(sqlx::Error) -> StoreError,
+/// `(handler, pending, due, running, oldest due)` of the active runs in `namespaces` (`None`:
+/// all). `is_false` writes "this boolean column is false" in the dialect.
+pub(crate) fn handler_runs_query<'a, DB: Database>(
     is_false: fn(&str) -> String,
-    worker_handlers: &str,
     namespaces: Option<&[String]>,
     now: Timestamp,
-) -> Result<Vec<HandlerQueue>>
+) -> QueryBuilder<'a, DB>
 where
-    DB: Database,
-    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'r> (String, i64, i64, i64, Option<i64>): FromRow<'r, DB::Row>,
-    for<'r> (String, i64): FromRow<'r, DB::Row>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    String: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
 {
     let mut q = QueryBuilder::<DB>::new(
         "SELECT r.handler, SUM(CASE WHEN r.state = 'pending' THEN 1 ELSE 0 END), SUM(CASE WHEN ",
@@ -146,7 +136,5 @@ where
     q.push(" THEN r.scheduled_for END) FROM runs r WHERE r.state IN ('pending', 'running')");
     push_namespaces(&mut q, "r.namespace", namespaces);
     q.push(" GROUP BY r.handler");
-    let runs: Vec<(String, i64, i64, i64, Option<i64>)> = q.build_query_as().fetch_all(pool).await.map_err(err)?;
-    let workers: Vec<(String, i64)> = sqlx::query_as(worker_handlers).fetch_all(pool).await.map_err(err)?;
-    Ok(handler_queues(runs, workers))
+    q
 }

@@ -239,7 +239,8 @@ pub(crate) fn run_buckets(
     let mut out: Vec<RunBucket> = (0..i64::from(q.buckets))
         .map(|i| RunBucket { t: ts(from.saturating_add(i.saturating_mul(step))), ..Default::default() })
         .collect();
-    let slot = |b: i64| usize::try_from(b).ok().filter(|&b| b < out.len());
+    let len = out.len();
+    let slot = |b: i64| usize::try_from(b).ok().filter(|&b| b < len);
     for (b, state, n) in finished {
         let Some(i) = slot(b) else { continue };
         let n = n.max(0) as u64;
