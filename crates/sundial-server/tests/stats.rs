@@ -114,3 +114,15 @@ async fn stats_handlers_show_queues_and_warn_of_handlers_nobody_serves() {
     assert_eq!((echo["pending"].as_u64(), echo["due"].as_u64(), echo["workers"].as_u64()), (Some(1), Some(1), Some(1)));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn the_pending_gauge_counts_every_pending_run_per_handler() {
+    let (_clock, shared) = manual_clock();
+    let s = TestServer::start(|c| c.clock = shared).await;
+    let jobs: Vec<Value> = (0..3).map(|_| json!({"handler": "metered"})).collect();
+    assert_eq!(s.post("/v1/jobs/batch", json!({ "jobs": jobs })).await.status, 200);
+    assert_eq!(s.post("/v1/jobs", json!({"handler": "metered", "paused": true})).await.status, 201);
+    let text = s.http.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
+    assert!(text.lines().any(|l| l == "sundial_runs_pending{handler=\"metered\"} 4"), "{text}");
+    s.stop().await;
+}
