@@ -112,8 +112,12 @@ fn push_due<'a, DB: Database>(q: &mut QueryBuilder<'a, DB>, is_false: fn(&str) -
 where
     i64: Encode<'a, DB> + Type<DB>,
 {
-    q.push(format!("r.state = 'pending' AND {} AND {} AND r.scheduled_for <= ", is_false("r.held"), is_false("r.blocked")))
-        .push_bind(us(now));
+    q.push(format!(
+        "r.state = 'pending' AND {} AND {} AND r.scheduled_for <= ",
+        is_false("r.held"),
+        is_false("r.blocked")
+    ))
+    .push_bind(us(now));
 }
 
 /// `(handler, pending, due, running, oldest due)` of the active runs in `namespaces` (`None`:

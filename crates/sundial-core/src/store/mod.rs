@@ -393,6 +393,12 @@ pub trait Store: Send + Sync + 'static {
     async fn run_retry(&self, id: &str, now: Timestamp) -> Result<Run>;
     /// Every attempt of a run, oldest first (empty for a run never claimed).
     async fn run_attempts(&self, id: &str) -> Result<Vec<Attempt>>;
+    /// [`run_cancel`](Self::run_cancel) of each run, in one transaction; one outcome per id, in
+    /// order (a refusal is the item's: `NotFound`, `AlreadyFinished`).
+    async fn run_cancel_many(&self, ids: &[String], now: Timestamp) -> Result<Vec<Result<Run>>>;
+    /// [`run_retry`](Self::run_retry) of each run, in one transaction; one outcome per id, in
+    /// order (a refusal is the item's: `NotFound`, `NotRetryable`).
+    async fn run_retry_many(&self, ids: &[String], now: Timestamp) -> Result<Vec<Result<Run>>>;
     /// Claims due pending runs of the worker's handlers, by priority then in fair turns across
     /// first keys, each only while the limits on its keys have room (see [`limits`]).
     /// Each claim bumps `attempt` and sets a lease. Counts as the worker's sign of life.
@@ -518,6 +524,14 @@ macro_rules! store_by_noun {
 
             async fn run_attempts(&self, id: &str) -> Result<Vec<Attempt>> {
                 runs::attempts(self, id).await
+            }
+
+            async fn run_cancel_many(&self, ids: &[String], now: Timestamp) -> Result<Vec<Result<Run>>> {
+                runs::cancel_many(self, ids, now).await
+            }
+
+            async fn run_retry_many(&self, ids: &[String], now: Timestamp) -> Result<Vec<Result<Run>>> {
+                runs::retry_many(self, ids, now).await
             }
 
             async fn run_claim(&self, p: &ClaimParams) -> Result<Vec<ClaimedRun>> {

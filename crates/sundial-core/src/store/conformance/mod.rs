@@ -351,6 +351,7 @@ macro_rules! store_conformance {
                 current stats_count_runs_jobs_triggers_and_workers,
                 current retry_puts_a_finished_run_back_due_now_with_a_full_set_of_attempts,
                 current run_list_filters_by_handler,
+                current cancel_many_and_retry_many_act_on_each_run_as_one_call_would,
             }
             leases {
                 current complete_with_stale_attempt_is_rejected_and_changes_nothing,

@@ -16,7 +16,11 @@ pub(super) async fn runs(s: &SqliteStore, f: &RunStatsQuery) -> Result<Vec<RunBu
 }
 
 /// [`Store::stats_handlers`].
-pub(super) async fn handlers(s: &SqliteStore, namespaces: Option<&[String]>, now: Timestamp) -> Result<Vec<HandlerQueue>> {
+pub(super) async fn handlers(
+    s: &SqliteStore,
+    namespaces: Option<&[String]>,
+    now: Timestamp,
+) -> Result<Vec<HandlerQueue>> {
     let mut q = handler_runs_query::<Sqlite>(|c| format!("{c} = 0"), namespaces, now);
     let runs = q.build_query_as().fetch_all(&s.read).await.map_err(db_err)?;
     let workers = sqlx::query_as(WORKER_HANDLERS).fetch_all(&s.read).await.map_err(db_err)?;
