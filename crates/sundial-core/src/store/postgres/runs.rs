@@ -287,7 +287,11 @@ pub(super) async fn retry(s: &PostgresStore, id: &str, now: Timestamp) -> Result
 
 /// The runs `ids` names, locked in the lock order (their jobs first, sorted, when `lock_job`
 /// says a run's job must be; then the runs, sorted), by id.
-async fn lock_batch(tx: &mut Tx, ids: &[String], lock_job: impl Fn(&RunRow) -> bool) -> Result<HashMap<String, RunRow>> {
+async fn lock_batch(
+    tx: &mut Tx,
+    ids: &[String],
+    lock_job: impl Fn(&RunRow) -> bool,
+) -> Result<HashMap<String, RunRow>> {
     let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ANY($1)");
     let peek: Vec<RunRow> = sqlx::query_as(&sql).bind(ids).fetch_all(&mut **tx).await.map_err(db_err)?;
     let jobs = sorted_unique(peek.iter().filter(|r| lock_job(r)).map(|r| r.job_id.clone()).collect());
