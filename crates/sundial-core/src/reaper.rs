@@ -139,3 +139,39 @@ impl Reaper {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn config(worker_retention: Option<Duration>) -> ReaperConfig {
+        ReaperConfig {
+            lease: Duration::from_secs(30),
+            interval: Duration::from_secs(1),
+            retention: None,
+            worker_retention,
+            batch: 100,
+        }
+    }
+
+    #[tokio::test]
+    async fn dead_workers_are_forgotten_after_worker_retention_and_kept_without_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(&format!("sqlite://{}/r.db", dir.path().display())).await.unwrap();
+        let start = chrono::DateTime::parse_from_rfc3339("2026-11-24T08:00:00Z").unwrap().with_timezone(&chrono::Utc);
+        let clock = Arc::new(ManualClock::new(start));
+        let w = store.worker_register("w", &["echo".to_string()], 1, start).await.unwrap();
+        let hour = Duration::from_secs(3600);
+        let reaper = Reaper::new(store.clone(), clock.clone(), Arc::new(Signals::default()), config(Some(hour)));
+        let keeper = Reaper::new(store.clone(), clock.clone(), Arc::new(Signals::default()), config(None));
+
+        clock.advance(Duration::from_secs(61));
+        assert_eq!(reaper.tick().await.unwrap().workers_dead, 1);
+        assert_eq!(reaper.forget_dead_workers().await.unwrap(), 0, "dead, but not for an hour");
+        clock.advance(hour);
+        assert_eq!(keeper.forget_dead_workers().await.unwrap(), 0, "no retention: kept");
+        assert_eq!(reaper.forget_dead_workers().await.unwrap(), 1);
+        assert!(matches!(store.worker_get(&w.id).await, Err(crate::store::StoreError::NotFound(_))));
+    }
+}
