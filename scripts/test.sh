@@ -44,7 +44,8 @@ cargo build -p sundial
 
 # Dashboard in a browser: a real `sundial serve`, clicked through by Playwright in Chromium;
 # screenshots land in target/screenshots/.
-(cd crates/sundial-server/ui && npm ci --no-audit --no-fund --loglevel=error && npm test)
+# Every round-2 route is served now: the dashboard's steps for them are mandatory.
+(cd crates/sundial-server/ui && npm ci --no-audit --no-fund --loglevel=error && SUNDIAL_UI_ALL_ROUTES=1 npm test)
 
 ./scripts/test-sdks.sh # the Python and TypeScript SDKs; worker conformance for all three workers
 

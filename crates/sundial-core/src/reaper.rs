@@ -1,6 +1,7 @@
 //! The reaper settles what nobody will report: runs whose lease expired (their worker died,
 //! hung or was partitioned), runs that overran their timeout without a word, workers silent for
-//! 2 × lease (marked `dead`), and, for retention, finished runs older than the configured age.
+//! 2 × lease (marked `dead`), and, for retention, finished runs older than the configured age and
+//! dead workers silent for longer than `--worker-retention` (forgotten).
 //! Every outcome is a recorded run state with a reason (guarantee 4).
 
 use crate::clock::SharedClock;
@@ -20,6 +21,8 @@ pub struct ReaperConfig {
     pub interval: Duration,
     /// Finished runs older than this are pruned; `None` keeps them forever.
     pub retention: Option<Duration>,
+    /// Dead workers silent for longer than this are forgotten (deleted); `None` keeps them.
+    pub worker_retention: Option<Duration>,
     /// Batch size for each step.
     pub batch: u32,
 }
@@ -102,6 +105,13 @@ impl Reaper {
         self.store.run_prune(before, self.config.batch).await
     }
 
+    /// Forgets dead workers past `worker_retention`, one batch.
+    pub async fn forget_dead_workers(&self) -> Result<u64> {
+        let Some(keep) = self.config.worker_retention else { return Ok(0) };
+        let before = self.clock.now() - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
+        self.store.worker_forget_dead(before, self.config.batch).await
+    }
+
     /// Runs until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut passes: u64 = 0;
@@ -115,6 +125,11 @@ impl Reaper {
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "retention prune failed"),
                 }
+                match self.forget_dead_workers().await {
+                    Ok(n) if n > 0 => tracing::info!(forgotten = n, "forgot dead workers past --worker-retention"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "forgetting dead workers failed"),
+                }
             }
             passes += 1;
             tokio::select! {
@@ -122,5 +137,41 @@ impl Reaper {
                 _ = self.clock.sleep(self.config.interval) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn config(worker_retention: Option<Duration>) -> ReaperConfig {
+        ReaperConfig {
+            lease: Duration::from_secs(30),
+            interval: Duration::from_secs(1),
+            retention: None,
+            worker_retention,
+            batch: 100,
+        }
+    }
+
+    #[tokio::test]
+    async fn dead_workers_are_forgotten_after_worker_retention_and_kept_without_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(&format!("sqlite://{}/r.db", dir.path().display())).await.unwrap();
+        let start = chrono::DateTime::parse_from_rfc3339("2026-11-24T08:00:00Z").unwrap().with_timezone(&chrono::Utc);
+        let clock = Arc::new(ManualClock::new(start));
+        let w = store.worker_register("w", &["echo".to_string()], 1, start).await.unwrap();
+        let hour = Duration::from_secs(3600);
+        let reaper = Reaper::new(store.clone(), clock.clone(), Arc::new(Signals::default()), config(Some(hour)));
+        let keeper = Reaper::new(store.clone(), clock.clone(), Arc::new(Signals::default()), config(None));
+
+        clock.advance(Duration::from_secs(61));
+        assert_eq!(reaper.tick().await.unwrap().workers_dead, 1);
+        assert_eq!(reaper.forget_dead_workers().await.unwrap(), 0, "dead, but not for an hour");
+        clock.advance(hour);
+        assert_eq!(keeper.forget_dead_workers().await.unwrap(), 0, "no retention: kept");
+        assert_eq!(reaper.forget_dead_workers().await.unwrap(), 1);
+        assert!(matches!(store.worker_get(&w.id).await, Err(crate::store::StoreError::NotFound(_))));
     }
 }

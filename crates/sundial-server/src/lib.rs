@@ -51,6 +51,8 @@ pub fn app(state: AppState) -> Router {
         .route("/workers/{id}", delete(api::workers::deregister))
         .route("/workers/{id}/claim", post(api::workers::claim))
         .route("/workers/{id}/heartbeat", post(api::workers::heartbeat))
+        .route("/stats/runs", get(api::stats::runs))
+        .route("/stats/handlers", get(api::stats::handlers))
         .route("/limits", get(api::limits::list))
         .route("/limits/{key}", get(api::limits::get).put(api::limits::put).delete(api::limits::delete))
         .fallback(|| async { error::ApiError::not_found("route") })

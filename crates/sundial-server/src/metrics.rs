@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 use sundial_core::domain::{RunState, WorkerState};
 use sundial_core::metrics::{Kind, FAMILIES};
-use sundial_core::store::RunFilter;
 
 /// Bucket bounds (seconds) of the duration histograms: from a fast HTTP answer to an hour-long run.
 const BUCKETS: &[f64] =
@@ -20,9 +19,6 @@ const BUCKETS: &[f64] =
 
 /// Bucket bounds of the size histograms (items per transaction).
 const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
-
-/// Pending runs counted per handler at scrape time, at most (see [`pending_by_handler`]).
-const PENDING_SCAN_LIMIT: u32 = 20_000;
 
 /// The process-wide Prometheus recorder (a process has one metrics recorder), with every
 /// sundial family described.
@@ -98,27 +94,13 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-/// Pending runs per handler. Handlers seen before and now without pending runs read 0, so
-/// their series does not freeze at the last count.
-///
-/// The store has no grouped count yet, so this pages through pending runs (at most
-/// [`PENDING_SCAN_LIMIT`]); a `Store::run_count_pending_by_handler` belongs here instead.
+/// Pending runs per handler, from the store's grouped count (one `GROUP BY`, whatever the
+/// backlog). Handlers seen before and now without pending runs read 0, so their series does
+/// not freeze at the last count.
 async fn pending_by_handler(state: &AppState) -> sundial_core::store::Result<Vec<(String, u64)>> {
     static SEEN: OnceLock<std::sync::Mutex<HashMap<String, u64>>> = OnceLock::new();
-    let mut counts: HashMap<String, u64> = HashMap::new();
-    let mut filter = RunFilter { state: Some(RunState::Pending), limit: 1000, ..Default::default() };
-    let mut scanned = 0;
-    loop {
-        let page = state.store.run_list(&filter).await?;
-        scanned += page.items.len() as u32;
-        for r in page.items {
-            *counts.entry(r.handler).or_default() += 1;
-        }
-        match page.next_cursor {
-            Some(c) if scanned < PENDING_SCAN_LIMIT => filter.cursor = Some(c),
-            _ => break,
-        }
-    }
+    let queues = state.store.stats_handlers(None, state.clock.now()).await?;
+    let counts: HashMap<String, u64> = queues.into_iter().map(|q| (q.handler, q.pending)).collect();
     let mut seen = SEEN.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
     for (h, n) in seen.iter_mut() {
         *n = counts.get(h).copied().unwrap_or(0);

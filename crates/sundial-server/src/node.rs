@@ -158,6 +158,7 @@ impl Node {
                 lease: config.lease,
                 interval: (config.lease / 10).clamp(Duration::from_millis(100), Duration::from_secs(1)),
                 retention: config.retention,
+                worker_retention: Some(config.worker_retention),
                 batch: 1000,
             },
         );

@@ -2,7 +2,7 @@
 //! hold for every route (the errors every `/v1` route may answer, output fields that are always
 //! present, payloads and outputs that are any JSON), so no route can forget them.
 
-use crate::api::{fires, jobs, limits, runs, workers};
+use crate::api::{fires, jobs, limits, runs, stats, workers};
 use crate::{metrics, ops};
 use serde_json::{json, Value};
 use utoipa::OpenApi;
@@ -45,6 +45,8 @@ use utoipa::OpenApi;
         limits::list,
         limits::get,
         limits::delete,
+        stats::runs,
+        stats::handlers,
         ops::healthz,
         ops::readyz,
         metrics::metrics
@@ -62,6 +64,8 @@ use utoipa::OpenApi;
         sundial_core::domain::Limit,
         sundial_core::domain::limit::LimitRequest,
         sundial_core::domain::Rate,
+        sundial_core::domain::RunBucket,
+        sundial_core::domain::HandlerQueue,
         crate::error::ErrorBody,
         crate::error::ErrorDetail
     )),
@@ -95,6 +99,8 @@ const OUTPUT_SCHEMAS: &[&str] = &[
     "ClaimResponse",
     "ClaimedRun",
     "HeartbeatResponse",
+    "RunBucket",
+    "HandlerQueue",
 ];
 
 /// Fields that take any JSON value (not only objects).

@@ -49,6 +49,8 @@ const ROUTES: &[(&str, &str, Class)] = &[
     ("GET", "/v1/limits/{key}", Class::GlobalRead),
     ("PUT", "/v1/limits/{key}", Class::GlobalWrite),
     ("DELETE", "/v1/limits/{key}", Class::GlobalWrite),
+    ("GET", "/v1/stats/runs", Class::GlobalRead),
+    ("GET", "/v1/stats/handlers", Class::GlobalRead),
 ];
 
 /// The roles' reach, from API.md "Roles": (token, classes it may use, namespaces).
@@ -201,7 +203,7 @@ async fn prepare(s: &TestServer, method: &str, path: &str, ns: &str) -> (String,
         let worker = worker_in(s, ns).await;
         return (path.replace("{id}", &worker), body);
     }
-    if method == "GET" && (path == "/v1/jobs" || path == "/v1/runs") {
+    if method == "GET" && (path == "/v1/jobs" || path == "/v1/runs" || path == "/v1/stats/runs") {
         return (format!("{path}?namespace={ns}"), None);
     }
     (path.to_string(), body)
@@ -222,6 +224,38 @@ async fn lists_show_only_the_token_namespaces() {
         let all = call(&s, "admin-all", "GET", list, None).await;
         assert_eq!(all.body["items"].as_array().unwrap().len(), 2, "{list}");
     }
+    s.stop().await;
+}
+
+/// The total of one field over a stats answer's items.
+fn total(body: &Value, field: &str) -> u64 {
+    body["items"].as_array().unwrap().iter().map(|i| i[field].as_u64().unwrap_or(0)).sum()
+}
+
+#[tokio::test]
+async fn stats_count_only_the_token_namespaces() {
+    let (s, _dir) = start().await;
+    let (_, own_run) = job_in(&s, OWN).await;
+    let (_, other_run) = job_in(&s, OTHER).await;
+    job_in(&s, OWN).await;
+    job_in(&s, OTHER).await;
+    for run in [own_run, other_run] {
+        let r = call(&s, "admin-all", "POST", &format!("/v1/runs/{run}/cancel"), None).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let mine = call(&s, "read-own", "GET", "/v1/stats/runs", None).await;
+    assert_eq!((mine.status, total(&mine.body, "cancelled")), (200, 1), "{}", mine.body);
+    let hidden = call(&s, "read-own", "GET", &format!("/v1/stats/runs?namespace={OTHER}"), None).await;
+    assert_eq!((hidden.status, total(&hidden.body, "cancelled")), (200, 0), "{}", hidden.body);
+    let all = call(&s, "admin-all", "GET", "/v1/stats/runs", None).await;
+    assert_eq!(total(&all.body, "cancelled"), 2, "{}", all.body);
+
+    let nobody = |body: &Value| body["items"].as_array().unwrap().iter().find(|q| q["handler"] == "nobody").cloned();
+    let mine = call(&s, "read-own", "GET", "/v1/stats/handlers", None).await;
+    assert_eq!(mine.status, 200);
+    assert_eq!(nobody(&mine.body).expect("nobody's queue")["pending"], 1, "{}", mine.body);
+    let all = call(&s, "admin-all", "GET", "/v1/stats/handlers", None).await;
+    assert_eq!(nobody(&all.body).expect("nobody's queue")["pending"], 2, "{}", all.body);
     s.stop().await;
 }
 

@@ -58,8 +58,8 @@ pub struct Worker {
 
 impl Worker {
     /// Whether a worker is past `retention`: dead, and silent since before `now - retention`.
-    /// Such a worker is no longer listed (`--worker-retention`); active and draining workers
-    /// are always kept.
+    /// Such a worker is no longer listed (`--worker-retention`) and the reaper deletes it
+    /// (`Store::worker_forget_dead`); active and draining workers are always kept.
     pub fn is_forgotten(&self, now: DateTime<Utc>, retention: std::time::Duration) -> bool {
         let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
         self.state == WorkerState::Dead && now.signed_duration_since(self.last_heartbeat) > retention

@@ -31,6 +31,7 @@
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub(crate) mod counts;
 pub(crate) mod fire;
 pub(crate) mod limits;
 mod listing;
@@ -41,7 +42,7 @@ pub(crate) mod rows;
 pub mod sqlite;
 
 use crate::domain::{Attempt, Job, JobSpec, Lease, Run, RunState, Timestamp, Worker};
-use crate::domain::{LimitBounds, LimitDef, LimitKey};
+use crate::domain::{HandlerQueue, LimitBounds, LimitDef, LimitKey, RunBucket};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -258,6 +259,65 @@ pub struct Stats {
     pub workers_by_state: Vec<(crate::domain::WorkerState, u64)>,
 }
 
+/// The most buckets one [`RunStatsQuery`] may ask for (a day of minutes).
+pub const MAX_STAT_BUCKETS: u64 = 1440;
+
+/// `GET /v1/stats/runs`: `buckets` consecutive buckets of `step` from `from` (a multiple of `step`
+/// since the Unix epoch), over the runs the filters match. Build it with [`RunStatsQuery::window`].
+#[derive(Debug, Clone, Default)]
+pub struct RunStatsQuery {
+    /// The first bucket's start.
+    pub from: Timestamp,
+    /// Bucket length (whole microseconds, at least one).
+    pub step: Duration,
+    /// How many buckets (at most [`MAX_STAT_BUCKETS`]).
+    pub buckets: u32,
+    /// Only runs in these namespaces; `None` for every namespace.
+    pub namespaces: Option<Vec<String>>,
+    /// Only this job's runs.
+    pub job_id: Option<String>,
+    /// Only this handler's runs.
+    pub handler: Option<String>,
+}
+
+/// Why a stats window cannot be served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatsWindowError {
+    /// The step is zero.
+    ZeroStep,
+    /// `until` is not after `since`.
+    Empty,
+    /// The window holds this many buckets, more than [`MAX_STAT_BUCKETS`].
+    TooMany(u64),
+}
+
+impl RunStatsQuery {
+    /// The buckets covering `[since, until)`: from the one holding `since` to the one holding the
+    /// instant before `until`, each a multiple of `step` since the epoch (whole buckets: the first
+    /// and last count their runs outside the range too, so a bucket means the same in every query).
+    pub fn window(
+        since: Timestamp,
+        until: Timestamp,
+        step: Duration,
+    ) -> std::result::Result<(Timestamp, u32), StatsWindowError> {
+        let step = rows::dur_us(step);
+        if step <= 0 {
+            return Err(StatsWindowError::ZeroStep);
+        }
+        let (since, until) = (rows::us(since), rows::us(until));
+        if until <= since {
+            return Err(StatsWindowError::Empty);
+        }
+        let first = since.div_euclid(step);
+        let last = (until - 1).div_euclid(step);
+        let n = (last - first + 1) as u64;
+        if n > MAX_STAT_BUCKETS {
+            return Err(StatsWindowError::TooMany(n));
+        }
+        Ok((rows::ts(first * step), n as u32))
+    }
+}
+
 /// Settings the reaper passes to [`Store::run_reap`].
 #[derive(Debug, Clone, Copy)]
 pub struct ReapParams {
@@ -333,6 +393,12 @@ pub trait Store: Send + Sync + 'static {
     async fn run_retry(&self, id: &str, now: Timestamp) -> Result<Run>;
     /// Every attempt of a run, oldest first (empty for a run never claimed).
     async fn run_attempts(&self, id: &str) -> Result<Vec<Attempt>>;
+    /// [`run_cancel`](Self::run_cancel) of each run, in one transaction; one outcome per id, in
+    /// order (a refusal is the item's: `NotFound`, `AlreadyFinished`).
+    async fn run_cancel_many(&self, ids: &[String], now: Timestamp) -> Result<Vec<Result<Run>>>;
+    /// [`run_retry`](Self::run_retry) of each run, in one transaction; one outcome per id, in
+    /// order (a refusal is the item's: `NotFound`, `NotRetryable`).
+    async fn run_retry_many(&self, ids: &[String], now: Timestamp) -> Result<Vec<Result<Run>>>;
     /// Claims due pending runs of the worker's handlers, by priority then in fair turns across
     /// first keys, each only while the limits on its keys have room (see [`limits`]).
     /// Each claim bumps `attempt` and sets a lease. Counts as the worker's sign of life.
@@ -364,9 +430,19 @@ pub trait Store: Send + Sync + 'static {
     async fn worker_list(&self) -> Result<Vec<Worker>>;
     /// Deregisters: the worker drains (claims nothing new); it is forgotten once it holds nothing.
     async fn worker_deregister(&self, id: &str, now: Timestamp) -> Result<()>;
+    /// Forgets (deletes) up to `limit` workers that are `dead` and silent since before `before`
+    /// and hold no running run; returns how many. A forgotten worker's claims and heartbeats are
+    /// `NotFound`: it registers again.
+    async fn worker_forget_dead(&self, before: Timestamp, limit: u32) -> Result<u64>;
 
     /// Counts for metrics.
     async fn stats(&self, now: Timestamp) -> Result<Stats>;
+    /// Runs finished per state, attempts started and their due → start lag, per time bucket:
+    /// every bucket of the query, oldest first.
+    async fn stats_runs(&self, q: &RunStatsQuery) -> Result<Vec<RunBucket>>;
+    /// The queue of every handler with a pending or running run (in `namespaces`, `None` for
+    /// all) or a live worker, by handler name; due is as of `now`.
+    async fn stats_handlers(&self, namespaces: Option<&[String]>, now: Timestamp) -> Result<Vec<HandlerQueue>>;
 
     /// Creates or replaces the limit under a key or pattern (a replace keeps `created_at`).
     async fn limit_put(&self, key: &LimitKey, bounds: LimitBounds, now: Timestamp) -> Result<LimitDef>;
@@ -450,6 +526,14 @@ macro_rules! store_by_noun {
                 runs::attempts(self, id).await
             }
 
+            async fn run_cancel_many(&self, ids: &[String], now: Timestamp) -> Result<Vec<Result<Run>>> {
+                runs::cancel_many(self, ids, now).await
+            }
+
+            async fn run_retry_many(&self, ids: &[String], now: Timestamp) -> Result<Vec<Result<Run>>> {
+                runs::retry_many(self, ids, now).await
+            }
+
             async fn run_claim(&self, p: &ClaimParams) -> Result<Vec<ClaimedRun>> {
                 leases::claim(self, p).await
             }
@@ -496,8 +580,20 @@ macro_rules! store_by_noun {
                 workers::deregister(self, id, now).await
             }
 
+            async fn worker_forget_dead(&self, before: Timestamp, limit: u32) -> Result<u64> {
+                workers::forget_dead(self, before, limit).await
+            }
+
             async fn stats(&self, now: Timestamp) -> Result<Stats> {
                 runs::stats(self, now).await
+            }
+
+            async fn stats_runs(&self, q: &RunStatsQuery) -> Result<Vec<RunBucket>> {
+                stats::runs(self, q).await
+            }
+
+            async fn stats_handlers(&self, namespaces: Option<&[String]>, now: Timestamp) -> Result<Vec<HandlerQueue>> {
+                stats::handlers(self, namespaces, now).await
             }
 
             async fn limit_put(&self, key: &LimitKey, bounds: LimitBounds, now: Timestamp) -> Result<LimitDef> {

@@ -2,8 +2,8 @@
 //! calls one of these, and writes the answer in its own SQL. (Turning due triggers into runs is
 //! the larger one of these and has its own module, [`super::fire`].)
 
-use super::rows::{ts, RunRow};
-use super::{Stats, StoreError};
+use super::rows::{dur_us, ts, us, RunRow};
+use super::{HandlerQueue, RunBucket, RunStatsQuery, Stats, StoreError};
 use crate::attempt::{settle, AttemptInfo, Ended, Settlement};
 use crate::domain::{Lease, RunState, Timestamp, Trigger, WorkerState};
 
@@ -226,6 +226,67 @@ impl StatCounts {
     }
 }
 
+/// The dense buckets of a stats query from its grouped rows: `finished` as `(bucket, state,
+/// count)`, `started` as `(bucket, starts, p50 lag µs, p99 lag µs)`, buckets numbered from
+/// `q.from`. Rows outside the query's buckets are ignored.
+pub(crate) fn run_buckets(
+    q: &RunStatsQuery,
+    finished: Vec<(i64, String, i64)>,
+    started: Vec<(i64, i64, Option<i64>, Option<i64>)>,
+) -> Vec<RunBucket> {
+    let step = dur_us(q.step).max(1);
+    let from = us(q.from);
+    let mut out: Vec<RunBucket> = (0..i64::from(q.buckets))
+        .map(|i| RunBucket { t: ts(from.saturating_add(i.saturating_mul(step))), ..Default::default() })
+        .collect();
+    let len = out.len();
+    let slot = |b: i64| usize::try_from(b).ok().filter(|&b| b < len);
+    for (b, state, n) in finished {
+        let Some(i) = slot(b) else { continue };
+        let n = n.max(0) as u64;
+        let bucket = &mut out[i];
+        match RunState::parse(&state) {
+            Some(RunState::Succeeded) => bucket.succeeded += n,
+            Some(RunState::Failed) => bucket.failed += n,
+            Some(RunState::TimedOut) => bucket.timed_out += n,
+            Some(RunState::Cancelled) => bucket.cancelled += n,
+            Some(RunState::Skipped) => bucket.skipped += n,
+            _ => {}
+        }
+    }
+    // Lags in whole milliseconds, never negative (a claim takes only due runs).
+    let ms = |lag: Option<i64>| lag.map(|l| (l.max(0) / 1000) as u64);
+    for (b, n, p50, p99) in started {
+        let Some(i) = slot(b) else { continue };
+        let bucket = &mut out[i];
+        bucket.started = n.max(0) as u64;
+        bucket.lag_p50_ms = ms(p50);
+        bucket.lag_p99_ms = ms(p99);
+    }
+    out
+}
+
+/// Handler queues from the grouped rows: `runs` as `(handler, pending, due, running, oldest due
+/// µs)`, `workers` as `(handler, live workers)`; every handler of either, by name.
+pub(crate) fn handler_queues(
+    runs: Vec<(String, i64, i64, i64, Option<i64>)>,
+    workers: Vec<(String, i64)>,
+) -> Vec<HandlerQueue> {
+    let mut by: std::collections::BTreeMap<String, HandlerQueue> = std::collections::BTreeMap::new();
+    for (h, pending, due, running, oldest) in runs {
+        let q = by.entry(h.clone()).or_insert_with(|| HandlerQueue { handler: h, ..Default::default() });
+        q.pending = pending.max(0) as u64;
+        q.due = due.max(0) as u64;
+        q.running = running.max(0) as u64;
+        q.oldest_due_at = oldest.map(ts);
+    }
+    for (h, n) in workers {
+        let q = by.entry(h.clone()).or_insert_with(|| HandlerQueue { handler: h, ..Default::default() });
+        q.workers += n.max(0) as u64;
+    }
+    by.into_values().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,5 +446,47 @@ mod tests {
         assert!((s.oldest_due_wait_s - 3.0).abs() < 1e-9);
         assert_eq!(s.workers_by_state, vec![(WorkerState::Active, 1)]);
         assert_eq!(StatCounts::default().into_stats(t(3)).oldest_due_wait_s, 0.0);
+    }
+
+    #[test]
+    fn a_stats_window_is_whole_aligned_buckets_and_at_most_a_day_of_minutes() {
+        use super::super::{StatsWindowError, MAX_STAT_BUCKETS};
+        let min = Duration::from_secs(60);
+        // t(0) is a multiple of a minute; 90 s in is the second minute.
+        let (from, n) = RunStatsQuery::window(t(90), t(90 + 3600), min).unwrap();
+        assert_eq!((from, n), (t(60), 61));
+        let (from, n) = RunStatsQuery::window(t(0), t(3600), min).unwrap();
+        assert_eq!((from, n), (t(0), 60));
+        assert_eq!(RunStatsQuery::window(t(0), t(0), min), Err(StatsWindowError::Empty));
+        assert_eq!(RunStatsQuery::window(t(0), t(60), Duration::ZERO), Err(StatsWindowError::ZeroStep));
+        let day = 60 * MAX_STAT_BUCKETS as i64;
+        assert!(RunStatsQuery::window(t(0), t(day), min).is_ok());
+        assert_eq!(RunStatsQuery::window(t(0), t(day + 1), min), Err(StatsWindowError::TooMany(MAX_STAT_BUCKETS + 1)));
+    }
+
+    #[test]
+    fn buckets_are_dense_and_rows_land_in_their_bucket() {
+        let q = RunStatsQuery { from: t(0), step: Duration::from_secs(60), buckets: 3, ..Default::default() };
+        let finished = vec![
+            (0, "succeeded".into(), 2),
+            (2, "skipped".into(), 1),
+            (2, "failed".into(), 4),
+            (7, "failed".into(), 9),
+        ];
+        let started = vec![(1, 3, Some(1_500), Some(9_999_999))];
+        let b = run_buckets(&q, finished, started);
+        assert_eq!(b.iter().map(|b| b.t).collect::<Vec<_>>(), vec![t(0), t(60), t(120)]);
+        assert_eq!((b[0].succeeded, b[0].started, b[0].lag_p50_ms), (2, 0, None));
+        assert_eq!((b[1].started, b[1].lag_p50_ms, b[1].lag_p99_ms), (3, Some(1), Some(9_999)));
+        assert_eq!((b[2].skipped, b[2].failed), (1, 4));
+    }
+
+    #[test]
+    fn handler_queues_merge_runs_and_workers_by_name() {
+        let q = handler_queues(vec![("b".into(), 3, 1, 2, Some(5_000_000))], vec![("a".into(), 1), ("b".into(), 2)]);
+        assert_eq!(q.iter().map(|h| h.handler.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!((q[0].pending, q[0].workers), (0, 1));
+        assert_eq!((q[1].pending, q[1].due, q[1].running, q[1].workers), (3, 1, 2, 2));
+        assert_eq!(q[1].oldest_due_at, Some(ts(5_000_000)));
     }
 }

@@ -1,9 +1,10 @@
-//! The `/v1` HTTP API: jobs, runs, the worker protocol, previews of due times, and limits.
+//! The `/v1` HTTP API: jobs, runs, the worker protocol, previews of due times, limits and stats.
 
 pub mod fires;
 pub mod jobs;
 pub mod limits;
 pub mod runs;
+pub mod stats;
 pub mod workers;
 
 use crate::error::ApiError;

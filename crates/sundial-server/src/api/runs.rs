@@ -175,9 +175,13 @@ pub struct BulkResponse {
 
 /// Runs read per page while collecting a bulk request's matches.
 const BULK_PAGE: u32 = 1000;
+/// Runs acted on per store transaction: one commit per batch instead of one per run, while a
+/// batch still holds its locks only briefly.
+const BULK_BATCH: usize = 500;
 
 /// Cancel or retry every run a filter matches (not one page). The matches are collected first,
-/// then acted on in batches, so runs the action moves are neither missed nor met twice.
+/// then acted on in batches (one transaction per 500 runs), so runs the action moves are
+/// neither missed nor met twice.
 #[utoipa::path(post, path = "/v1/runs/bulk", operation_id = "bulk_runs", request_body = BulkRequest,
     responses((status = 200, body = BulkResponse), (status = 400, description = "Malformed JSON"),
         (status = 422, description = "Unknown action or an empty filter")))]
@@ -225,19 +229,24 @@ pub async fn bulk(
         }
     }
     let mut changed = 0;
-    for id in &ids {
+    for batch in ids.chunks(BULK_BATCH) {
         let now = state.clock.now();
-        let done = match req.action {
-            BulkAction::Cancel => state.store.run_cancel(id, now).await.map(|run| {
-                sundial_core::metrics::finished(&run);
-            }),
-            BulkAction::Retry => state.store.run_retry(id, now).await.map(|_| ()),
+        let outcomes = match req.action {
+            BulkAction::Cancel => state.store.run_cancel_many(batch, now).await?,
+            BulkAction::Retry => state.store.run_retry_many(batch, now).await?,
         };
-        match done {
-            Ok(()) => changed += 1,
-            // Finished, retried or deleted meanwhile, or not a state the action applies to.
-            Err(StoreError::AlreadyFinished(_) | StoreError::NotRetryable(_) | StoreError::NotFound(_)) => {}
-            Err(e) => return Err(e.into()),
+        for outcome in outcomes {
+            match outcome {
+                Ok(run) => {
+                    if req.action == BulkAction::Cancel {
+                        sundial_core::metrics::finished(&run);
+                    }
+                    changed += 1;
+                }
+                // Finished, retried or deleted meanwhile, or not a state the action applies to.
+                Err(StoreError::AlreadyFinished(_) | StoreError::NotRetryable(_) | StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     if req.action == BulkAction::Retry && changed > 0 {

@@ -261,8 +261,8 @@ function Overview() {
     const xs = items.map((b) => new Date(b.t).getTime() / 1000);
     const counts = STAT_SERIES.map((s) => ({ ...s, values: items.map((b) => b[s.key] ?? 0) }));
     const lag = [
-      { label: "p50", color: "--running", values: items.map((b) => (b.lag_p50_ms ?? null) === null ? null : b.lag_p50_ms / 1000) },
-      { label: "p99", color: "--failed", values: items.map((b) => (b.lag_p99_ms ?? null) === null ? null : b.lag_p99_ms / 1000) },
+      { label: "p50", color: "--running", points: true, values: items.map((b) => (b.lag_p50_ms ?? null) === null ? null : b.lag_p50_ms / 1000) },
+      { label: "p99", color: "--failed", points: true, values: items.map((b) => (b.lag_p99_ms ?? null) === null ? null : b.lag_p99_ms / 1000) },
     ];
     const totals = Object.fromEntries(STAT_SERIES.map((s) => [s.key, items.reduce((n, b) => n + (b[s.key] || 0), 0)]));
     return { xs, counts, lag, totals };

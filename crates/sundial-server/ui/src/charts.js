@@ -7,7 +7,8 @@ import uPlot from "uplot";
 const cssVar = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim() || "#888";
 
 /**
- * `series`: [{label, color (CSS variable name), values}] sharing the x axis `xs` (epoch seconds).
+ * `series`: [{label, color (CSS variable name), values, points (draw each value as a dot)}] sharing
+ * the x axis `xs` (epoch seconds).
  * `unit` labels the y axis values.
  */
 export function Chart({ xs, series, unit = "", height = 180, testid }) {
@@ -31,7 +32,8 @@ export function Chart({ xs, series, unit = "", height = 180, testid }) {
           label: s.label,
           stroke: cssVar(s.color),
           width: 2,
-          points: { show: false },
+          // A series with gaps (lag: null without starts) shows its lone values as dots.
+          points: { show: !!s.points, size: 5 },
           value: (u, v) => (v === null || v === undefined ? "—" : `${+v.toFixed(2)}${unit}`),
         })),
       ],

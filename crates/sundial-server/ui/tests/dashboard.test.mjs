@@ -148,8 +148,37 @@ test("an operator pauses, runs, cancels and retries from the dashboard", async (
   await page.getByTestId("view-overview").waitFor();
   if (await hasRoute(base, "GET", "/stats/handlers")) {
     await page.getByTestId("stranded-handler").filter({ hasText: "gpu-render" }).waitFor();
+    // The queue table agrees with the API: gpu-render has a due run and no live worker.
+    const queues = (await api.get("/stats/handlers")).items;
+    const gpu = queues.find((q) => q.handler === "gpu-render");
+    assert.deepEqual([gpu.due, gpu.workers], [1, 0]);
+    const row = page.getByTestId("handlers-table").locator("tr.row-bad").filter({ hasText: "gpu-render" });
+    await row.locator(".badge", { hasText: "none" }).waitFor();
+    assert.equal((await row.locator("td.num").first().textContent()).trim(), "1");
+    // Live workers serve echo: no warning for it.
+    assert.ok(queues.find((q) => q.handler === "echo").workers > 0);
+    assert.equal(await page.getByTestId("stranded-handler").filter({ hasText: "echo" }).count(), 0);
   } else {
     await page.getByTestId("handlers").getByTestId("unavailable").waitFor();
+  }
+  if (await hasRoute(base, "GET", "/stats/runs")) {
+    // Runs per minute by state and the lag percentiles, from the last hour's buckets.
+    const buckets = (await api.get("/stats/runs")).items;
+    assert.ok(buckets.length >= 60 && buckets.length <= 61, `${buckets.length} buckets`);
+    const sum = (k) => buckets.reduce((n, b) => n + b[k], 0);
+    assert.ok(sum("succeeded") >= 1 && sum("failed") >= 1 && sum("started") >= 2);
+    assert.ok(buckets.some((b) => b.lag_p50_ms !== null && b.lag_p99_ms >= b.lag_p50_ms));
+    for (const key of ["succeeded", "failed"]) {
+      await until(`the ${key} tile to count the API's runs`, async () =>
+        Number(await page.getByTestId(`tile-${key}`).locator(".n").textContent()) >= 1);
+    }
+    for (const chart of ["runs-chart", "lag-chart"]) {
+      await page.getByTestId(chart).locator("canvas").waitFor();
+      const legend = await page.getByTestId(chart).locator(".u-legend").textContent();
+      assert.match(legend, chart === "runs-chart" ? /succeeded[\s\S]*failed[\s\S]*started/ : /p50[\s\S]*p99/);
+    }
+  } else {
+    await page.getByTestId("chart-runs").getByTestId("unavailable").waitFor();
   }
   await shot(page, "overview");
 

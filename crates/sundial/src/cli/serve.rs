@@ -49,7 +49,8 @@ pub struct ServeArgs {
     /// Finished runs older than this are pruned ("0s" keeps them forever).
     #[arg(long, env = "SUNDIAL_RETENTION", default_value = "7days", value_parser = super::parse_duration)]
     pub retention: Duration,
-    /// Dead workers silent longer than this are forgotten (no longer listed).
+    /// Dead workers silent longer than this are forgotten: no longer listed, and deleted by the
+    /// reaper (a forgotten worker registers again).
     #[arg(long, env = "SUNDIAL_WORKER_RETENTION", default_value = "1h", value_parser = super::parse_duration)]
     pub worker_retention: Duration,
     /// Log lines as text or JSON (one object per line).

@@ -1,7 +1,7 @@
 //! The `Store` conformance suite: one set of behavioural cases every backend must pass.
 //!
 //! Each case is a `pub async fn <method>_<behaviour>(h: Harness)` in the file of its noun
-//! ([`jobs`], [`triggers`], [`runs`], [`leases`], [`workers`]); its name states the behaviour
+//! ([`jobs`], [`triggers`], [`runs`], [`leases`], [`limits`], [`stats`], [`workers`]); its name states the behaviour
 //! and it fails if that behaviour breaks. A backend runs the whole suite from an integration test
 //! file with one macro call:
 //!
@@ -36,6 +36,7 @@ pub mod jobs;
 pub mod leases;
 pub mod limits;
 pub mod runs;
+pub mod stats;
 pub mod triggers;
 pub mod workers;
 
@@ -350,6 +351,7 @@ macro_rules! store_conformance {
                 current stats_count_runs_jobs_triggers_and_workers,
                 current retry_puts_a_finished_run_back_due_now_with_a_full_set_of_attempts,
                 current run_list_filters_by_handler,
+                current cancel_many_and_retry_many_act_on_each_run_as_one_call_would,
             }
             leases {
                 current complete_with_stale_attempt_is_rejected_and_changes_nothing,
@@ -376,11 +378,17 @@ macro_rules! store_conformance {
                 current claims_take_turns_across_first_keys,
                 multi concurrent_claims_on_two_handles_never_exceed_max_running,
             }
+            stats {
+                current stats_runs_count_finishes_and_starts_per_bucket,
+                current stats_runs_measure_each_attempts_lag_from_its_own_due_time,
+                current stats_handlers_count_queues_and_live_workers,
+            }
             workers {
                 current register_then_get_and_list_newest_first,
                 current silent_worker_is_marked_dead_after_twice_the_lease,
                 current claim_or_heartbeat_by_unknown_or_deregistered_worker_is_not_found,
                 current deregistered_worker_still_completes_what_it_holds,
+                current forget_dead_deletes_only_dead_workers_silent_past_the_cutoff,
             }
         }
     };
@@ -451,6 +459,7 @@ mod tests {
             ("leases", include_str!("leases.rs")),
             ("limits", include_str!("limits.rs")),
             ("runs", include_str!("runs.rs")),
+            ("stats", include_str!("stats.rs")),
             ("triggers", include_str!("triggers.rs")),
             ("workers", include_str!("workers.rs")),
         ];

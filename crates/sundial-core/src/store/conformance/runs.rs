@@ -399,3 +399,40 @@ pub async fn run_list_filters_by_handler(h: Harness) {
     let page = h.store.run_list(&f).await.expect("run_list");
     assert_eq!(page.items.iter().map(|r| r.job_id.as_str()).collect::<Vec<_>>(), [a.id.as_str()]);
 }
+
+/// A batch cancel or retry acts on each run as the single call does, in one transaction: a
+/// pending run is cancelled at once, a running one is asked to stop, a finished or unknown one
+/// is refused alone (the others still act); a retry takes only finished-unsuccessful runs.
+pub async fn cancel_many_and_retry_many_act_on_each_run_as_one_call_would(h: Harness) {
+    let w = h.worker(&["echo"], h.now).await;
+    let once_only = || Some(retry(1, 1, 1));
+    let running_job = h.create(JobRequest { retry: once_only(), ..job("echo") }, h.now).await;
+    let running = h.claim_one(&w.id, h.t(1.0)).await;
+    assert_eq!(running.job_id, running_job.id);
+    let pending = h.create(job("idle"), h.t(2.0)).await;
+    let pending = h.runs(&pending.id).await.remove(0);
+    let failed_job = h.create(JobRequest { retry: once_only(), ..job("echo") }, h.t(3.0)).await;
+    let failed = h.claim_one(&w.id, h.t(4.0)).await;
+    assert_eq!(failed.job_id, failed_job.id);
+    h.complete(completion(&failed, &w.id, RunState::Failed), h.t(5.0)).await.expect("complete");
+
+    let ids = vec![pending.id.clone(), running.run_id.clone(), failed.run_id.clone(), "no-such-run".to_string()];
+    let out = h.store.run_cancel_many(&ids, h.t(6.0)).await.expect("run_cancel_many");
+    assert_eq!(out.len(), 4);
+    let cancelled = out[0].as_ref().expect("the pending run is cancelled");
+    assert_eq!((cancelled.state, cancelled.finished_at), (RunState::Cancelled, Some(h.t(6.0))));
+    let asked = out[1].as_ref().expect("the running run is asked to stop");
+    assert_eq!((asked.state, asked.cancel_requested), (RunState::Running, true));
+    assert!(matches!(out[2], Err(StoreError::AlreadyFinished(_))), "{:?}", out[2]);
+    assert!(matches!(out[3], Err(StoreError::NotFound(_))), "an unknown run: {:?}", out[3]);
+    assert_eq!(h.other.run_get(&pending.id).await.expect("run_get").state, RunState::Cancelled, "committed");
+
+    let out = h.store.run_retry_many(&ids, h.t(7.0)).await.expect("run_retry_many");
+    let retried = out[0].as_ref().expect("the cancelled run is retried");
+    assert_eq!((retried.state, retried.scheduled_for), (RunState::Pending, h.t(7.0)));
+    assert!(matches!(out[1], Err(StoreError::NotRetryable(_))), "a running run: {:?}", out[1]);
+    let retried = out[2].as_ref().expect("the failed run is retried");
+    assert_eq!((retried.state, retried.attempt, retried.max_attempts), (RunState::Pending, 1, 2));
+    assert!(matches!(out[3], Err(StoreError::NotFound(_))), "an unknown run: {:?}", out[3]);
+    assert!(h.store.run_retry_many(&[], h.t(8.0)).await.expect("an empty batch").is_empty());
+}

@@ -91,3 +91,36 @@ pub async fn deregistered_worker_still_completes_what_it_holds(h: Harness) {
     let p = ClaimParams { worker_id: w.id.clone(), max: 1, lease: LEASE, now: h.t(3.0) };
     assert_not_found(h.store.run_claim(&p).await, "a draining worker claims nothing new");
 }
+
+/// A worker dead and silent since before the cutoff, holding nothing, is forgotten (deleted);
+/// live and recently dead workers and a dead worker that still holds a run are kept.
+pub async fn forget_dead_deletes_only_dead_workers_silent_past_the_cutoff(h: Harness) {
+    let old = h.worker(&["echo"], h.now).await;
+    let holder = h.worker(&["hold"], h.now).await;
+    h.create(job("hold"), h.now).await;
+    h.claim_one(&holder.id, h.now).await;
+    let recent = h.worker(&["echo"], h.t(100.0)).await;
+    let live = h.worker(&["echo"], h.t(100.0)).await;
+    h.heartbeat(&live.id, &[], h.t(150.0)).await.expect("heartbeat");
+    // Silent before T+110 is dead; with limit 0 the holder's run is not recovered, so it stays
+    // running (as when the reaper has not reached it yet).
+    let p = ReapParams { now: h.t(170.0), timeout_grace: TIMEOUT_GRACE, dead_after: DEAD_AFTER, limit: 0 };
+    h.store.run_reap(&p).await.expect("run_reap marking workers dead only");
+    let state = |id: String| {
+        let store = h.store.clone();
+        async move { store.worker_get(&id).await.map(|w| w.state) }
+    };
+    assert_eq!(state(recent.id.clone()).await.expect("recent"), WorkerState::Dead);
+    assert_eq!(state(holder.id.clone()).await.expect("holder"), WorkerState::Dead);
+    assert_eq!(state(old.id.clone()).await.expect("old"), WorkerState::Dead);
+
+    let forgotten = h.store.worker_forget_dead(h.t(50.0), 100).await.expect("worker_forget_dead");
+    assert_eq!(forgotten, 1, "only the old, idle dead worker");
+    assert_not_found(state(old.id.clone()).await, "a forgotten worker");
+    assert_not_found(h.heartbeat(&old.id, &[], h.t(171.0)).await, "a forgotten worker's heartbeat");
+    assert_eq!(state(holder.id.clone()).await.expect("holder"), WorkerState::Dead, "it holds a running run");
+    assert_eq!(state(recent.id.clone()).await.expect("recent"), WorkerState::Dead, "silent since after the cutoff");
+    assert_eq!(state(live.id.clone()).await.expect("live"), WorkerState::Active);
+    let listed = h.other.worker_list().await.expect("worker_list");
+    assert_eq!(listed.len(), 3);
+}

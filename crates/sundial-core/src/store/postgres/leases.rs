@@ -132,9 +132,10 @@ async fn record_claims(tx: &mut Tx, worker_id: &str, rows: &[RunRow]) -> Result<
     sqlx::query(
         "WITH w AS (SELECT name FROM workers WHERE id = $1), \
          named AS (UPDATE runs SET worker_name = (SELECT name FROM w) WHERE id = ANY($2) \
-           RETURNING id, attempt, worker_id, started_at) \
-         INSERT INTO run_attempts (run_id, attempt, worker_id, worker_name, started_at, state) \
-         SELECT id, attempt, worker_id, COALESCE((SELECT name FROM w), ''), started_at, 'running' FROM named",
+           RETURNING id, attempt, worker_id, started_at, scheduled_for) \
+         INSERT INTO run_attempts (run_id, attempt, worker_id, worker_name, started_at, due_at, state) \
+         SELECT id, attempt, worker_id, COALESCE((SELECT name FROM w), ''), started_at, scheduled_for, 'running' \
+         FROM named",
     )
     .bind(worker_id)
     .bind(ids)

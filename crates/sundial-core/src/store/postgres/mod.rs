@@ -39,6 +39,7 @@ mod leases;
 mod limits;
 mod listener;
 mod runs;
+mod stats;
 mod triggers;
 mod workers;
 

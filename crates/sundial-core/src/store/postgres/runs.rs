@@ -285,6 +285,113 @@ pub(super) async fn retry(s: &PostgresStore, id: &str, now: Timestamp) -> Result
     row.into_run()
 }
 
+/// The runs `ids` names, locked in the lock order (their jobs first, sorted, when `lock_job`
+/// says a run's job must be; then the runs, sorted), by id.
+async fn lock_batch(
+    tx: &mut Tx,
+    ids: &[String],
+    lock_job: impl Fn(&RunRow) -> bool,
+) -> Result<HashMap<String, RunRow>> {
+    let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ANY($1)");
+    let peek: Vec<RunRow> = sqlx::query_as(&sql).bind(ids).fetch_all(&mut **tx).await.map_err(db_err)?;
+    let jobs = sorted_unique(peek.iter().filter(|r| lock_job(r)).map(|r| r.job_id.clone()).collect());
+    lock_jobs(tx, &jobs).await?;
+    let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ANY($1) ORDER BY id FOR UPDATE");
+    let rows: Vec<RunRow> = sqlx::query_as(&sql).bind(ids).fetch_all(&mut **tx).await.map_err(db_err)?;
+    Ok(rows.into_iter().map(|r| (r.id.clone(), r)).collect())
+}
+
+/// The rows of `ids` as they are now in `tx`, by id.
+async fn rows_now(tx: &mut Tx, ids: &[String]) -> Result<HashMap<String, RunRow>> {
+    let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ANY($1)");
+    let rows: Vec<RunRow> = sqlx::query_as(&sql).bind(ids).fetch_all(&mut **tx).await.map_err(db_err)?;
+    Ok(rows.into_iter().map(|r| (r.id.clone(), r)).collect())
+}
+
+/// [`Store::run_cancel_many`]: one transaction for the batch, locks taken up front in the lock
+/// order, then each run as [`cancel`] does it.
+pub(super) async fn cancel_many(s: &PostgresStore, ids: &[String], now: Timestamp) -> Result<Vec<Result<Run>>> {
+    let mut tx = s.begin().await?;
+    let locked = lock_batch(&mut tx, ids, |r| r.overlap == Overlap::BufferOne.as_str()).await?;
+    let mut outcome: Vec<Result<()>> = Vec::with_capacity(ids.len());
+    for id in ids {
+        let Some(row) = locked.get(id) else {
+            outcome.push(Err(StoreError::NotFound(format!("run {id}"))));
+            continue;
+        };
+        match row.state()? {
+            RunState::Pending => {
+                cancel_pending(&mut tx, &[(id.clone(), "cancelled by request".to_string())], us(now)).await?;
+                if row.overlap == Overlap::BufferOne.as_str() {
+                    unblock_next(&mut tx, &row.job_id).await?;
+                }
+                outcome.push(Ok(()));
+            }
+            RunState::Running => {
+                request_cancel(&mut tx, std::slice::from_ref(id)).await?;
+                outcome.push(Ok(()));
+            }
+            _ => outcome.push(Err(StoreError::AlreadyFinished(id.clone()))),
+        }
+    }
+    let mut now_rows = rows_now(&mut tx, ids).await?;
+    tx.commit().await.map_err(db_err)?;
+    ids.iter()
+        .zip(outcome)
+        .map(|(id, o)| {
+            Ok(o.and_then(|()| {
+                now_rows.remove(id).ok_or_else(|| StoreError::NotFound(format!("run {id}")))?.into_run()
+            }))
+        })
+        .collect()
+}
+
+/// [`Store::run_retry_many`]: one transaction for the batch, locks taken up front in the lock
+/// order (every run's job: a retry reads `paused` and `max_attempts`), then each run as
+/// [`retry`] does it.
+pub(super) async fn retry_many(s: &PostgresStore, ids: &[String], now: Timestamp) -> Result<Vec<Result<Run>>> {
+    let mut tx = s.begin().await?;
+    let locked = lock_batch(&mut tx, ids, |_| true).await?;
+    let jobs: Vec<String> = sorted_unique(locked.values().map(|r| r.job_id.clone()).collect());
+    let max: HashMap<String, i64> = sqlx::query_as("SELECT id, max_attempts FROM jobs WHERE id = ANY($1)")
+        .bind(&jobs)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?
+        .into_iter()
+        .collect();
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let Some(row) = locked.get(id) else {
+            out.push(Err(StoreError::NotFound(format!("run {id}"))));
+            continue;
+        };
+        let w = match operator_retry(row, max.get(&row.job_id).copied()) {
+            Ok(w) => w,
+            Err(e) => {
+                out.push(Err(e));
+                continue;
+            }
+        };
+        let row: RunRow = sqlx::query_as(&format!(
+            "UPDATE runs SET state = 'pending', scheduled_for = $1, max_attempts = $2, reason = $3, note = $5, finished_at = NULL, \
+             lease_expires_at = NULL, cancel_requested = FALSE, blocked = FALSE, held = NOT manual AND \
+             COALESCE((SELECT j.paused FROM jobs j WHERE j.id = runs.job_id), FALSE) WHERE id = $4 RETURNING {RUN_COLUMNS}"
+        ))
+        .bind(us(now))
+        .bind(w.max_attempts)
+        .bind(&w.reason)
+        .bind(id)
+        .bind(&w.note)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        out.push(row.into_run());
+    }
+    tx.commit().await.map_err(db_err)?;
+    Ok(out)
+}
+
 /// [`Store::run_attempts`].
 pub(super) async fn attempts(s: &PostgresStore, id: &str) -> Result<Vec<Attempt>> {
     let rows: Vec<AttemptRow> =

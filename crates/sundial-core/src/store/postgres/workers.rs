@@ -65,3 +65,17 @@ pub(super) async fn deregister(s: &PostgresStore, id: &str, now: Timestamp) -> R
     }
     Ok(())
 }
+
+/// [`Store::worker_forget_dead`].
+pub(super) async fn forget_dead(s: &PostgresStore, before: Timestamp, limit: u32) -> Result<u64> {
+    let gone = sqlx::query(
+        "DELETE FROM workers WHERE id IN (SELECT id FROM workers w WHERE w.state = 'dead' AND w.last_heartbeat < $1 \
+         AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.worker_id = w.id AND r.state = 'running') LIMIT $2)",
+    )
+    .bind(us(before))
+    .bind(i64::from(limit))
+    .execute(&s.pool)
+    .await
+    .map_err(db_err)?;
+    Ok(gone.rows_affected())
+}

@@ -74,8 +74,8 @@ async fn record_claims(tx: &mut Tx, worker_id: &str, rows: &[RunRow]) -> Result<
     }
     let ids = serde_json::to_string(&rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>()).expect("ids serialize");
     sqlx::query(
-        "INSERT INTO run_attempts (run_id, attempt, worker_id, worker_name, started_at, state) \
-         SELECT r.id, r.attempt, r.worker_id, w.name, r.started_at, 'running' FROM runs r JOIN workers w \
+        "INSERT INTO run_attempts (run_id, attempt, worker_id, worker_name, started_at, due_at, state) \
+         SELECT r.id, r.attempt, r.worker_id, w.name, r.started_at, r.scheduled_for, 'running' FROM runs r JOIN workers w \
          ON w.id = r.worker_id WHERE r.id IN (SELECT value FROM json_each(?1))",
     )
     .bind(&ids)

@@ -27,6 +27,7 @@ mod jobs;
 mod leases;
 mod limits;
 mod runs;
+mod stats;
 mod triggers;
 mod workers;
 

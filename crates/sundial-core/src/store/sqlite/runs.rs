@@ -158,34 +158,79 @@ pub(super) async fn list(s: &SqliteStore, f: &RunFilter) -> Result<Page<Run>> {
 /// [`Store::run_cancel`].
 pub(super) async fn cancel(s: &SqliteStore, id: &str, now: Timestamp) -> Result<Run> {
     let mut tx = s.begin().await?;
-    let row = run_row(&mut tx, id).await?.ok_or_else(|| StoreError::NotFound(format!("run {id}")))?;
-    match row.state()? {
-        RunState::Pending => {
-            cancel_pending(&mut tx, id, "cancelled by request", us(now)).await?;
-            if row.overlap == Overlap::BufferOne.as_str() {
-                unblock_next(&mut tx, &row.job_id).await?;
-            }
-        }
-        RunState::Running => request_cancel(&mut tx, id).await?,
-        _ => return Err(StoreError::AlreadyFinished(id.to_string())),
-    }
-    let row = run_row(&mut tx, id).await?.ok_or_else(|| StoreError::NotFound(format!("run {id}")))?;
+    let row = cancel_in(&mut tx, id, now).await?;
     tx.commit().await.map_err(db_err)?;
     row.into_run()
+}
+
+/// [`Store::run_cancel_many`]: one transaction for the batch.
+pub(super) async fn cancel_many(s: &SqliteStore, ids: &[String], now: Timestamp) -> Result<Vec<Result<Run>>> {
+    let mut tx = s.begin().await?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        out.push(each_item(cancel_in(&mut tx, id, now).await)?);
+    }
+    tx.commit().await.map_err(db_err)?;
+    Ok(out)
+}
+
+/// A batch item's outcome: a refusal (no such run, finished, not retryable) is the item's;
+/// any other error ends the batch (its transaction rolls back).
+fn each_item(r: Result<RunRow>) -> Result<Result<Run>> {
+    match r {
+        Ok(row) => Ok(row.into_run()),
+        Err(e @ (StoreError::NotFound(_) | StoreError::AlreadyFinished(_) | StoreError::NotRetryable(_))) => Ok(Err(e)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Cancels one run inside `tx`: a pending run at once, a running one by request. A refusal
+/// changes nothing.
+async fn cancel_in(tx: &mut Tx, id: &str, now: Timestamp) -> Result<RunRow> {
+    let row = run_row(tx, id).await?.ok_or_else(|| StoreError::NotFound(format!("run {id}")))?;
+    match row.state()? {
+        RunState::Pending => {
+            cancel_pending(tx, id, "cancelled by request", us(now)).await?;
+            if row.overlap == Overlap::BufferOne.as_str() {
+                unblock_next(tx, &row.job_id).await?;
+            }
+        }
+        RunState::Running => request_cancel(tx, id).await?,
+        _ => return Err(StoreError::AlreadyFinished(id.to_string())),
+    }
+    run_row(tx, id).await?.ok_or_else(|| StoreError::NotFound(format!("run {id}")))
 }
 
 /// [`Store::run_retry`].
 pub(super) async fn retry(s: &SqliteStore, id: &str, now: Timestamp) -> Result<Run> {
     let mut tx = s.begin().await?;
-    let row = run_row(&mut tx, id).await?.ok_or_else(|| StoreError::NotFound(format!("run {id}")))?;
+    let row = retry_in(&mut tx, id, now).await?;
+    tx.commit().await.map_err(db_err)?;
+    row.into_run()
+}
+
+/// [`Store::run_retry_many`]: one transaction for the batch.
+pub(super) async fn retry_many(s: &SqliteStore, ids: &[String], now: Timestamp) -> Result<Vec<Result<Run>>> {
+    let mut tx = s.begin().await?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        out.push(each_item(retry_in(&mut tx, id, now).await)?);
+    }
+    tx.commit().await.map_err(db_err)?;
+    Ok(out)
+}
+
+/// Retries one run inside `tx`; a refusal changes nothing.
+async fn retry_in(tx: &mut Tx, id: &str, now: Timestamp) -> Result<RunRow> {
+    let row = run_row(tx, id).await?.ok_or_else(|| StoreError::NotFound(format!("run {id}")))?;
     let job_max: Option<i64> = sqlx::query_scalar("SELECT max_attempts FROM jobs WHERE id = ?")
         .bind(&row.job_id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await
         .map_err(db_err)?;
     let w = operator_retry(&row, job_max)?;
     // A paused job's retried run waits for resume like its other pending runs.
-    let row: RunRow = sqlx::query_as(&format!(
+    sqlx::query_as(&format!(
         "UPDATE runs SET state = 'pending', scheduled_for = ?1, max_attempts = ?2, reason = ?3, note = ?5, finished_at = NULL, \
          lease_expires_at = NULL, cancel_requested = 0, blocked = 0, held = (manual = 0 AND EXISTS \
          (SELECT 1 FROM jobs j WHERE j.id = runs.job_id AND j.paused = 1)) WHERE id = ?4 RETURNING {RUN_COLUMNS}"
@@ -195,11 +240,9 @@ pub(super) async fn retry(s: &SqliteStore, id: &str, now: Timestamp) -> Result<R
     .bind(&w.reason)
     .bind(id)
     .bind(&w.note)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await
-    .map_err(db_err)?;
-    tx.commit().await.map_err(db_err)?;
-    row.into_run()
+    .map_err(db_err)
 }
 
 /// [`Store::run_attempts`].

@@ -70,3 +70,17 @@ pub(super) async fn deregister(s: &SqliteStore, id: &str, now: Timestamp) -> Res
     }
     tx.commit().await.map_err(db_err)
 }
+
+/// [`Store::worker_forget_dead`].
+pub(super) async fn forget_dead(s: &SqliteStore, before: Timestamp, limit: u32) -> Result<u64> {
+    let gone = sqlx::query(
+        "DELETE FROM workers WHERE id IN (SELECT id FROM workers w WHERE w.state = 'dead' AND w.last_heartbeat < ? \
+         AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.worker_id = w.id AND r.state = 'running') LIMIT ?)",
+    )
+    .bind(us(before))
+    .bind(i64::from(limit))
+    .execute(&s.write)
+    .await
+    .map_err(db_err)?;
+    Ok(gone.rows_affected())
+}

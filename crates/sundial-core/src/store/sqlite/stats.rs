@@ -1,0 +1,28 @@
+//! SQLite: the operating counts (the queries are shared, in `store::counts`).
+
+use super::*;
+use crate::store::counts::{finished_query, handler_runs_query, started_query};
+use crate::store::plan::{handler_queues, run_buckets};
+
+/// Live workers per handler they serve.
+const WORKER_HANDLERS: &str =
+    "SELECT h.value, COUNT(*) FROM workers w, json_each(w.handlers) h WHERE w.state = 'active' GROUP BY h.value";
+
+/// [`Store::stats_runs`].
+pub(super) async fn runs(s: &SqliteStore, f: &RunStatsQuery) -> Result<Vec<RunBucket>> {
+    let finished = finished_query::<Sqlite>(f).build_query_as().fetch_all(&s.read).await.map_err(db_err)?;
+    let started = started_query::<Sqlite>(f).build_query_as().fetch_all(&s.read).await.map_err(db_err)?;
+    Ok(run_buckets(f, finished, started))
+}
+
+/// [`Store::stats_handlers`].
+pub(super) async fn handlers(
+    s: &SqliteStore,
+    namespaces: Option<&[String]>,
+    now: Timestamp,
+) -> Result<Vec<HandlerQueue>> {
+    let mut q = handler_runs_query::<Sqlite>(|c| format!("{c} = 0"), namespaces, now);
+    let runs = q.build_query_as().fetch_all(&s.read).await.map_err(db_err)?;
+    let workers = sqlx::query_as(WORKER_HANDLERS).fetch_all(&s.read).await.map_err(db_err)?;
+    Ok(handler_queues(runs, workers))
+}
