@@ -39,6 +39,7 @@ pub fn app(state: AppState) -> Router {
         .route("/jobs/{id}/resume", post(api::jobs::resume))
         .route("/jobs/{id}/run", post(api::jobs::run_now))
         .route("/jobs/{id}/fires", get(api::fires::job_fires))
+        .route("/jobs/{id}/backfill", post(api::jobs::backfill))
         .route("/triggers/preview", post(api::fires::trigger_preview))
         .route("/runs", get(api::runs::list))
         .route("/runs/{id}", get(api::runs::get))
@@ -53,6 +54,11 @@ pub fn app(state: AppState) -> Router {
         .route("/workers/{id}/heartbeat", post(api::workers::heartbeat))
         .route("/limits", get(api::limits::list))
         .route("/limits/{key}", get(api::limits::get).put(api::limits::put).delete(api::limits::delete))
+        .route("/calendars", get(api::calendars::list))
+        .route(
+            "/calendars/{name}",
+            get(api::calendars::get).put(api::calendars::put).delete(api::calendars::delete),
+        )
         .fallback(|| async { error::ApiError::not_found("route") })
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));

@@ -2,7 +2,7 @@
 //! hold for every route (the errors every `/v1` route may answer, output fields that are always
 //! present, payloads and outputs that are any JSON), so no route can forget them.
 
-use crate::api::{fires, jobs, limits, runs, workers};
+use crate::api::{calendars, fires, jobs, limits, runs, workers};
 use crate::{metrics, ops};
 use serde_json::{json, Value};
 use utoipa::OpenApi;
@@ -45,6 +45,11 @@ use utoipa::OpenApi;
         limits::list,
         limits::get,
         limits::delete,
+        calendars::put,
+        calendars::list,
+        calendars::get,
+        calendars::delete,
+        jobs::backfill,
         ops::healthz,
         ops::readyz,
         metrics::metrics
@@ -62,6 +67,10 @@ use utoipa::OpenApi;
         sundial_core::domain::Limit,
         sundial_core::domain::limit::LimitRequest,
         sundial_core::domain::Rate,
+        sundial_core::domain::CalendarDef,
+        sundial_core::domain::CalendarRequest,
+        sundial_core::domain::BackfillRequest,
+        sundial_core::domain::BackfillOutcome,
         crate::error::ErrorBody,
         crate::error::ErrorDetail
     )),

@@ -150,14 +150,49 @@ pub fn first_fire(spec: &TriggerSpec, created_at: Timestamp) -> Option<Timestamp
 /// A plan enumerates at most [`PLAN_LIMIT`] cron due times and creates at most that many runs
 /// from on-time interval times; a trigger further behind is planned in slices (see
 /// [`FirePlan::next_fire_at`]). Missed interval times are counted, never enumerated.
+///
+/// A due time any of `calendars` (those the trigger names) excludes is not a fire: no run, not
+/// counted in `fires_added` or `missed`; the plan's `next_fire_at` is not an excluded time.
 pub fn plan(
     spec: &TriggerSpec,
     next_fire_at: Timestamp,
     fires: u64,
     now: Timestamp,
     misfire_threshold: Duration,
+    calendars: &[Calendar],
 ) -> FirePlan {
-    misfire::plan(spec, next_fire_at, fires, now, misfire_threshold)
+    misfire::plan_with(spec, next_fire_at, fires, now, misfire_threshold, calendars)
+}
+
+/// [`first_fire`], passing over the due times `calendars` exclude: what a new trigger stores as
+/// its `next_fire_at`.
+pub fn first_fire_in(spec: &TriggerSpec, created_at: Timestamp, calendars: &[Calendar]) -> Option<Timestamp> {
+    let first = first_fire(spec, created_at)?;
+    let schedule = Schedule::compile(&spec.kind, first).ok()?;
+    within_end(spec, misfire::skip_excluded(Some(first), |t| schedule.next_after(t), spec.end_at, calendars)?)
+}
+
+/// A trigger's `next_fire_at` after one of its calendars changed at `now`: the first due time
+/// after `now` that `calendars` (as they are now) leave, continuing the trigger's schedule. A
+/// stored time at or before `now` is kept (the scheduler has yet to plan it and reads the
+/// calendars then), and so is `None` (no fire left).
+pub fn next_fire_after_change(
+    spec: &TriggerSpec,
+    next_fire_at: Option<Timestamp>,
+    now: Timestamp,
+    calendars: &[Calendar],
+) -> Option<Timestamp> {
+    let next = next_fire_at?;
+    if next <= now {
+        return Some(next);
+    }
+    // Anchored at the stored time, so an interval stays on its grid.
+    let schedule = Schedule::compile(&spec.kind, next).ok()?;
+    let t = match spec.start_at {
+        Some(start) if start > now => schedule.next_at_or_after(start),
+        _ => schedule.next_after(now),
+    };
+    within_end(spec, misfire::skip_excluded(t, |t| schedule.next_after(t), spec.end_at, calendars)?)
 }
 
 /// The first due time at or after `t`, continuing from a trigger's stored `next_fire_at`
@@ -212,6 +247,7 @@ mod tests {
             max_fires: None,
             misfire: Misfire::FireOnce,
             catch_up_limit: None,
+            calendars: vec![],
         }
     }
 

@@ -41,7 +41,8 @@ pub(crate) mod rows;
 pub mod sqlite;
 
 use crate::domain::{Attempt, Job, JobSpec, Lease, Run, RunState, Timestamp, Worker};
-use crate::domain::{LimitBounds, LimitDef, LimitKey};
+use crate::domain::{BackfillOutcome, BackfillRequest, CalendarDef, LimitBounds, LimitDef, LimitKey};
+use crate::schedule::Calendar;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -377,6 +378,25 @@ pub trait Store: Send + Sync + 'static {
     /// Runs `running` per concrete key (keys with none are absent).
     async fn limit_running(&self, keys: &[String]) -> Result<HashMap<String, u64>>;
 
+    /// Creates or replaces a calendar (a replace keeps `created_at`); `exclude` is stored as sent.
+    /// In the same transaction the triggers naming it get their `next_fire_at` recomputed from
+    /// `now` on (a change applies from the next fire on).
+    async fn calendar_put(&self, calendar: &Calendar, exclude: &[serde_json::Value], now: Timestamp)
+        -> Result<CalendarDef>;
+    /// One calendar; `NotFound` when there is none.
+    async fn calendar_get(&self, name: &str) -> Result<CalendarDef>;
+    /// Every calendar, by name.
+    async fn calendar_list(&self) -> Result<Vec<CalendarDef>>;
+    /// Deletes a calendar: `NotFound` when there is none, `Conflict` (`calendar_in_use`) while a
+    /// trigger names it.
+    async fn calendar_delete(&self, name: &str) -> Result<()>;
+
+    /// A backfill, in one transaction: one run per due time of the job's triggers (or the one
+    /// named) in `[from, until)` that has none yet (the once-per-due-time key), due now, with the
+    /// lasting note `backfill`; neither `fires` nor `next_fire_at` changes. A bad range or
+    /// trigger is [`StoreError::Invalid`] naming the field.
+    async fn job_backfill(&self, id: &str, req: &BackfillRequest, now: Timestamp) -> Result<BackfillOutcome>;
+
     /// Subscribes to other nodes' "runs ready" notices; `None` when the backend serves one
     /// node (in-process signals then cover every change).
     async fn wakeups(&self) -> Result<Option<Box<dyn Wakeups>>> {
@@ -386,7 +406,7 @@ pub trait Store: Send + Sync + 'static {
 
 /// A backend's `impl Store`: the methods it writes itself (`capabilities`, `ping`, and for
 /// PostgreSQL `wakeups`), then every other method delegated to the per-noun module of its
-/// folder (`jobs`, `triggers`, `runs`, `leases`, `workers`). The table of contents is written
+/// folder (`jobs`, `triggers`, `runs`, `leases`, `workers`, `limits`, `calendars`). The table of contents is written
 /// once here, so the two backends cannot list different things.
 macro_rules! store_by_noun {
     ($store:ty { $($own:tt)* }) => {
@@ -514,6 +534,31 @@ macro_rules! store_by_noun {
 
             async fn limit_running(&self, keys: &[String]) -> Result<HashMap<String, u64>> {
                 limits::running(self, keys).await
+            }
+
+            async fn calendar_put(
+                &self,
+                calendar: &Calendar,
+                exclude: &[serde_json::Value],
+                now: Timestamp,
+            ) -> Result<CalendarDef> {
+                calendars::put(self, calendar, exclude, now).await
+            }
+
+            async fn calendar_get(&self, name: &str) -> Result<CalendarDef> {
+                calendars::get(self, name).await
+            }
+
+            async fn calendar_list(&self) -> Result<Vec<CalendarDef>> {
+                calendars::list(self).await
+            }
+
+            async fn calendar_delete(&self, name: &str) -> Result<()> {
+                calendars::delete(self, name).await
+            }
+
+            async fn job_backfill(&self, id: &str, req: &BackfillRequest, now: Timestamp) -> Result<BackfillOutcome> {
+                triggers::backfill(self, id, req, now).await
             }
         }
     };

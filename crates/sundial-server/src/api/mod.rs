@@ -1,5 +1,6 @@
-//! The `/v1` HTTP API: jobs, runs, the worker protocol, previews of due times, and limits.
+//! The `/v1` HTTP API: jobs, runs, the worker protocol, previews of due times, limits and calendars.
 
+pub mod calendars;
 pub mod fires;
 pub mod jobs;
 pub mod limits;
