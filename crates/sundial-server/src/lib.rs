@@ -31,6 +31,7 @@ pub use state::{ApiConfig, AppState};
 
 /// The router of a node.
 pub fn app(state: AppState) -> Router {
+    use api::calendars;
     let v1 = Router::new()
         .route("/jobs", post(api::jobs::create).get(api::jobs::list))
         .route("/jobs/batch", post(api::jobs::batch))
@@ -54,11 +55,8 @@ pub fn app(state: AppState) -> Router {
         .route("/workers/{id}/heartbeat", post(api::workers::heartbeat))
         .route("/limits", get(api::limits::list))
         .route("/limits/{key}", get(api::limits::get).put(api::limits::put).delete(api::limits::delete))
-        .route("/calendars", get(api::calendars::list))
-        .route(
-            "/calendars/{name}",
-            get(api::calendars::get).put(api::calendars::put).delete(api::calendars::delete),
-        )
+        .route("/calendars", get(calendars::list))
+        .route("/calendars/{name}", get(calendars::get).put(calendars::put).delete(calendars::delete))
         .fallback(|| async { error::ApiError::not_found("route") })
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));

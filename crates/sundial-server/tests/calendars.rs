@@ -26,7 +26,8 @@ async fn calendars_are_stored_echoed_listed_and_deleted() {
     let (clock, s) = server().await;
     let exclude = json!([{"date": "2026-12-25"}, {"from": "2026-12-24T12:00:00", "until": "2026-12-27T00:00:00"},
         {"cron": "* * * * SAT,SUN"}]);
-    let r = s.req("PUT", "/v1/calendars/holidays", Some(json!({"timezone": "Europe/Berlin", "exclude": exclude}))).await;
+    let r =
+        s.req("PUT", "/v1/calendars/holidays", Some(json!({"timezone": "Europe/Berlin", "exclude": exclude}))).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["name"], "holidays");
     assert_eq!(r.body["timezone"], "Europe/Berlin");
@@ -79,7 +80,9 @@ async fn triggers_name_calendars_and_previews_honour_them() {
     assert_eq!(ats(&s.get(&format!("/v1/jobs/{id}/fires?limit=5")).await.body), days);
     let preview = s.post("/v1/triggers/preview", json!({"trigger": daily, "limit": 5})).await;
     assert_eq!(ats(&preview.body), days, "{}", preview.body);
-    let r = s.post("/v1/triggers/preview", json!({"trigger": {"kind": "cron", "expr": "0 9 * * *", "calendars": ["nope"]}})).await;
+    let r = s
+        .post("/v1/triggers/preview", json!({"trigger": {"kind": "cron", "expr": "0 9 * * *", "calendars": ["nope"]}}))
+        .await;
     assert!(message(&r).starts_with("trigger.calendars[0]: "), "{}", r.body);
     assert_error(&s.req("DELETE", "/v1/calendars/weekend", None).await, 409, "calendar_in_use");
     assert_eq!(s.req("DELETE", &format!("/v1/jobs/{id}"), None).await.status, 204);
@@ -102,7 +105,10 @@ async fn backfill_answers_created_and_existing_and_refuses_bad_input() {
     let items = runs.body["items"].as_array().unwrap();
     assert_eq!(items.len(), 3);
     for run in items {
-        assert_eq!((run["reason"].as_str(), run["scheduled_for"].as_str()), (Some("backfill"), Some("2026-11-24T08:00:00Z")));
+        assert_eq!(
+            (run["reason"].as_str(), run["scheduled_for"].as_str()),
+            (Some("backfill"), Some("2026-11-24T08:00:00Z"))
+        );
     }
     let after = s.get(&format!("/v1/jobs/{id}")).await;
     assert_eq!(after.body["triggers"], job.body["triggers"], "fires and next_fire_at unchanged");
@@ -113,9 +119,13 @@ async fn backfill_answers_created_and_existing_and_refuses_bad_input() {
     assert!(message(&empty).starts_with("until: "), "{}", empty.body);
     let too_many = s.post(&path, json!({"from": "2025-01-01T00:00:00Z", "until": "2026-11-24T00:00:00Z"})).await;
     assert!(message(&too_many).starts_with("until: "), "{}", too_many.body);
-    let foreign = s.post(&path, json!({"from": "2026-11-24T05:00:00Z", "until": "2026-11-24T08:00:00Z", "trigger_id": "x"})).await;
+    let foreign = s
+        .post(&path, json!({"from": "2026-11-24T05:00:00Z", "until": "2026-11-24T08:00:00Z", "trigger_id": "x"}))
+        .await;
     assert!(message(&foreign).starts_with("trigger_id: "), "{}", foreign.body);
-    let r = s.post("/v1/jobs/nope/backfill", json!({"from": "2026-11-24T05:00:00Z", "until": "2026-11-24T08:00:00Z"})).await;
+    let r = s
+        .post("/v1/jobs/nope/backfill", json!({"from": "2026-11-24T05:00:00Z", "until": "2026-11-24T08:00:00Z"}))
+        .await;
     assert_error(&r, 404, "not_found");
     s.stop().await;
 }

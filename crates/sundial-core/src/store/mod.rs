@@ -381,8 +381,12 @@ pub trait Store: Send + Sync + 'static {
     /// Creates or replaces a calendar (a replace keeps `created_at`); `exclude` is stored as sent.
     /// In the same transaction the triggers naming it get their `next_fire_at` recomputed from
     /// `now` on (a change applies from the next fire on).
-    async fn calendar_put(&self, calendar: &Calendar, exclude: &[serde_json::Value], now: Timestamp)
-        -> Result<CalendarDef>;
+    async fn calendar_put(
+        &self,
+        calendar: &Calendar,
+        exclude: &[serde_json::Value],
+        now: Timestamp,
+    ) -> Result<CalendarDef>;
     /// One calendar; `NotFound` when there is none.
     async fn calendar_get(&self, name: &str) -> Result<CalendarDef>;
     /// Every calendar, by name.

@@ -25,7 +25,10 @@ pub(crate) fn check_names(spec: &JobSpec, known: Option<&HashSet<String>>) -> Re
     for (i, t) in spec.triggers.iter().enumerate() {
         for (j, name) in t.calendars.iter().enumerate() {
             if !known.contains(name) {
-                return Err(FieldError::new(format!("triggers[{i}].calendars[{j}]"), format!("unknown calendar {name:?}")));
+                return Err(FieldError::new(
+                    format!("triggers[{i}].calendars[{j}]"),
+                    format!("unknown calendar {name:?}"),
+                ));
             }
         }
     }

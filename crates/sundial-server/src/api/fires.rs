@@ -107,7 +107,9 @@ async fn calendars_named(state: &AppState, specs: &[&TriggerSpec]) -> ApiResult<
     }
     for def in state.store.calendar_list().await? {
         if names.contains(&def.name) {
-            let cal = def.compile().map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+            let cal = def
+                .compile()
+                .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
             out.insert(def.name, cal);
         }
     }

@@ -51,7 +51,10 @@ pub async fn calendar_put_get_list_delete_round_trip(h: Harness) {
     // A replace keeps created_at and moves updated_at.
     let berlin = Calendar::new("holidays", Some("Europe/Berlin"), &[]).expect("valid");
     let r = h.store.calendar_put(&berlin, &[], h.t(5.0)).await.expect("replace");
-    assert_eq!((r.timezone.as_str(), r.exclude.len(), r.created_at, r.updated_at), ("Europe/Berlin", 0, h.now, h.t(5.0)));
+    assert_eq!(
+        (r.timezone.as_str(), r.exclude.len(), r.created_at, r.updated_at),
+        ("Europe/Berlin", 0, h.now, h.t(5.0))
+    );
     put(&h, "a-first", json!([]), h.now).await;
     let names: Vec<String> = h.other.calendar_list().await.expect("list").into_iter().map(|c| c.name).collect();
     assert_eq!(names, ["a-first", "holidays"], "by name");
@@ -150,9 +153,8 @@ pub async fn backfill_follows_window_and_calendars_not_max_fires(h: Harness) {
     put(&h, "no-five", json!([{"from": "2026-11-24T05:00:00", "until": "2026-11-24T06:00:00"}]), h.now).await;
     let hourly = TriggerWire { max_fires: Some(1), start_at: Some(h.t(-5.0 * 3600.0)), ..cron("0 * * * *") };
     let other = cron("30 * * * *");
-    let j = h
-        .create(JobRequest { triggers: Some(vec![naming(hourly, &["no-five"]), other]), ..job("echo") }, h.now)
-        .await;
+    let j =
+        h.create(JobRequest { triggers: Some(vec![naming(hourly, &["no-five"]), other]), ..job("echo") }, h.now).await;
     let req = BackfillRequest { trigger_id: Some(j.triggers[0].id.clone()), ..backfill(h.t(-10.0 * 3600.0), h.now) };
     let out = h.store.job_backfill(&j.id, &req, h.now).await.expect("backfill");
     assert_eq!(out, BackfillOutcome { created: 4, existing: 0 });
@@ -180,9 +182,7 @@ pub async fn backfill_refuses_bad_ranges_and_foreign_triggers(h: Harness) {
 
 /// A paused job's backfill runs wait for resume; the request's overlap decides, not the job's.
 pub async fn backfill_of_a_paused_job_waits_and_follows_the_requests_overlap(h: Harness) {
-    let j = h
-        .create(JobRequest { paused: Some(true), triggers: Some(vec![every(60)]), ..job("echo") }, h.now)
-        .await;
+    let j = h.create(JobRequest { paused: Some(true), triggers: Some(vec![every(60)]), ..job("echo") }, h.now).await;
     let req = BackfillRequest { overlap: Some(Overlap::Skip), ..backfill(h.t(-300.0), h.now) };
     let out = h.store.job_backfill(&j.id, &req, h.now).await.expect("backfill");
     assert_eq!(out, BackfillOutcome { created: 5, existing: 0 });

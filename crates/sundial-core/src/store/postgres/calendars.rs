@@ -62,7 +62,8 @@ pub(super) async fn put(
     let loaded = load(&mut tx, &calendar_names(&specs), false).await?;
     let (mut ids, mut nexts) = (Vec::new(), Vec::new());
     for (t, spec) in triggers.iter().zip(&specs) {
-        let next = crate::schedule::next_fire_after_change(spec, t.next_fire_at.map(ts), now, &calendars_of(spec, &loaded));
+        let next =
+            crate::schedule::next_fire_after_change(spec, t.next_fire_at.map(ts), now, &calendars_of(spec, &loaded));
         if next.map(us) != t.next_fire_at {
             ids.push(t.id.clone());
             nexts.push(next.map(us));
@@ -85,12 +86,11 @@ pub(super) async fn put(
 
 /// [`Store::calendar_get`].
 pub(super) async fn get(s: &PostgresStore, name: &str) -> Result<CalendarDef> {
-    let row: Option<CalendarRow> =
-        sqlx::query_as(&format!("SELECT {CALENDAR_COLUMNS} FROM calendars WHERE name = $1"))
-            .bind(name)
-            .fetch_optional(&s.pool)
-            .await
-            .map_err(db_err)?;
+    let row: Option<CalendarRow> = sqlx::query_as(&format!("SELECT {CALENDAR_COLUMNS} FROM calendars WHERE name = $1"))
+        .bind(name)
+        .fetch_optional(&s.pool)
+        .await
+        .map_err(db_err)?;
     row.ok_or_else(|| StoreError::NotFound(format!("calendar {name}")))?.into_def()
 }
 

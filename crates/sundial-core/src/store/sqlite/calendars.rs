@@ -55,7 +55,8 @@ pub(super) async fn put(
     let specs = triggers.iter().map(|t| t.spec()).collect::<Result<Vec<_>>>()?;
     let loaded = load(&mut tx, &calendar_names(&specs)).await?;
     for (t, spec) in triggers.iter().zip(&specs) {
-        let next = crate::schedule::next_fire_after_change(spec, t.next_fire_at.map(ts), now, &calendars_of(spec, &loaded));
+        let next =
+            crate::schedule::next_fire_after_change(spec, t.next_fire_at.map(ts), now, &calendars_of(spec, &loaded));
         if next.map(us) != t.next_fire_at {
             sqlx::query("UPDATE triggers SET next_fire_at = ? WHERE id = ?")
                 .bind(next.map(us))
@@ -81,11 +82,10 @@ pub(super) async fn get(s: &SqliteStore, name: &str) -> Result<CalendarDef> {
 
 /// [`Store::calendar_list`].
 pub(super) async fn list(s: &SqliteStore) -> Result<Vec<CalendarDef>> {
-    let rows: Vec<CalendarRow> =
-        sqlx::query_as(&format!("SELECT {CALENDAR_COLUMNS} FROM calendars ORDER BY name"))
-            .fetch_all(&s.read)
-            .await
-            .map_err(db_err)?;
+    let rows: Vec<CalendarRow> = sqlx::query_as(&format!("SELECT {CALENDAR_COLUMNS} FROM calendars ORDER BY name"))
+        .fetch_all(&s.read)
+        .await
+        .map_err(db_err)?;
     rows.into_iter().map(CalendarRow::into_def).collect()
 }
 
@@ -103,7 +103,8 @@ pub(super) async fn delete(s: &SqliteStore, name: &str) -> Result<()> {
     if let Some((job_id,)) = user {
         return Err(crate::store::plan::calendar_in_use(name, &job_id));
     }
-    let done = sqlx::query("DELETE FROM calendars WHERE name = ?").bind(name).execute(&mut *tx).await.map_err(db_err)?;
+    let done =
+        sqlx::query("DELETE FROM calendars WHERE name = ?").bind(name).execute(&mut *tx).await.map_err(db_err)?;
     tx.commit().await.map_err(db_err)?;
     if done.rows_affected() == 0 {
         return Err(StoreError::NotFound(format!("calendar {name}")));

@@ -1,9 +1,9 @@
 //! SQLite: triggers (storing them, firing the due ones, the scheduler's next wake-up).
 
 use super::*;
-use std::collections::HashSet;
 use crate::domain::{BackfillOutcome, BackfillRequest};
 use crate::store::fire::{backfill_actions, backfill_due, calendar_names, calendars_of};
+use std::collections::HashSet;
 
 /// The triggers of a new definition, with their first due times (not yet stored), passing over
 /// the times their calendars exclude.
@@ -160,7 +160,11 @@ pub(super) async fn backfill(
 
 /// The `(trigger_id, fire_time)` of the runs the triggers in `due` have in `[from, until)`
 /// (a range scan of the once-per-due-time key's index).
-async fn existing_fires(tx: &mut Tx, due: &[(String, Timestamp)], req: &BackfillRequest) -> Result<HashSet<(String, i64)>> {
+async fn existing_fires(
+    tx: &mut Tx,
+    due: &[(String, Timestamp)],
+    req: &BackfillRequest,
+) -> Result<HashSet<(String, i64)>> {
     let ids = crate::store::fire::trigger_ids(due);
     let rows: Vec<(String, i64)> = sqlx::query_as(
         "SELECT trigger_id, fire_time FROM runs WHERE trigger_id IN (SELECT value FROM json_each(?)) \
