@@ -508,4 +508,32 @@ mod tests {
         let counted = Misfired { policy: Misfire::Skip, job_id: "j1".into(), trigger_id: "t1".into(), count: 54 };
         assert_eq!(a.report().misfires, [counted], "the report counts every missed time for the metric");
     }
+
+    #[test]
+    fn backfill_makes_runs_due_now_for_times_without_one_noted_backfill() {
+        let due: Vec<(String, Timestamp)> = (0..4).map(|i| ("t1".to_string(), t(i * 10))).collect();
+        let existing = HashSet::from([("t1".to_string(), us(t(10)))]);
+        let (a, had) = backfill_actions(
+            &job("j1", Overlap::Allow),
+            true,
+            &due,
+            &existing,
+            Overlap::Skip,
+            ActiveRuns::default(),
+            t(100),
+        );
+        assert_eq!(had, 1);
+        let got: Vec<_> = a.inserts.iter().map(|r| (r.fire_time, r.scheduled_for, r.state, r.held)).collect();
+        assert_eq!(
+            got,
+            [
+                (us(t(0)), us(t(100)), RunState::Pending, true),
+                (us(t(20)), us(t(100)), RunState::Skipped, true),
+                (us(t(30)), us(t(100)), RunState::Skipped, true),
+            ]
+        );
+        assert!(a.inserts.iter().all(|r| r.note.as_deref() == Some(BACKFILL_NOTE) && r.job.overlap == "skip"));
+        assert!(a.inserts[1].reason.as_deref().is_some_and(|m| m.starts_with("backfill; overlap skip")));
+        assert!(a.advances.is_empty(), "a backfill moves no trigger");
+    }
 }
