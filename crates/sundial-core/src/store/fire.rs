@@ -32,6 +32,16 @@ pub(crate) fn calendars_of(spec: &TriggerSpec, loaded: &HashMap<String, Calendar
     spec.calendars.iter().filter_map(|n| loaded.get(n).cloned()).collect()
 }
 
+/// [`StoreError::Invalid`] on `triggers[i].calendars[j]` for the first name among `triggers`
+/// that is not a stored calendar (the API checks first; this catches other entry points, such
+/// as Kafka, and a calendar deleted meanwhile).
+pub(crate) fn unknown_calendar(triggers: &[TriggerSpec], loaded: &HashMap<String, Calendar>) -> Option<StoreError> {
+    triggers.iter().enumerate().find_map(|(i, t)| {
+        let (j, name) = t.calendars.iter().enumerate().find(|(_, n)| !loaded.contains_key(*n))?;
+        Some(StoreError::Invalid(format!("triggers[{i}].calendars[{j}]: unknown calendar {name:?}")))
+    })
+}
+
 /// The trigger ids among due times, sorted and without repeats.
 pub(crate) fn trigger_ids(due: &[(String, Timestamp)]) -> Vec<String> {
     let mut ids: Vec<String> = due.iter().map(|(t, _)| t.clone()).collect();

@@ -196,3 +196,19 @@ pub async fn backfill_of_a_paused_job_waits_and_follows_the_requests_overlap(h: 
     h.store.job_set_paused(&j.id, false, h.t(2.0)).await.expect("resume");
     assert_eq!(h.claim(&w.id, 10, h.t(3.0)).await.len(), 1);
 }
+
+/// A trigger naming no stored calendar is refused on its path, that item alone.
+pub async fn naming_an_unknown_calendar_refuses_that_item_only(h: Harness) {
+    put(&h, "known", json!([]), h.now).await;
+    let good = JobRequest { triggers: Some(vec![naming(every(60), &["known"])]), ..job("echo") };
+    let bad = JobRequest { triggers: Some(vec![every(60), naming(every(60), &["known", "nope"])]), ..job("echo") };
+    let out = h.store.job_create_many(vec![submission(good), submission(bad.clone())], h.now).await.expect("batch");
+    assert!(out[0].is_ok(), "{:?}", out[0]);
+    match &out[1] {
+        Err(StoreError::Invalid(m)) => assert!(m.starts_with("triggers[1].calendars[1]: "), "{m}"),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    let j = out[0].as_ref().expect("created").job.clone();
+    assert_invalid(h.store.job_update(&j.id, spec(bad), h.t(1.0)).await, "triggers[1].calendars[1]");
+    assert_eq!(h.all_jobs().await.len(), 1);
+}

@@ -386,6 +386,7 @@ macro_rules! store_conformance {
                 current backfill_follows_window_and_calendars_not_max_fires,
                 current backfill_refuses_bad_ranges_and_foreign_triggers,
                 current backfill_of_a_paused_job_waits_and_follows_the_requests_overlap,
+                current naming_an_unknown_calendar_refuses_that_item_only,
             }
             workers {
                 current register_then_get_and_list_newest_first,

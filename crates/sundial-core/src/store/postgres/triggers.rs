@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::domain::{BackfillOutcome, BackfillRequest};
-use crate::store::fire::{backfill_actions, backfill_due, calendar_names, calendars_of, trigger_ids};
+use crate::store::fire::{backfill_actions, backfill_due, calendar_names, calendars_of, trigger_ids, unknown_calendar};
 
 /// Inserts the triggers of several jobs in one statement; returns them per job id.
 pub(super) async fn insert_triggers(
@@ -13,9 +13,10 @@ pub(super) async fn insert_triggers(
     let mut out: HashMap<String, Vec<Trigger>> = HashMap::new();
     let names = calendar_names(jobs.iter().flat_map(|(_, spec)| spec.triggers.iter()));
     let loaded = super::calendars::load(tx, &names, true).await?;
-    if let Some(gone) = names.iter().find(|n| !loaded.contains_key(*n)) {
-        // Checked before the store is called; only a calendar deleted meanwhile gets here.
-        return Err(StoreError::Invalid(format!("calendars: unknown calendar {gone:?}")));
+    // The whole batch fails (a caller with several jobs, such as Kafka ingest, then stores them
+    // one by one); the API checks names first, so only other entry points get here.
+    if let Some(e) = jobs.iter().find_map(|(_, spec)| unknown_calendar(&spec.triggers, &loaded)) {
+        return Err(e);
     }
     let (mut ids, mut job_ids, mut positions, mut specs, mut nexts, mut paused) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());

@@ -75,7 +75,13 @@ pub(super) async fn decide_one(
     let snap = JobSnapshot::from_spec(&id, &spec);
     let mut spec = spec;
     spec.idempotency_key = key.clone();
-    let job = fresh_job(&id, &name, &spec, new_triggers(tx, &spec, now).await?, now);
+    // A trigger naming no stored calendar refuses this item only.
+    let triggers = match new_triggers(tx, &spec, now).await {
+        Ok(t) => t,
+        Err(e @ StoreError::Invalid(_)) => return Ok(Decided::Refused(e)),
+        Err(e) => return Err(e),
+    };
+    let job = fresh_job(&id, &name, &spec, triggers, now);
     let index = staged.len();
     for (column, value) in lookups {
         if let Some(v) = value {

@@ -2,13 +2,16 @@
 
 use super::*;
 use crate::domain::{BackfillOutcome, BackfillRequest};
-use crate::store::fire::{backfill_actions, backfill_due, calendar_names, calendars_of};
+use crate::store::fire::{backfill_actions, backfill_due, calendar_names, calendars_of, unknown_calendar};
 use std::collections::HashSet;
 
 /// The triggers of a new definition, with their first due times (not yet stored), passing over
-/// the times their calendars exclude.
+/// the times their calendars exclude; `Invalid` when one names no stored calendar.
 pub(super) async fn new_triggers(tx: &mut Tx, spec: &JobSpec, now: Timestamp) -> Result<Vec<Trigger>> {
     let loaded = super::calendars::load(tx, &calendar_names(&spec.triggers)).await?;
+    if let Some(e) = unknown_calendar(&spec.triggers, &loaded) {
+        return Err(e);
+    }
     Ok(spec
         .triggers
         .iter()
