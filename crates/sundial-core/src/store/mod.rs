@@ -16,8 +16,9 @@
 //! * [`sqlite`] and [`postgres`]: `mod.rs` (connecting, the transaction type, error mapping, and for
 //!   PostgreSQL the lock order) with the few `Store` methods of its own, the rest delegated by
 //!   `store_by_noun!` (the one table of contents, in this file), plus one
-//!   file of SQL per noun (`jobs.rs`, `triggers.rs`, `runs.rs`, `leases.rs`, `workers.rs`,
-//!   PostgreSQL's `listener.rs`), named as the [`conformance`] suite's files are.
+//!   file of SQL per noun (`jobs.rs`, `triggers.rs` (with backfills), `runs.rs`, `leases.rs`,
+//!   `workers.rs`, `limits.rs`, `calendars.rs`, PostgreSQL's `listener.rs`), named as the
+//!   [`conformance`] suite's files are.
 //!
 //! Methods take `now` from the caller's [`Clock`](crate::clock::Clock) rather than reading the
 //! database clock, so every time-dependent behaviour is testable with a manual clock.
