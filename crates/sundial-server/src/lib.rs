@@ -31,6 +31,7 @@ pub use state::{ApiConfig, AppState};
 
 /// The router of a node.
 pub fn app(state: AppState) -> Router {
+    use api::calendars;
     let v1 = Router::new()
         .route("/jobs", post(api::jobs::create).get(api::jobs::list))
         .route("/jobs/batch", post(api::jobs::batch))
@@ -39,6 +40,7 @@ pub fn app(state: AppState) -> Router {
         .route("/jobs/{id}/resume", post(api::jobs::resume))
         .route("/jobs/{id}/run", post(api::jobs::run_now))
         .route("/jobs/{id}/fires", get(api::fires::job_fires))
+        .route("/jobs/{id}/backfill", post(api::jobs::backfill))
         .route("/triggers/preview", post(api::fires::trigger_preview))
         .route("/runs", get(api::runs::list))
         .route("/runs/{id}", get(api::runs::get))
@@ -55,6 +57,8 @@ pub fn app(state: AppState) -> Router {
         .route("/stats/handlers", get(api::stats::handlers))
         .route("/limits", get(api::limits::list))
         .route("/limits/{key}", get(api::limits::get).put(api::limits::put).delete(api::limits::delete))
+        .route("/calendars", get(calendars::list))
+        .route("/calendars/{name}", get(calendars::get).put(calendars::put).delete(calendars::delete))
         .fallback(|| async { error::ApiError::not_found("route") })
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));

@@ -2,7 +2,7 @@
 //! hold for every route (the errors every `/v1` route may answer, output fields that are always
 //! present, payloads and outputs that are any JSON), so no route can forget them.
 
-use crate::api::{fires, jobs, limits, runs, stats, workers};
+use crate::api::{calendars, fires, jobs, limits, runs, stats, workers};
 use crate::{metrics, ops};
 use serde_json::{json, Value};
 use utoipa::OpenApi;
@@ -47,6 +47,11 @@ use utoipa::OpenApi;
         limits::delete,
         stats::runs,
         stats::handlers,
+        calendars::put,
+        calendars::list,
+        calendars::get,
+        calendars::delete,
+        jobs::backfill,
         ops::healthz,
         ops::readyz,
         metrics::metrics
@@ -66,6 +71,10 @@ use utoipa::OpenApi;
         sundial_core::domain::Rate,
         sundial_core::domain::RunBucket,
         sundial_core::domain::HandlerQueue,
+        sundial_core::domain::CalendarDef,
+        sundial_core::domain::CalendarRequest,
+        sundial_core::domain::BackfillRequest,
+        sundial_core::domain::BackfillOutcome,
         crate::error::ErrorBody,
         crate::error::ErrorDetail
     )),

@@ -32,6 +32,7 @@ const ROUTES: &[(&str, &str, Class)] = &[
     ("POST", "/v1/jobs/{id}/resume", Class::Submit),
     ("POST", "/v1/jobs/{id}/run", Class::Submit),
     ("GET", "/v1/jobs/{id}/fires", Class::Read),
+    ("POST", "/v1/jobs/{id}/backfill", Class::Submit),
     ("POST", "/v1/triggers/preview", Class::Read),
     ("GET", "/v1/runs", Class::Read),
     ("GET", "/v1/runs/{id}", Class::Read),
@@ -51,6 +52,10 @@ const ROUTES: &[(&str, &str, Class)] = &[
     ("DELETE", "/v1/limits/{key}", Class::GlobalWrite),
     ("GET", "/v1/stats/runs", Class::GlobalRead),
     ("GET", "/v1/stats/handlers", Class::GlobalRead),
+    ("GET", "/v1/calendars", Class::GlobalRead),
+    ("GET", "/v1/calendars/{name}", Class::GlobalRead),
+    ("PUT", "/v1/calendars/{name}", Class::GlobalWrite),
+    ("DELETE", "/v1/calendars/{name}", Class::GlobalWrite),
 ];
 
 /// The roles' reach, from API.md "Roles": (token, classes it may use, namespaces).
@@ -174,8 +179,20 @@ async fn prepare(s: &TestServer, method: &str, path: &str, ns: &str) -> (String,
         ("POST", "/v1/triggers/preview") => Some(json!({"trigger": {"kind": "interval", "every": "1m"}})),
         ("POST", "/v1/runs/bulk") => Some(json!({"action": "cancel", "filter": {"namespace": ns}})),
         ("PUT", "/v1/limits/{key}") => Some(json!({"max_running": 2})),
+        ("PUT", "/v1/calendars/{name}") => Some(json!({"exclude": [{"date": "2026-12-25"}]})),
+        ("POST", "/v1/jobs/{id}/backfill") => {
+            Some(json!({"from": "2020-01-01T00:00:00Z", "until": "2020-01-02T00:00:00Z"}))
+        }
         _ => None,
     };
+    if path.contains("{name}") {
+        // A fresh calendar each time, so a DELETE always has one to delete.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!("c-{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let put = call(s, "admin-all", "PUT", &format!("/v1/calendars/{name}"), Some(json!({}))).await;
+        assert_eq!(put.status, 200, "{}", put.body);
+        return (path.replace("{name}", &name), body);
+    }
     if path.contains("{key}") {
         // A fresh limit each time, so a DELETE always has one to delete.
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);

@@ -42,6 +42,9 @@ pub enum Command {
     /// Flow-control limits per key.
     #[command(subcommand)]
     Limit(cli::limit::LimitCmd),
+    /// Calendars of excluded times that triggers name.
+    #[command(subcommand)]
+    Calendar(cli::calendar::CalendarCmd),
     /// Cron helpers.
     #[command(subcommand)]
     Cron(cli::cron::CronCmd),
@@ -75,6 +78,9 @@ fn main() -> std::process::ExitCode {
                 Ok(())
             }
             Command::Limit(cmd) => cli::client::Client::new(&cli.server, cli.auth_token, cli.output)?.limit(cmd).await,
+            Command::Calendar(cmd) => {
+                cli::client::Client::new(&cli.server, cli.auth_token, cli.output)?.calendar(cmd).await
+            }
             Command::Cron(cmd) => cli::cron::run(cmd),
             Command::Bench(args) => cli::bench::run(args).await,
         }

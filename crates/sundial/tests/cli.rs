@@ -221,3 +221,39 @@ async fn completions_are_printed_for_each_shell() {
         assert!(script.contains("apply") && script.contains("retry"), "{shell} completes subcommands:\n{script}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn calendar_commands_and_job_backfill() {
+    let s = start("0").await;
+    let set =
+        ok(cli(&s.base, &["-o", "json", "calendar", "set", "hol", "--date", "2020-01-01", "--cron", "0 3 * * *"])
+            .await);
+    let cal: Value = serde_json::from_str(&stdout(&set)).unwrap();
+    assert_eq!(cal["exclude"], json!([{"date": "2020-01-01"}, {"cron": "0 3 * * *"}]));
+    let list = stdout(&ok(cli(&s.base, &["calendar", "list"]).await));
+    assert!(list.contains("hol") && list.contains("UTC"), "{list}");
+    assert_eq!(api(&s.base, "/v1/calendars/hol").await, cal);
+    let trigger = json!({"kind": "cron", "expr": "0 * * * *", "calendars": ["hol"]});
+    let body = json!({"handler": "echo", "name": "hourly", "triggers": [trigger]}).to_string();
+    ok(cli(&s.base, &["job", "add", "--json", &body]).await);
+    // 2020-01-02 00:00-06:00: six hours, 03:00 excluded.
+    let args = [
+        "-o",
+        "json",
+        "job",
+        "backfill",
+        "hourly",
+        "--from",
+        "2020-01-02T00:00:00Z",
+        "--until",
+        "2020-01-02T06:00:00Z",
+    ];
+    let out: Value = serde_json::from_str(&stdout(&ok(cli(&s.base, &args).await))).unwrap();
+    assert_eq!(out, json!({"created": 5, "existing": 0}));
+    let out: Value = serde_json::from_str(&stdout(&ok(cli(&s.base, &args).await))).unwrap();
+    assert_eq!(out, json!({"created": 0, "existing": 5}));
+    let refused = cli(&s.base, &["calendar", "delete", "hol"]).await;
+    assert!(!refused.status.success() && stderr(&refused).contains("calendar_in_use"), "{}", stderr(&refused));
+    ok(cli(&s.base, &["job", "delete", "hourly"]).await);
+    ok(cli(&s.base, &["calendar", "delete", "hol"]).await);
+}

@@ -252,7 +252,20 @@ impl JobSpec {
     /// "name or key taken by another definition" (409). `paused` and the key are state, not
     /// definition, and a generated name is not part of what the client said.
     pub fn fingerprint(&self) -> String {
-        let triggers: Vec<_> = self.triggers.iter().map(|t| t.to_wire()).collect();
+        let triggers: Vec<_> = self
+            .triggers
+            .iter()
+            .map(|t| {
+                let mut w = serde_json::to_value(t.to_wire()).expect("trigger serializes");
+                // Only when set, so jobs stored before calendars existed keep their fingerprint.
+                if t.calendars.is_empty() {
+                    if let Some(o) = w.as_object_mut() {
+                        o.remove("calendars");
+                    }
+                }
+                w
+            })
+            .collect();
         let mut canonical = serde_json::json!({
             "name": self.name,
             "namespace": self.namespace,

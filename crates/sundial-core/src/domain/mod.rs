@@ -3,6 +3,7 @@
 //! These types are also the wire shapes of API.md: a [`Job`], [`Run`] or [`Worker`] serializes
 //! to exactly the JSON the HTTP API returns, so there is one definition of each field.
 
+pub mod calendar;
 pub mod duration;
 pub mod job;
 pub mod limit;
@@ -12,6 +13,7 @@ pub mod trigger;
 pub mod validate;
 pub mod worker;
 
+pub use calendar::{BackfillOutcome, BackfillRequest, CalendarDef, CalendarRequest};
 pub use job::{Job, JobSpec, Overlap, RetryPolicy};
 pub use limit::{Limit, LimitBounds, LimitDef, LimitKey, Rate};
 pub use run::{Attempt, AttemptState, Lease, Run, RunState};

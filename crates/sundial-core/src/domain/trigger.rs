@@ -65,6 +65,9 @@ pub const DEFAULT_CATCH_UP_LIMIT: u32 = 10;
 /// Largest `catch_up_limit`: one scheduler pass writes at most this many runs for a trigger.
 pub const MAX_CATCH_UP_LIMIT: u32 = 1000;
 
+/// Most calendars one trigger names.
+pub const MAX_CALENDARS: usize = 16;
+
 /// A validated trigger definition, as submitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TriggerSpec {
@@ -80,6 +83,8 @@ pub struct TriggerSpec {
     pub misfire: Misfire,
     /// With `catch_up`: how many missed times to replay (default 10); `None` otherwise.
     pub catch_up_limit: Option<u32>,
+    /// Names of the calendars whose excluded times are not fires (API.md "Calendars").
+    pub calendars: Vec<String>,
 }
 
 /// A trigger as stored and returned: its definition plus its progress.
@@ -132,6 +137,9 @@ pub struct TriggerWire {
     /// `catch_up` only.
     #[serde(default)]
     pub catch_up_limit: Option<u32>,
+    /// Names of stored calendars; a due time any of them excludes is not a fire. `[]` when unset.
+    #[serde(default)]
+    pub calendars: Vec<String>,
     /// Output only (ignored on input).
     #[serde(default)]
     pub next_fire_at: Option<DateTime<Utc>>,
@@ -180,6 +188,12 @@ impl TriggerSpec {
             }
             _ => {}
         }
+        for (j, name) in w.calendars.iter().enumerate() {
+            crate::schedule::calendar::check_name(name).map_err(|e| FieldError::new(format!("calendars[{j}]"), e))?;
+        }
+        if w.calendars.len() > MAX_CALENDARS {
+            return Err(FieldError::new("calendars", format!("at most {MAX_CALENDARS} calendars")));
+        }
         Self::from_wire_unchecked(w)
     }
 
@@ -225,6 +239,7 @@ impl TriggerSpec {
             max_fires: w.max_fires,
             misfire,
             catch_up_limit,
+            calendars: w.calendars.clone(),
         })
     }
 
@@ -236,6 +251,7 @@ impl TriggerSpec {
             max_fires: self.max_fires,
             misfire: Some(self.misfire),
             catch_up_limit: self.catch_up_limit,
+            calendars: self.calendars.clone(),
             ..Default::default()
         };
         match &self.kind {

@@ -52,15 +52,7 @@ impl Calendar {
     /// `exclude` array as sent. Errors carry the paths `name`, `timezone`, `exclude[i]`,
     /// `exclude[i].date`, `exclude[i].from`, `exclude[i].until` and `exclude[i].cron`.
     pub fn new(name: &str, timezone: Option<&str>, exclude: &[serde_json::Value]) -> Result<Self, FieldError> {
-        if name.is_empty()
-            || name.len() > MAX_NAME_LEN
-            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-        {
-            return Err(FieldError::new(
-                "name",
-                format!("{name:?}: expected 1 to {MAX_NAME_LEN} letters, digits, '_', '.' or '-'"),
-            ));
-        }
+        check_name(name).map_err(|m| FieldError::new("name", m))?;
         let timezone = timezone.unwrap_or("UTC");
         let tz: Tz = timezone.parse().map_err(|_| {
             FieldError::new(
@@ -92,6 +84,17 @@ impl Calendar {
             Exclusion::Cron(_) => false,
         }) || self.crons.iter().any(|c| cron::matches_wall(c, minute))
     }
+}
+
+/// Checks a calendar name (1 to [`MAX_NAME_LEN`] of `A-Z a-z 0-9 _ . -`); the error is the message.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > MAX_NAME_LEN
+        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    {
+        return Err(format!("{name:?}: expected 1 to {MAX_NAME_LEN} letters, digits, '_', '.' or '-'"));
+    }
+    Ok(())
 }
 
 /// Whether any of `calendars` excludes `t`.

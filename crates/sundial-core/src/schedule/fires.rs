@@ -206,6 +206,7 @@ mod tests {
             max_fires: None,
             misfire: Misfire::FireOnce,
             catch_up_limit: None,
+            calendars: vec![],
         }
     }
 

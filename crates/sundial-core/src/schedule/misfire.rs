@@ -1,6 +1,7 @@
 //! Planning: which due times of a trigger passed by `now`, which of them were missed (more than
 //! the misfire threshold late), and what the trigger's misfire policy makes of them.
 
+use super::calendar::{excluded, Calendar};
 use super::{interval::Grid, FirePlan, PlannedFire, Schedule};
 use crate::domain::trigger::DEFAULT_CATCH_UP_LIMIT;
 use crate::domain::{Misfire, Timestamp, TriggerSpec};
@@ -41,12 +42,27 @@ struct Passed {
     next: Option<Timestamp>,
 }
 
+#[cfg(test)]
 pub(super) fn plan(
     spec: &TriggerSpec,
     next_fire_at: Timestamp,
     fires: u64,
     now: Timestamp,
     misfire_threshold: Duration,
+) -> FirePlan {
+    plan_with(spec, next_fire_at, fires, now, misfire_threshold, &[])
+}
+
+/// [`super::plan`]: a due time any of `calendars` excludes is stepped over, not counted, not
+/// missed; the plan's `next_fire_at` is a time no calendar excludes (or, after [`PLAN_LIMIT`]
+/// excluded times in a row, the last one looked at, so the next pass goes on from there).
+pub(super) fn plan_with(
+    spec: &TriggerSpec,
+    next_fire_at: Timestamp,
+    fires: u64,
+    now: Timestamp,
+    misfire_threshold: Duration,
+    calendars: &[Calendar],
 ) -> FirePlan {
     let empty = FirePlan { fires: Vec::new(), fires_added: 0, missed: 0, next_fire_at: None };
     // A stored spec was validated; one that no longer compiles has no fire left.
@@ -69,11 +85,12 @@ pub(super) fn plan(
         },
     };
     let passed = match (&schedule, first) {
-        (Schedule::Interval { every, .. }, Some(first)) => match Grid::new(first, *every) {
+        // With calendars, interval times are stepped like cron ones: each must be looked at.
+        (Schedule::Interval { every, .. }, Some(first)) if calendars.is_empty() => match Grid::new(first, *every) {
             Some(grid) => count_interval(grid, &bounds),
             None => return empty,
         },
-        _ => step(first, |t| schedule.next_after(t), &bounds),
+        _ => step(first, |t| schedule.next_after(t), &bounds, calendars),
     };
     apply_policy(spec.misfire, passed)
 }
@@ -95,13 +112,25 @@ fn count_interval(grid: Grid, b: &Bounds) -> Passed {
     }
 }
 
-/// Due times stepped one by one from `first` (cron, once), at most [`PLAN_LIMIT`].
-fn step(first: Option<Timestamp>, mut next_after: impl FnMut(Timestamp) -> Option<Timestamp>, b: &Bounds) -> Passed {
+/// Due times stepped one by one from `first` (cron, once, or any kind with calendars), at most
+/// [`PLAN_LIMIT`] schedule times looked at; times a calendar excludes are passed over.
+fn step(
+    first: Option<Timestamp>,
+    mut next_after: impl FnMut(Timestamp) -> Option<Timestamp>,
+    b: &Bounds,
+    calendars: &[Calendar],
+) -> Passed {
     let mut p = Passed::default();
     let mut cur = first;
+    let mut scanned = 0u64;
     while let Some(t) = cur {
-        if t > b.until || p.total >= b.remaining || p.total >= PLAN_LIMIT {
+        if t > b.until || p.total >= b.remaining || scanned >= PLAN_LIMIT {
             break;
+        }
+        scanned += 1;
+        if excluded(calendars, t) {
+            cur = next_after(t);
+            continue;
         }
         p.total += 1;
         if b.missed_before.is_some_and(|m| t < m) {
@@ -115,8 +144,32 @@ fn step(first: Option<Timestamp>, mut next_after: impl FnMut(Timestamp) -> Optio
         }
         cur = next_after(t);
     }
+    if p.total < b.remaining {
+        cur = skip_excluded(cur, &mut next_after, b.end_at, calendars);
+    }
     p.next = next_left(p.total, cur, b);
     p
+}
+
+/// The first of `t` and the due times after it that no calendar excludes, looking at most at
+/// [`PLAN_LIMIT`] times (then the last one looked at: the scheduler wakes there and goes on).
+/// Stops at `end_at`. Costs one exclusion test per due time stepped over.
+pub(super) fn skip_excluded(
+    mut t: Option<Timestamp>,
+    mut next_after: impl FnMut(Timestamp) -> Option<Timestamp>,
+    end_at: Option<Timestamp>,
+    calendars: &[Calendar],
+) -> Option<Timestamp> {
+    if calendars.is_empty() {
+        return t;
+    }
+    for _ in 0..PLAN_LIMIT {
+        match t {
+            Some(at) if end_at.is_none_or(|end| at <= end) && excluded(calendars, at) => t = next_after(at),
+            _ => break,
+        }
+    }
+    t
 }
 
 /// The due time after the planned ones, unless `max_fires` or `end_at` ends the trigger.
@@ -190,6 +243,7 @@ mod tests {
             max_fires: None,
             misfire,
             catch_up_limit: (misfire == Misfire::CatchUp).then_some(DEFAULT_CATCH_UP_LIMIT),
+            calendars: vec![],
         }
     }
 

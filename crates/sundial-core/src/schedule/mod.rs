@@ -150,14 +150,49 @@ pub fn first_fire(spec: &TriggerSpec, created_at: Timestamp) -> Option<Timestamp
 /// A plan enumerates at most [`PLAN_LIMIT`] cron due times and creates at most that many runs
 /// from on-time interval times; a trigger further behind is planned in slices (see
 /// [`FirePlan::next_fire_at`]). Missed interval times are counted, never enumerated.
+///
+/// A due time any of `calendars` (those the trigger names) excludes is not a fire: no run, not
+/// counted in `fires_added` or `missed`; the plan's `next_fire_at` is not an excluded time.
 pub fn plan(
     spec: &TriggerSpec,
     next_fire_at: Timestamp,
     fires: u64,
     now: Timestamp,
     misfire_threshold: Duration,
+    calendars: &[Calendar],
 ) -> FirePlan {
-    misfire::plan(spec, next_fire_at, fires, now, misfire_threshold)
+    misfire::plan_with(spec, next_fire_at, fires, now, misfire_threshold, calendars)
+}
+
+/// [`first_fire`], passing over the due times `calendars` exclude: what a new trigger stores as
+/// its `next_fire_at`.
+pub fn first_fire_in(spec: &TriggerSpec, created_at: Timestamp, calendars: &[Calendar]) -> Option<Timestamp> {
+    let first = first_fire(spec, created_at)?;
+    let schedule = Schedule::compile(&spec.kind, first).ok()?;
+    within_end(spec, misfire::skip_excluded(Some(first), |t| schedule.next_after(t), spec.end_at, calendars)?)
+}
+
+/// A trigger's `next_fire_at` after one of its calendars changed at `now`: the first due time
+/// after `now` that `calendars` (as they are now) leave, continuing the trigger's schedule. A
+/// stored time at or before `now` is kept (the scheduler has yet to plan it and reads the
+/// calendars then), and so is `None` (no fire left).
+pub fn next_fire_after_change(
+    spec: &TriggerSpec,
+    next_fire_at: Option<Timestamp>,
+    now: Timestamp,
+    calendars: &[Calendar],
+) -> Option<Timestamp> {
+    let next = next_fire_at?;
+    if next <= now {
+        return Some(next);
+    }
+    // Anchored at the stored time, so an interval stays on its grid.
+    let schedule = Schedule::compile(&spec.kind, next).ok()?;
+    let t = match spec.start_at {
+        Some(start) if start > now => schedule.next_at_or_after(start),
+        _ => schedule.next_after(now),
+    };
+    within_end(spec, misfire::skip_excluded(t, |t| schedule.next_after(t), spec.end_at, calendars)?)
 }
 
 /// The first due time at or after `t`, continuing from a trigger's stored `next_fire_at`
@@ -212,6 +247,7 @@ mod tests {
             max_fires: None,
             misfire: Misfire::FireOnce,
             catch_up_limit: None,
+            calendars: vec![],
         }
     }
 
@@ -337,5 +373,65 @@ mod tests {
         assert_eq!(cron_next("0 0 32 * *", "UTC", ts("2026-01-01T00:00:00Z"), 1).unwrap_err().path, "expr");
         assert_eq!(cron_next("0 0 * * *", "Mars/Base", ts("2026-01-01T00:00:00Z"), 1).unwrap_err().path, "timezone");
         assert!(cron_next("0 0 * * *", "UTC", ts("2026-01-01T00:00:00Z"), 0).unwrap().is_empty());
+    }
+
+    fn calendar(exclude: serde_json::Value) -> Calendar {
+        Calendar::new("c", None, exclude.as_array().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn plan_passes_over_excluded_times_without_counting_or_missing_them() {
+        // Every minute from 10:00; 10:01-10:02 excluded; planned at 10:10 (all but 10:09-10:10 missed).
+        let cals = [calendar(serde_json::json!([{"from": "2026-05-01T10:01:00", "until": "2026-05-01T10:03:00"}]))];
+        let mut s = spec(every(60));
+        s.misfire = Misfire::CatchUp;
+        s.catch_up_limit = Some(100);
+        let p = plan(&s, ts("2026-05-01T10:00:00Z"), 0, ts("2026-05-01T10:10:00Z"), Duration::from_secs(60), &cals);
+        let times: Vec<Timestamp> = p.fires.iter().map(|f| f.scheduled_for).collect();
+        let want: Vec<Timestamp> =
+            [0, 3, 4, 5, 6, 7, 8, 9, 10].iter().map(|m| ts(&format!("2026-05-01T10:{m:02}:00Z"))).collect();
+        assert_eq!(times, want);
+        assert_eq!((p.fires_added, p.missed), (9, 7));
+        // The next due time never rests on an excluded one.
+        let p = plan(
+            &spec(every(60)),
+            ts("2026-05-01T10:00:00Z"),
+            0,
+            ts("2026-05-01T10:00:30Z"),
+            Duration::from_secs(60),
+            &cals,
+        );
+        assert_eq!(p.next_fire_at, Some(ts("2026-05-01T10:03:00Z")));
+    }
+
+    #[test]
+    fn first_fire_in_passes_over_excluded_times() {
+        let cals = [calendar(serde_json::json!([{"date": "2026-05-02"}]))];
+        let s = spec(cron("0 9 * * *", "UTC"));
+        assert_eq!(first_fire_in(&s, ts("2026-05-01T10:00:00Z"), &cals), Some(ts("2026-05-03T09:00:00Z")));
+        assert_eq!(first_fire_in(&s, ts("2026-05-01T10:00:00Z"), &[]), Some(ts("2026-05-02T09:00:00Z")));
+        let mut ends = s.clone();
+        ends.end_at = Some(ts("2026-05-02T23:00:00Z"));
+        assert_eq!(first_fire_in(&ends, ts("2026-05-01T10:00:00Z"), &cals), None);
+    }
+
+    #[test]
+    fn next_fire_after_change_recomputes_only_future_times() {
+        let s = spec(every(60));
+        let now = ts("2026-05-01T10:00:30Z");
+        let cals = [calendar(serde_json::json!([{"from": "2026-05-01T10:01:00", "until": "2026-05-01T10:02:00"}]))];
+        // A stored time after now: recomputed from now, on the same grid.
+        assert_eq!(
+            next_fire_after_change(&s, Some(ts("2026-05-01T10:05:00Z")), now, &cals),
+            Some(ts("2026-05-01T10:02:00Z"))
+        );
+        assert_eq!(
+            next_fire_after_change(&s, Some(ts("2026-05-01T10:05:00Z")), now, &[]),
+            Some(ts("2026-05-01T10:01:00Z"))
+        );
+        // Due already, or ended: kept.
+        let due = Some(ts("2026-05-01T10:00:00Z"));
+        assert_eq!(next_fire_after_change(&s, due, now, &cals), due);
+        assert_eq!(next_fire_after_change(&s, None, now, &cals), None);
     }
 }

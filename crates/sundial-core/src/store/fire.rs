@@ -2,14 +2,62 @@
 //! those jobs' active runs inside one transaction, call [`fire_actions`], and apply the result
 //! in that same transaction. The misfire policy comes from [`crate::schedule::plan`], the overlap
 //! policy from [`crate::overlap::decide`].
+//!
+//! Calendars: the fire path loads the calendars its due triggers name in the same transaction
+//! and plans with them, so a due time is judged by the calendar as it is when the time is
+//! planned (a change applies from the next fire on, whatever `next_fire_at` was computed with).
+//! A change that frees times before a stored `next_fire_at` is handled where the calendar is
+//! written: the triggers naming it get their `next_fire_at` recomputed in that transaction
+//! ([`crate::schedule::next_fire_after_change`]). Either way the cost is one exclusion test per
+//! due time, never a walk over the calendar.
+//!
+//! Backfills ([`backfill_due`], [`backfill_actions`]) make runs for past due times with the same
+//! schedule arithmetic and the same overlap decisions.
 
 use super::plan::run_reason;
 use super::rows::{dur_us, TriggerRow};
 use super::{FireReport, Misfired, StoreError};
-use crate::domain::{new_id, JobSpec, Overlap, RunState, Timestamp};
+use crate::domain::{new_id, BackfillRequest, FieldError, JobSpec, Overlap, RunState, Timestamp, TriggerSpec};
 use crate::overlap::{decide, superseded_reason, ActiveRuns, Decision};
-use std::collections::HashMap;
+use crate::schedule::{Calendar, BACKFILL_LIMIT};
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
+
+/// The lasting note of a backfill's runs.
+pub(crate) const BACKFILL_NOTE: &str = "backfill";
+
+/// The calendars a trigger names, among those loaded (a name whose calendar is gone excludes
+/// nothing: deleting a named calendar is refused, so only a racing delete can leave one).
+pub(crate) fn calendars_of(spec: &TriggerSpec, loaded: &HashMap<String, Calendar>) -> Vec<Calendar> {
+    spec.calendars.iter().filter_map(|n| loaded.get(n).cloned()).collect()
+}
+
+/// [`StoreError::Invalid`] on `triggers[i].calendars[j]` for the first name among `triggers`
+/// that is not a stored calendar (the API checks first; this catches other entry points, such
+/// as Kafka, and a calendar deleted meanwhile).
+pub(crate) fn unknown_calendar(triggers: &[TriggerSpec], loaded: &HashMap<String, Calendar>) -> Option<StoreError> {
+    triggers.iter().enumerate().find_map(|(i, t)| {
+        let (j, name) = t.calendars.iter().enumerate().find(|(_, n)| !loaded.contains_key(*n))?;
+        Some(StoreError::Invalid(format!("triggers[{i}].calendars[{j}]: unknown calendar {name:?}")))
+    })
+}
+
+/// The trigger ids among due times, sorted and without repeats.
+pub(crate) fn trigger_ids(due: &[(String, Timestamp)]) -> Vec<String> {
+    let mut ids: Vec<String> = due.iter().map(|(t, _)| t.clone()).collect();
+    ids.dedup();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Every calendar name the triggers name, sorted and without repeats.
+pub(crate) fn calendar_names<'a>(specs: impl IntoIterator<Item = &'a TriggerSpec>) -> Vec<String> {
+    let mut names: Vec<String> = specs.into_iter().flat_map(|s| s.calendars.iter().cloned()).collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
 
 /// The job fields a run snapshots when it is created.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -133,11 +181,12 @@ impl FireActions {
 }
 
 /// Plans one pass over due triggers. `jobs` holds the triggers' jobs; `active` the active runs
-/// of those jobs whose overlap policy is not `allow`.
+/// of those jobs whose overlap policy is not `allow`; `calendars` the calendars the triggers name.
 pub(crate) fn fire_actions(
     triggers: &[TriggerRow],
     jobs: &HashMap<String, JobSnapshot>,
     active: &mut HashMap<String, ActiveRuns>,
+    calendars: &HashMap<String, Calendar>,
     now: Timestamp,
     misfire_threshold: Duration,
 ) -> Result<FireActions, StoreError> {
@@ -146,39 +195,12 @@ pub(crate) fn fire_actions(
         let Some(next) = t.next_fire_at else { continue };
         let Some(job) = jobs.get(&t.job_id) else { continue };
         let spec = t.spec()?;
-        let plan = crate::schedule::plan(&spec, super::rows::ts(next), t.fires.max(0) as u64, now, misfire_threshold);
+        let cals = calendars_of(&spec, calendars);
+        let plan =
+            crate::schedule::plan(&spec, super::rows::ts(next), t.fires.max(0) as u64, now, misfire_threshold, &cals);
         for fire in plan.fires {
-            let id = new_id();
-            let note = fire.reason;
-            let (state, reason, blocked) = if fire.skipped {
-                (RunState::Skipped, note.clone(), false)
-            } else {
-                let a = active.entry(job.id.clone()).or_default();
-                match decide(job.overlap(), a, &id) {
-                    Decision::Pending { blocked } => (RunState::Pending, note.clone(), blocked),
-                    Decision::Skipped(why) => (RunState::Skipped, run_reason(note.as_deref(), Some(&why)), false),
-                    Decision::Supersede { cancel_pending, cancel_running } => {
-                        out.cancel_pending.extend(cancel_pending.into_iter().map(|r| (r, superseded_reason(&id))));
-                        out.cancel_running.extend(cancel_running);
-                        (RunState::Pending, note.clone(), false)
-                    }
-                }
-            };
-            let at = fire.scheduled_for.timestamp_micros();
-            out.inserts.push(NewRun {
-                id,
-                job: job.clone(),
-                trigger_id: Some(t.id.clone()),
-                fire_time: at,
-                scheduled_for: at,
-                state,
-                reason,
-                note,
-                held: false,
-                blocked,
-                manual: false,
-                created_at: now.timestamp_micros(),
-            });
+            let place = Placement { policy: job.overlap(), held: false, now };
+            out.place(job, active, &t.id, fire.scheduled_for, fire.skipped, fire.reason, place);
         }
         if plan.missed > 0 {
             out.misfires.push(Misfired {
@@ -196,6 +218,142 @@ pub(crate) fn fire_actions(
         });
     }
     Ok(out)
+}
+
+/// How a new triggered run is placed.
+#[derive(Debug, Clone, Copy)]
+struct Placement {
+    /// The overlap policy to decide with.
+    policy: Overlap,
+    /// Held (the job is paused).
+    held: bool,
+    now: Timestamp,
+}
+
+impl FireActions {
+    /// Adds the run of one due time `at` of trigger `trigger_id`, with its lasting `note`,
+    /// deciding overlap against (and recording it in) the job's active runs.
+    #[allow(clippy::too_many_arguments)]
+    fn place(
+        &mut self,
+        job: &JobSnapshot,
+        active: &mut HashMap<String, ActiveRuns>,
+        trigger_id: &str,
+        at: Timestamp,
+        skipped: bool,
+        note: Option<String>,
+        p: Placement,
+    ) {
+        let id = new_id();
+        let (state, reason, blocked) = if skipped {
+            (RunState::Skipped, note.clone(), false)
+        } else {
+            let a = active.entry(job.id.clone()).or_default();
+            match decide(p.policy, a, &id) {
+                Decision::Pending { blocked } => (RunState::Pending, note.clone(), blocked),
+                Decision::Skipped(why) => (RunState::Skipped, run_reason(note.as_deref(), Some(&why)), false),
+                Decision::Supersede { cancel_pending, cancel_running } => {
+                    self.cancel_pending.extend(cancel_pending.into_iter().map(|r| (r, superseded_reason(&id))));
+                    self.cancel_running.extend(cancel_running);
+                    (RunState::Pending, note.clone(), false)
+                }
+            }
+        };
+        let at = at.timestamp_micros();
+        self.inserts.push(NewRun {
+            id,
+            job: job.clone(),
+            trigger_id: Some(trigger_id.to_string()),
+            fire_time: at,
+            scheduled_for: at,
+            state,
+            reason,
+            note,
+            held: p.held,
+            blocked,
+            manual: false,
+            created_at: p.now.timestamp_micros(),
+        });
+    }
+}
+
+/// The due times a backfill covers: for each trigger of the job (or only `req.trigger_id`),
+/// every due time `t` with `from ≤ t < until`, following its schedule, window and calendars
+/// (`calendars` holds those the triggers name), `max_fires` ignored. Checks the request: `until`
+/// not in the future and after `from`, at most [`BACKFILL_LIMIT`] due times in all, `trigger_id`
+/// one of these triggers.
+///
+/// An interval's grid runs through the trigger's `next_fire_at`; a trigger with none left (it
+/// ended) has its grid through `start_at`, else through `fallback_anchor`.
+pub(crate) fn backfill_due(
+    triggers: &[TriggerRow],
+    calendars: &HashMap<String, Calendar>,
+    req: &BackfillRequest,
+    fallback_anchor: Timestamp,
+    now: Timestamp,
+) -> Result<Vec<(String, Timestamp)>, StoreError> {
+    let invalid = |e: FieldError| StoreError::Invalid(e.to_string());
+    if req.until > now {
+        return Err(invalid(FieldError::new("until", "is in the future")));
+    }
+    if req.until <= req.from {
+        return Err(invalid(FieldError::new("until", "must be after from")));
+    }
+    if let Some(id) = &req.trigger_id {
+        if !triggers.iter().any(|t| &t.id == id) {
+            return Err(invalid(FieldError::new("trigger_id", format!("{id:?} is not one of this job's triggers"))));
+        }
+    }
+    let mut out = Vec::new();
+    for t in triggers.iter().filter(|t| req.trigger_id.as_ref().is_none_or(|id| *id == t.id)) {
+        let spec = t.spec()?;
+        let anchor = t.next_fire_at.map(super::rows::ts).or(spec.start_at).unwrap_or(fallback_anchor);
+        let cals = calendars_of(&spec, calendars);
+        let cap = BACKFILL_LIMIT - out.len();
+        let times = crate::schedule::due_times(&spec, anchor, req.from, req.until, &cals, cap).map_err(|e| {
+            if e.path == "until" && e.message.starts_with("the range holds") {
+                FieldError::new("until", format!("the range holds more than {BACKFILL_LIMIT} due times"))
+            } else {
+                e
+            }
+        });
+        out.extend(times.map_err(invalid)?.into_iter().map(|at| (t.id.clone(), at)));
+    }
+    Ok(out)
+}
+
+/// The runs of a backfill: one per due time in `due` that has no run yet (`existing` holds the
+/// `(trigger_id, fire_time)` of those that have), due now, keeping `fire_time`, with the lasting
+/// note [`BACKFILL_NOTE`], following the request's overlap policy (default `allow`) against the
+/// job's `active` runs, held while the job is `paused`. Returns the actions (no trigger advances:
+/// a backfill changes neither `fires` nor `next_fire_at`) and how many due times already had a run.
+pub(crate) fn backfill_actions(
+    job: &JobSnapshot,
+    paused: bool,
+    due: &[(String, Timestamp)],
+    existing: &HashSet<(String, i64)>,
+    policy: Overlap,
+    active: ActiveRuns,
+    now: Timestamp,
+) -> (FireActions, u64) {
+    let mut out = FireActions::default();
+    let mut active = HashMap::from([(job.id.clone(), active)]);
+    // The runs carry the policy they were decided by (what their settlement goes by).
+    let job = &JobSnapshot { overlap: policy.as_str().to_string(), ..job.clone() };
+    let mut had = 0;
+    let place = Placement { policy, held: paused, now };
+    for (trigger_id, at) in due {
+        if existing.contains(&(trigger_id.clone(), at.timestamp_micros())) {
+            had += 1;
+            continue;
+        }
+        out.place(job, &mut active, trigger_id, *at, false, Some(BACKFILL_NOTE.to_string()), place);
+        // Due now: the run keeps its due time as `fire_time` only.
+        if let Some(r) = out.inserts.last_mut() {
+            r.scheduled_for = now.timestamp_micros();
+        }
+    }
+    (out, had)
 }
 
 #[cfg(test)]
@@ -236,6 +394,7 @@ mod tests {
             max_fires: None,
             misfire,
             catch_up_limit: None,
+            calendars: vec![],
         };
         TriggerRow {
             id: id.into(),
@@ -254,7 +413,7 @@ mod tests {
     ) -> FireActions {
         let jobs = jobs.iter().map(|j| (j.id.clone(), j.clone())).collect();
         let mut active = active.iter().map(|(id, a)| (id.to_string(), a.clone())).collect();
-        fire_actions(triggers, &jobs, &mut active, now, THRESHOLD).expect("plans")
+        fire_actions(triggers, &jobs, &mut active, &HashMap::new(), now, THRESHOLD).expect("plans")
     }
 
     fn running(ids: &[&str]) -> ActiveRuns {
@@ -358,5 +517,33 @@ mod tests {
         assert_eq!((adv.new_next, adv.fires_added), (Some(us(t(610))), 61), "every due time counts");
         let counted = Misfired { policy: Misfire::Skip, job_id: "j1".into(), trigger_id: "t1".into(), count: 54 };
         assert_eq!(a.report().misfires, [counted], "the report counts every missed time for the metric");
+    }
+
+    #[test]
+    fn backfill_makes_runs_due_now_for_times_without_one_noted_backfill() {
+        let due: Vec<(String, Timestamp)> = (0..4).map(|i| ("t1".to_string(), t(i * 10))).collect();
+        let existing = HashSet::from([("t1".to_string(), us(t(10)))]);
+        let (a, had) = backfill_actions(
+            &job("j1", Overlap::Allow),
+            true,
+            &due,
+            &existing,
+            Overlap::Skip,
+            ActiveRuns::default(),
+            t(100),
+        );
+        assert_eq!(had, 1);
+        let got: Vec<_> = a.inserts.iter().map(|r| (r.fire_time, r.scheduled_for, r.state, r.held)).collect();
+        assert_eq!(
+            got,
+            [
+                (us(t(0)), us(t(100)), RunState::Pending, true),
+                (us(t(20)), us(t(100)), RunState::Skipped, true),
+                (us(t(30)), us(t(100)), RunState::Skipped, true),
+            ]
+        );
+        assert!(a.inserts.iter().all(|r| r.note.as_deref() == Some(BACKFILL_NOTE) && r.job.overlap == "skip"));
+        assert!(a.inserts[1].reason.as_deref().is_some_and(|m| m.starts_with("backfill; overlap skip")));
+        assert!(a.advances.is_empty(), "a backfill moves no trigger");
     }
 }

@@ -16,8 +16,9 @@
 //! * [`sqlite`] and [`postgres`]: `mod.rs` (connecting, the transaction type, error mapping, and for
 //!   PostgreSQL the lock order) with the few `Store` methods of its own, the rest delegated by
 //!   `store_by_noun!` (the one table of contents, in this file), plus one
-//!   file of SQL per noun (`jobs.rs`, `triggers.rs`, `runs.rs`, `leases.rs`, `workers.rs`,
-//!   PostgreSQL's `listener.rs`), named as the [`conformance`] suite's files are.
+//!   file of SQL per noun (`jobs.rs`, `triggers.rs` (with backfills), `runs.rs`, `leases.rs`,
+//!   `workers.rs`, `limits.rs`, `calendars.rs`, PostgreSQL's `listener.rs`), named as the
+//!   [`conformance`] suite's files are.
 //!
 //! Methods take `now` from the caller's [`Clock`](crate::clock::Clock) rather than reading the
 //! database clock, so every time-dependent behaviour is testable with a manual clock.
@@ -42,7 +43,10 @@ pub(crate) mod rows;
 pub mod sqlite;
 
 use crate::domain::{Attempt, Job, JobSpec, Lease, Run, RunState, Timestamp, Worker};
-use crate::domain::{HandlerQueue, LimitBounds, LimitDef, LimitKey, RunBucket};
+use crate::domain::{
+    BackfillOutcome, BackfillRequest, CalendarDef, HandlerQueue, LimitBounds, LimitDef, LimitKey, RunBucket,
+};
+use crate::schedule::Calendar;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -453,6 +457,29 @@ pub trait Store: Send + Sync + 'static {
     /// Runs `running` per concrete key (keys with none are absent).
     async fn limit_running(&self, keys: &[String]) -> Result<HashMap<String, u64>>;
 
+    /// Creates or replaces a calendar (a replace keeps `created_at`); `exclude` is stored as sent.
+    /// In the same transaction the triggers naming it get their `next_fire_at` recomputed from
+    /// `now` on (a change applies from the next fire on).
+    async fn calendar_put(
+        &self,
+        calendar: &Calendar,
+        exclude: &[serde_json::Value],
+        now: Timestamp,
+    ) -> Result<CalendarDef>;
+    /// One calendar; `NotFound` when there is none.
+    async fn calendar_get(&self, name: &str) -> Result<CalendarDef>;
+    /// Every calendar, by name.
+    async fn calendar_list(&self) -> Result<Vec<CalendarDef>>;
+    /// Deletes a calendar: `NotFound` when there is none, `Conflict` (`calendar_in_use`) while a
+    /// trigger names it.
+    async fn calendar_delete(&self, name: &str) -> Result<()>;
+
+    /// A backfill, in one transaction: one run per due time of the job's triggers (or the one
+    /// named) in `[from, until)` that has none yet (the once-per-due-time key), due now, with the
+    /// lasting note `backfill`; neither `fires` nor `next_fire_at` changes. A bad range or
+    /// trigger is [`StoreError::Invalid`] naming the field.
+    async fn job_backfill(&self, id: &str, req: &BackfillRequest, now: Timestamp) -> Result<BackfillOutcome>;
+
     /// Subscribes to other nodes' "runs ready" notices; `None` when the backend serves one
     /// node (in-process signals then cover every change).
     async fn wakeups(&self) -> Result<Option<Box<dyn Wakeups>>> {
@@ -462,7 +489,7 @@ pub trait Store: Send + Sync + 'static {
 
 /// A backend's `impl Store`: the methods it writes itself (`capabilities`, `ping`, and for
 /// PostgreSQL `wakeups`), then every other method delegated to the per-noun module of its
-/// folder (`jobs`, `triggers`, `runs`, `leases`, `workers`). The table of contents is written
+/// folder (`jobs`, `triggers`, `runs`, `leases`, `workers`, `limits`, `calendars`). The table of contents is written
 /// once here, so the two backends cannot list different things.
 macro_rules! store_by_noun {
     ($store:ty { $($own:tt)* }) => {
@@ -610,6 +637,31 @@ macro_rules! store_by_noun {
 
             async fn limit_running(&self, keys: &[String]) -> Result<HashMap<String, u64>> {
                 limits::running(self, keys).await
+            }
+
+            async fn calendar_put(
+                &self,
+                calendar: &Calendar,
+                exclude: &[serde_json::Value],
+                now: Timestamp,
+            ) -> Result<CalendarDef> {
+                calendars::put(self, calendar, exclude, now).await
+            }
+
+            async fn calendar_get(&self, name: &str) -> Result<CalendarDef> {
+                calendars::get(self, name).await
+            }
+
+            async fn calendar_list(&self) -> Result<Vec<CalendarDef>> {
+                calendars::list(self).await
+            }
+
+            async fn calendar_delete(&self, name: &str) -> Result<()> {
+                calendars::delete(self, name).await
+            }
+
+            async fn job_backfill(&self, id: &str, req: &BackfillRequest, now: Timestamp) -> Result<BackfillOutcome> {
+                triggers::backfill(self, id, req, now).await
             }
         }
     };

@@ -287,6 +287,14 @@ pub(crate) fn handler_queues(
     by.into_values().collect()
 }
 
+/// A calendar delete refused while a trigger (of job `job_id`) names the calendar.
+pub(crate) fn calendar_in_use(name: &str, job_id: &str) -> StoreError {
+    StoreError::Conflict {
+        code: "calendar_in_use",
+        message: format!("calendar {name} is named by a trigger of job {job_id}; remove it from the trigger first"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

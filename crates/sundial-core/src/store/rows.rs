@@ -345,3 +345,42 @@ pub(crate) fn fresh_job(
         limits: spec.limits.clone(),
     }
 }
+
+/// A stored calendar (both backends).
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct CalendarRow {
+    pub name: String,
+    pub timezone: String,
+    pub exclude: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Columns of [`CalendarRow`].
+pub(crate) const CALENDAR_COLUMNS: &str = "name, timezone, exclude, created_at, updated_at";
+
+impl CalendarRow {
+    pub(crate) fn into_def(self) -> Result<crate::domain::CalendarDef, StoreError> {
+        let exclude = serde_json::from_str(&self.exclude).map_err(|_| corrupt("calendar", &self.exclude))?;
+        Ok(crate::domain::CalendarDef {
+            name: self.name,
+            timezone: self.timezone,
+            exclude,
+            created_at: ts(self.created_at),
+            updated_at: ts(self.updated_at),
+        })
+    }
+}
+
+/// Stored calendars by name, compiled.
+pub(crate) fn compile_calendars(
+    rows: Vec<CalendarRow>,
+) -> Result<std::collections::HashMap<String, crate::schedule::Calendar>, StoreError> {
+    rows.into_iter()
+        .map(|r| {
+            let def = r.into_def()?;
+            let cal = def.compile().map_err(|e| StoreError::Internal(format!("stored calendar {}: {e}", def.name)))?;
+            Ok((def.name, cal))
+        })
+        .collect()
+}

@@ -11,6 +11,7 @@ use crate::state::AppState;
 use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
+use std::collections::{HashMap, HashSet};
 use sundial_core::domain::trigger::TriggerWire;
 use sundial_core::domain::{Timestamp, TriggerSpec};
 use sundial_core::schedule::{self, Calendar, PreviewFire, PREVIEW_LIMIT};
@@ -52,10 +53,10 @@ pub async fn job_fires(
     let now = state.clock.now();
     let after = p.time("after")?.unwrap_or(now);
     let job = super::jobs::visible_job(&state, &access, &id).await?;
-    // Calendars are not stored yet: every trigger previews with none. Once triggers name
-    // calendars, pass each trigger's calendars here.
-    let no_calendars: &[Calendar] = &[];
-    let triggers: Vec<_> = job.triggers.iter().map(|t| (t, no_calendars)).collect();
+    let specs: Vec<&TriggerSpec> = job.triggers.iter().map(|t| &t.spec).collect();
+    let loaded = calendars_named(&state, &specs).await?;
+    let cals: Vec<Vec<Calendar>> = job.triggers.iter().map(|t| calendars_of(&t.spec, &loaded)).collect();
+    let triggers: Vec<_> = job.triggers.iter().zip(&cals).map(|(t, c)| (t, c.as_slice())).collect();
     Ok(answer(schedule::preview(&triggers, after, limit)))
 }
 
@@ -88,5 +89,33 @@ pub async fn trigger_preview(
     // The shape check above does not compile the schedule; a bad cron expression is a 422 here too.
     schedule::Schedule::compile(&spec.kind, now).map_err(|e| e.within("trigger"))?;
     let after = req.after.unwrap_or(now);
-    Ok(answer(schedule::preview_unsaved(&spec, &[], after, limit)))
+    let loaded = calendars_named(&state, &[&spec]).await?;
+    for (j, name) in spec.calendars.iter().enumerate() {
+        if !loaded.contains_key(name) {
+            return Err(ApiError::invalid(format!("trigger.calendars[{j}]: unknown calendar {name:?}")));
+        }
+    }
+    Ok(answer(schedule::preview_unsaved(&spec, &calendars_of(&spec, &loaded), after, limit)))
+}
+
+/// The stored calendars the triggers name, compiled (what the scheduler plans with).
+async fn calendars_named(state: &AppState, specs: &[&TriggerSpec]) -> ApiResult<HashMap<String, Calendar>> {
+    let names: HashSet<&String> = specs.iter().flat_map(|s| s.calendars.iter()).collect();
+    let mut out = HashMap::new();
+    if names.is_empty() {
+        return Ok(out);
+    }
+    for def in state.store.calendar_list().await? {
+        if names.contains(&def.name) {
+            let cal = def
+                .compile()
+                .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+            out.insert(def.name, cal);
+        }
+    }
+    Ok(out)
+}
+
+fn calendars_of(spec: &TriggerSpec, loaded: &HashMap<String, Calendar>) -> Vec<Calendar> {
+    spec.calendars.iter().filter_map(|n| loaded.get(n).cloned()).collect()
 }

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use sundial_core::domain::{job::JobRequest, Job, JobSpec, Run};
+use sundial_core::domain::{job::JobRequest, BackfillOutcome, BackfillRequest, Job, JobSpec, Run};
 use sundial_core::input::Rejection;
 
 use sundial_core::store::{JobCreate, JobCreated, JobFilter, StoreError};
@@ -52,6 +52,7 @@ pub async fn create(
 ) -> ApiResult<Response> {
     let spec = state.config.job_limits.validate(req, state.clock.now())?;
     access.create(&spec.namespace)?;
+    super::calendars::check_job(&state, &spec).await?;
     // Answers only after the group-commit transaction holding this job committed (guarantee 1).
     let created = state.submissions.submit(JobCreate { spec, derived_idempotency_key: None }).await?;
     metrics::counter!("sundial_jobs_submitted_total", "outcome" => if created.created { "created" } else { "replay" })
@@ -129,6 +130,20 @@ pub async fn batch(
             Err(e) => items.push(Some(error_item(e))),
         }
     }
+    // Calendar names are checked against one read of the calendars, each item alone.
+    let known = super::calendars::known_names(&state, &valid.iter().map(|c| &c.spec).collect::<Vec<_>>()).await?;
+    let mut checked = Vec::with_capacity(valid.len());
+    let mut checked_slots = Vec::with_capacity(slots.len());
+    for (c, slot) in valid.into_iter().zip(slots) {
+        match super::calendars::check_names(&c.spec, known.as_ref()) {
+            Ok(()) => {
+                checked.push(c);
+                checked_slots.push(slot);
+            }
+            Err(e) => items[slot] = Some(error_item(e.into())),
+        }
+    }
+    let (valid, slots) = (checked, checked_slots);
     if !valid.is_empty() {
         let results = state.store.job_create_many(valid, state.clock.now()).await?;
         let mut stored: Vec<Job> = Vec::new();
@@ -218,6 +233,7 @@ pub async fn patch(
     if unchanged {
         return Ok(Json(current));
     }
+    super::calendars::check_job(&state, &spec).await?;
     let job = state.store.job_update(&id, spec, state.clock.now()).await?;
     state.signals.triggers_changed.notify_one();
     state.signals.runs_ready.notify_waiters();
@@ -285,4 +301,30 @@ pub async fn run_now(
     })?;
     state.signals.runs_ready.notify_waiters();
     Ok((StatusCode::CREATED, Json(run)))
+}
+
+/// Runs for the past due times of the job's triggers (or of the one named) in `[from, until)`
+/// that have none yet: due now, `fire_time` the due time, reason `backfill`.
+#[utoipa::path(post, path = "/v1/jobs/{id}/backfill", operation_id = "backfill_job", tag = "jobs",
+    params(("id" = String, Path, description = "The job's id, or its `namespace/name` (URL-encoded `/`)")),
+    request_body = BackfillRequest,
+    description = "One run per due time `t` (`from ≤ t < until`) that has no run yet; due times that have one are counted in \
+        `existing`. Due times follow the schedule, `start_at`, `end_at` and calendars (also before the trigger was created); \
+        `max_fires` does not apply; `fires` and `next_fire_at` do not change. The runs follow the request's `overlap` \
+        (default `allow`); a paused job's wait for resume.",
+    responses((status = 200, description = "How many runs were created, how many due times had one", body = BackfillOutcome),
+        (status = 404, description = "Unknown id", body = crate::error::ErrorBody),
+        (status = 422, description = "`until` in the future, not after `from`, or over 10,000 due times; `trigger_id` not of this job", body = crate::error::ErrorBody)))]
+pub async fn backfill(
+    State(state): State<AppState>,
+    access: Access,
+    JobId(id): JobId,
+    JsonBody(req): JsonBody<BackfillRequest>,
+) -> ApiResult<Json<BackfillOutcome>> {
+    let job = visible_job(&state, &access, &id).await?;
+    let outcome = state.store.job_backfill(&job.id, &req, state.clock.now()).await?;
+    if outcome.created > 0 {
+        state.signals.runs_ready.notify_waiters();
+    }
+    Ok(Json(outcome))
 }

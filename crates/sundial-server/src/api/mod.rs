@@ -1,5 +1,7 @@
-//! The `/v1` HTTP API: jobs, runs, the worker protocol, previews of due times, limits and stats.
+//! The `/v1` HTTP API: jobs, runs, the worker protocol, previews of due times, limits, stats and
+//! calendars.
 
+pub mod calendars;
 pub mod fires;
 pub mod jobs;
 pub mod limits;

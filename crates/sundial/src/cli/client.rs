@@ -64,6 +64,23 @@ pub enum JobCmd {
         /// Job id, `namespace/name`, or a name in `default`.
         job: String,
     },
+    /// Make runs for the past due times in [FROM, UNTIL) that have none (each once).
+    Backfill {
+        /// Job id, `namespace/name`, or a name in `default`.
+        job: String,
+        /// First instant of the range (RFC 3339).
+        #[arg(long)]
+        from: String,
+        /// End of the range, exclusive (RFC 3339; not in the future).
+        #[arg(long)]
+        until: String,
+        /// Only this trigger's due times.
+        #[arg(long)]
+        trigger: Option<String>,
+        /// Overlap policy of the backfill runs (allow, skip, buffer_one, cancel_other; default allow).
+        #[arg(long)]
+        overlap: Option<String>,
+    },
 }
 
 /// `sundial job add` flags.
@@ -385,6 +402,14 @@ impl Client {
             JobCmd::Run { job } => {
                 let id = self.job_ref(&job).await?;
                 self.print(&self.post(&format!("/v1/jobs/{id}/run"), None).await?, RUN_COLS)?;
+            }
+            JobCmd::Backfill { job, from, until, trigger, overlap } => {
+                let id = self.job_ref(&job).await?;
+                let body = serde_json::json!({"from": from, "until": until, "trigger_id": trigger, "overlap": overlap});
+                self.print(
+                    &self.post(&format!("/v1/jobs/{id}/backfill"), Some(&body)).await?,
+                    &["created", "existing"],
+                )?;
             }
             JobCmd::Delete { job } => {
                 let id = self.job_ref(&job).await?;

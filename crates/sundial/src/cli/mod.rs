@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod bench;
+pub mod calendar;
 pub mod client;
 pub mod cron;
 pub mod limit;

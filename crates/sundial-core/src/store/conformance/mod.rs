@@ -1,8 +1,8 @@
 //! The `Store` conformance suite: one set of behavioural cases every backend must pass.
 //!
 //! Each case is a `pub async fn <method>_<behaviour>(h: Harness)` in the file of its noun
-//! ([`jobs`], [`triggers`], [`runs`], [`leases`], [`limits`], [`stats`], [`workers`]); its name states the behaviour
-//! and it fails if that behaviour breaks. A backend runs the whole suite from an integration test
+//! ([`jobs`], [`triggers`], [`runs`], [`leases`], [`limits`], [`stats`], [`workers`],
+//! [`calendars`]); its name states the behaviour and it fails if that behaviour breaks. A backend runs the whole suite from an integration test
 //! file with one macro call:
 //!
 //! ```ignore
@@ -32,6 +32,7 @@
 //! name; no case branches on the backend. A change to the `Store` trait or to a backend lands
 //! with a case here.
 
+pub mod calendars;
 pub mod jobs;
 pub mod leases;
 pub mod limits;
@@ -383,6 +384,17 @@ macro_rules! store_conformance {
                 current stats_runs_measure_each_attempts_lag_from_its_own_due_time,
                 current stats_handlers_count_queues_and_live_workers,
             }
+            calendars {
+                current calendar_put_get_list_delete_round_trip,
+                current calendar_in_use_cannot_be_deleted_until_no_trigger_names_it,
+                current excluded_due_times_are_not_fires,
+                current calendar_change_applies_from_the_next_fire_on,
+                current backfill_creates_one_run_per_due_time_once,
+                current backfill_follows_window_and_calendars_not_max_fires,
+                current backfill_refuses_bad_ranges_and_foreign_triggers,
+                current backfill_of_a_paused_job_waits_and_follows_the_requests_overlap,
+                current naming_an_unknown_calendar_refuses_that_item_only,
+            }
             workers {
                 current register_then_get_and_list_newest_first,
                 current silent_worker_is_marked_dead_after_twice_the_lease,
@@ -455,6 +467,7 @@ mod tests {
         let start = this.find("macro_rules! store_conformance {").expect("the macro");
         let macro_src = &this[start..this.find("macro_rules! __store_conformance_cases").expect("its helper")];
         let files = [
+            ("calendars", include_str!("calendars.rs")),
             ("jobs", include_str!("jobs.rs")),
             ("leases", include_str!("leases.rs")),
             ("limits", include_str!("limits.rs")),

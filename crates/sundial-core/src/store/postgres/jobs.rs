@@ -2,6 +2,7 @@
 //! reads, updates, pauses, deletes, manual runs).
 
 use super::*;
+use crate::store::fire::{calendar_names, unknown_calendar};
 
 impl PostgresStore {
     async fn jobs_by_id(&self, ids: &[String], now: Timestamp) -> Result<HashMap<String, Job>> {
@@ -29,6 +30,17 @@ impl PostgresStore {
         let mut created: Vec<(usize, String, String)> = Vec::new(); // (item, id, name)
         let mut todo: Vec<usize> = (0..jobs.len()).collect();
         let mut tx = self.begin().await?;
+        // An item naming no stored calendar is refused alone; the calendars named are read FOR
+        // SHARE here, so none of them can be deleted before this transaction ends.
+        let names = calendar_names(jobs.iter().flat_map(|c| c.spec.triggers.iter()));
+        let loaded = super::calendars::load(&mut tx, &names, true).await?;
+        todo.retain(|&i| match unknown_calendar(&jobs[i].spec.triggers, &loaded) {
+            Some(e) => {
+                staged[i] = Some(Staged::Invalid(e.to_string()));
+                false
+            }
+            None => true,
+        });
         for _round in 0..5 {
             if todo.is_empty() {
                 break;
@@ -112,6 +124,8 @@ pub(super) enum Staged {
     Created(Box<Job>),
     Replay(String),
     Failed(Conflict),
+    /// Refused on a field (a calendar name).
+    Invalid(String),
 }
 
 pub(super) struct Item {
@@ -306,6 +320,7 @@ pub(super) async fn create_many(
                 None => Err(StoreError::NotFound(format!("job {id}"))),
             },
             Staged::Failed(c) => Err(c.into()),
+            Staged::Invalid(m) => Err(StoreError::Invalid(m)),
         })
         .collect())
 }

@@ -34,6 +34,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
+mod calendars;
 mod jobs;
 mod leases;
 mod limits;

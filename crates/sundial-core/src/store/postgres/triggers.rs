@@ -1,6 +1,8 @@
 //! PostgreSQL: triggers (storing them, firing the due ones with `SKIP LOCKED`, the next wake-up).
 
 use super::*;
+use crate::domain::{BackfillOutcome, BackfillRequest};
+use crate::store::fire::{backfill_actions, backfill_due, calendar_names, calendars_of, trigger_ids, unknown_calendar};
 
 /// Inserts the triggers of several jobs in one statement; returns them per job id.
 pub(super) async fn insert_triggers(
@@ -9,12 +11,19 @@ pub(super) async fn insert_triggers(
     now: Timestamp,
 ) -> Result<HashMap<String, Vec<Trigger>>> {
     let mut out: HashMap<String, Vec<Trigger>> = HashMap::new();
+    let names = calendar_names(jobs.iter().flat_map(|(_, spec)| spec.triggers.iter()));
+    let loaded = super::calendars::load(tx, &names, true).await?;
+    // The whole batch fails (a caller with several jobs, such as Kafka ingest, then stores them
+    // one by one); the API checks names first, so only other entry points get here.
+    if let Some(e) = jobs.iter().find_map(|(_, spec)| unknown_calendar(&spec.triggers, &loaded)) {
+        return Err(e);
+    }
     let (mut ids, mut job_ids, mut positions, mut specs, mut nexts, mut paused) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (job_id, spec) in jobs {
         for (pos, t) in spec.triggers.iter().enumerate() {
             let id = new_id();
-            let next = crate::schedule::first_fire(t, now);
+            let next = crate::schedule::first_fire_in(t, now, &calendars_of(t, &loaded));
             ids.push(id.clone());
             job_ids.push(job_id.to_string());
             positions.push(pos as i64);
@@ -93,7 +102,9 @@ pub(super) async fn fire_due(
     snaps.extend(allow);
     let mut active = active_runs(&mut tx, &locked).await?;
     let jobs: HashMap<String, JobSnapshot> = snaps.into_iter().map(|s| (s.id.clone(), s)).collect();
-    let mut actions = fire_actions(&triggers, &jobs, &mut active, now, misfire_threshold)?;
+    let specs = triggers.iter().map(|t| t.spec()).collect::<Result<Vec<_>>>()?;
+    let calendars = super::calendars::load(&mut tx, &calendar_names(&specs), false).await?;
+    let mut actions = fire_actions(&triggers, &jobs, &mut active, &calendars, now, misfire_threshold)?;
     if !actions.advances.is_empty() {
         let (mut ids, mut old, mut new, mut added) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for a in &actions.advances {
@@ -135,4 +146,63 @@ pub(super) async fn fire_due(
 /// [`Store::trigger_next_due`].
 pub(super) async fn next_due(s: &PostgresStore) -> Result<Option<Timestamp>> {
     s.reader().next_due().await
+}
+
+/// [`Store::job_backfill`].
+pub(super) async fn backfill(
+    s: &PostgresStore,
+    id: &str,
+    req: &BackfillRequest,
+    now: Timestamp,
+) -> Result<BackfillOutcome> {
+    let mut tx = s.begin().await?;
+    let policy = req.overlap.unwrap_or_default();
+    // The lock order: triggers (read only here, not locked), then the job; its row is locked
+    // only when overlap decisions need its active runs, as on the fire path.
+    let triggers: Vec<TriggerRow> =
+        sqlx::query_as(&format!("SELECT {TRIGGER_COLUMNS} FROM triggers WHERE job_id = $1 ORDER BY position"))
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+    let lock = if policy == Overlap::Allow { "" } else { " FOR UPDATE" };
+    let job: Option<JobSnapshot> =
+        sqlx::query_as(&format!("SELECT {JOB_SNAPSHOT_COLUMNS} FROM jobs WHERE id = $1{lock}"))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+    let job = job.ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
+    let (paused, updated_at): (bool, i64) = sqlx::query_as("SELECT paused, updated_at FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    let specs = triggers.iter().map(|t| t.spec()).collect::<Result<Vec<_>>>()?;
+    let calendars = super::calendars::load(&mut tx, &calendar_names(&specs), false).await?;
+    let due = backfill_due(&triggers, &calendars, req, ts(updated_at), now)?;
+    let existing: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT trigger_id, fire_time FROM runs WHERE trigger_id = ANY($1) AND fire_time >= $2 AND fire_time < $3",
+    )
+    .bind(trigger_ids(&due))
+    .bind(us(req.from))
+    .bind(us(req.until))
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    let existing: HashSet<(String, i64)> = existing.into_iter().collect();
+    let active = if policy == Overlap::Allow {
+        ActiveRuns::default()
+    } else {
+        active_runs(&mut tx, &[id.to_string()]).await?.remove(id).unwrap_or_default()
+    };
+    let (actions, _) = backfill_actions(&job, paused, &due, &existing, policy, active, now);
+    let created = insert_runs(&mut tx, actions.inserts.iter()).await?;
+    cancel_pending(&mut tx, &actions.cancel_pending, us(now)).await?;
+    request_cancel(&mut tx, &actions.cancel_running).await?;
+    if !paused && actions.inserts.iter().any(|r| r.state == RunState::Pending && !r.blocked) {
+        s.notify_ready(&mut tx).await?;
+    }
+    tx.commit().await.map_err(db_err)?;
+    Ok(BackfillOutcome { created, existing: due.len() as u64 - created })
 }

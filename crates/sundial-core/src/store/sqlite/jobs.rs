@@ -75,7 +75,13 @@ pub(super) async fn decide_one(
     let snap = JobSnapshot::from_spec(&id, &spec);
     let mut spec = spec;
     spec.idempotency_key = key.clone();
-    let job = fresh_job(&id, &name, &spec, new_triggers(&spec, now), now);
+    // A trigger naming no stored calendar refuses this item only.
+    let triggers = match new_triggers(tx, &spec, now).await {
+        Ok(t) => t,
+        Err(e @ StoreError::Invalid(_)) => return Ok(Decided::Refused(e)),
+        Err(e) => return Err(e),
+    };
+    let job = fresh_job(&id, &name, &spec, triggers, now);
     let index = staged.len();
     for (column, value) in lookups {
         if let Some(v) = value {
@@ -230,7 +236,7 @@ pub(super) async fn update(s: &SqliteStore, id: &str, spec: JobSpec, now: Timest
     .await
     .map_err(db_err)?;
     sqlx::query("DELETE FROM triggers WHERE job_id = ?").bind(id).execute(&mut *tx).await.map_err(db_err)?;
-    let triggers = new_triggers(&spec, now);
+    let triggers = new_triggers(&mut tx, &spec, now).await?;
     let rows: Vec<_> = triggers.iter().enumerate().map(|(pos, t)| (id, spec.paused, pos, t)).collect();
     insert_triggers(&mut tx, &rows).await?;
     if was_paused != spec.paused {

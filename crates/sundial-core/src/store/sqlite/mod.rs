@@ -23,6 +23,7 @@ use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
 use std::collections::HashMap;
 use std::str::FromStr;
 
+mod calendars;
 mod jobs;
 mod leases;
 mod limits;
