@@ -333,7 +333,8 @@ pub trait Store: Send + Sync + 'static {
     async fn run_retry(&self, id: &str, now: Timestamp) -> Result<Run>;
     /// Every attempt of a run, oldest first (empty for a run never claimed).
     async fn run_attempts(&self, id: &str) -> Result<Vec<Attempt>>;
-    /// Claims due pending runs of the worker's handlers, by priority then in fair turns across
+    /// Claims due pending runs of the worker's handlers (and of its namespaces, when it was
+    /// registered with some), by priority then in fair turns across
     /// first keys, each only while the limits on its keys have room (see [`limits`]).
     /// Each claim bumps `attempt` and sets a lease. Counts as the worker's sign of life.
     async fn run_claim(&self, params: &ClaimParams) -> Result<Vec<ClaimedRun>>;
@@ -356,8 +357,15 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes finished runs that finished before `before`, at most `limit`.
     async fn run_prune(&self, before: Timestamp, limit: u32) -> Result<u64>;
 
-    /// Registers a worker.
-    async fn worker_register(&self, name: &str, handlers: &[String], capacity: u32, now: Timestamp) -> Result<Worker>;
+    /// Registers a worker; its claims lease only runs of `namespaces` (`None`: every namespace).
+    async fn worker_register(
+        &self,
+        name: &str,
+        handlers: &[String],
+        capacity: u32,
+        namespaces: Option<&[String]>,
+        now: Timestamp,
+    ) -> Result<Worker>;
     /// One worker.
     async fn worker_get(&self, id: &str) -> Result<Worker>;
     /// All workers not deregistered, newest first.
@@ -480,8 +488,15 @@ macro_rules! store_by_noun {
                 runs::prune(self, before, limit).await
             }
 
-            async fn worker_register(&self, name: &str, handlers: &[String], capacity: u32, now: Timestamp) -> Result<Worker> {
-                workers::register(self, name, handlers, capacity, now).await
+            async fn worker_register(
+                &self,
+                name: &str,
+                handlers: &[String],
+                capacity: u32,
+                namespaces: Option<&[String]>,
+                now: Timestamp,
+            ) -> Result<Worker> {
+                workers::register(self, name, handlers, capacity, namespaces, now).await
             }
 
             async fn worker_get(&self, id: &str) -> Result<Worker> {

@@ -259,20 +259,20 @@ pub async fn attempts_record_every_attempt_with_worker_outcome_and_error(h: Harn
     let run = h.runs(&j.id).await.remove(0);
     assert_eq!(h.store.run_attempts(&run.id).await.expect("run_attempts"), [], "never claimed");
     let handlers = ["echo".to_string()];
-    let a = h.store.worker_register("alpha", &handlers, 8, h.now).await.expect("register");
+    let a = h.store.worker_register("alpha", &handlers, 8, None, h.now).await.expect("register");
     let c1 = h.claim_one(&a.id, h.now).await;
     let r = h.run(&run.id).await;
     assert_eq!((r.worker_id.as_deref(), r.worker_name.as_deref()), (Some(a.id.as_str()), Some("alpha")));
     let failed = Completion { error: Some("boom".into()), ..completion(&c1, &a.id, RunState::Failed) };
     h.complete(failed, h.t(1.0)).await.expect("complete");
 
-    let b = h.store.worker_register("beta", &handlers, 8, h.t(2.0)).await.expect("register");
+    let b = h.store.worker_register("beta", &handlers, 8, None, h.t(2.0)).await.expect("register");
     let c2 = h.claim_one(&b.id, h.t(3.0)).await;
     assert_eq!(c2.attempt, 2);
     let report = h.reap(h.t(40.0)).await;
     assert_eq!(report.expired, [(run.id.clone(), RunState::Pending)]);
 
-    let c = h.store.worker_register("gamma", &handlers, 8, h.t(41.0)).await.expect("register");
+    let c = h.store.worker_register("gamma", &handlers, 8, None, h.t(41.0)).await.expect("register");
     let c3 = h.claim_one(&c.id, h.t(50.0)).await;
     let attempts = h.other.run_attempts(&run.id).await.expect("run_attempts");
     let got: Vec<_> = attempts

@@ -211,7 +211,7 @@ impl Harness {
     /// Registers a worker serving `handlers`.
     pub async fn worker(&self, handlers: &[&str], now: Timestamp) -> Worker {
         let handlers: Vec<String> = handlers.iter().map(|h| h.to_string()).collect();
-        self.store.worker_register("w", &handlers, 8, now).await.expect("worker_register")
+        self.store.worker_register("w", &handlers, 8, None, now).await.expect("worker_register")
     }
 
     /// Claims up to `max` runs for `worker_id` with a [`LEASE`] lease.
@@ -320,6 +320,10 @@ macro_rules! store_conformance {
                 current pause_stops_triggers_and_claims_manual_run_still_runs,
                 current pause_holds_the_retry_of_a_run_that_fails_while_paused,
                 current next_fire_time_of_paused_job_shows_next_future_time,
+                current pause_after_failures_pauses_the_job_when_that_many_runs_in_a_row_fail,
+                current pause_after_failures_count_is_reset_by_success_and_untouched_by_cancelled_runs,
+                current pause_after_failures_resume_clears_the_reason_and_resets_the_count,
+                multi concurrent_failures_on_two_handles_still_pause_the_job,
                 multi concurrent_create_with_one_idempotency_key_stores_one_job,
                 multi concurrent_batches_racing_on_names_store_each_name_once,
             }
@@ -381,6 +385,7 @@ macro_rules! store_conformance {
                 current silent_worker_is_marked_dead_after_twice_the_lease,
                 current claim_or_heartbeat_by_unknown_or_deregistered_worker_is_not_found,
                 current deregistered_worker_still_completes_what_it_holds,
+                current claim_by_a_namespace_bound_worker_leases_only_runs_of_its_namespaces,
             }
         }
     };
