@@ -113,6 +113,8 @@ pub struct JobCreated {
 pub struct JobFilter {
     /// Only this namespace.
     pub namespace: Option<String>,
+    /// Only these namespaces (a namespace-bound token's); `Some` of none matches nothing.
+    pub namespaces: Option<Vec<String>>,
     /// Only the job of this name (with `namespace`, at most one).
     pub name: Option<String>,
     /// Only this handler.
@@ -138,6 +140,8 @@ pub struct RunFilter {
     pub until: Option<Timestamp>,
     /// Only this namespace.
     pub namespace: Option<String>,
+    /// Only these namespaces (a namespace-bound token's); `Some` of none matches nothing.
+    pub namespaces: Option<Vec<String>>,
     /// Only this handler.
     pub handler: Option<String>,
     /// Page size.

@@ -710,3 +710,48 @@ pub async fn concurrent_failures_on_two_handles_still_pause_the_job(h: Harness) 
         assert_eq!(got.paused_reason.as_deref(), Some("paused after 2 runs in a row failed"));
     }
 }
+
+/// Lists narrowed to a set of namespaces (a namespace-bound token's) come in full pages whose
+/// cursors go on where they end, for jobs and runs alike; an empty set matches nothing.
+pub async fn list_narrowed_to_a_set_of_namespaces_has_full_pages_and_follows_cursors(h: Harness) {
+    let mut want = Vec::new();
+    for i in 0..9 {
+        let ns = ["a", "b", "c"][i % 3];
+        let j = h.create(JobRequest { namespace: Some(ns.into()), ..job("echo") }, h.t(i as f64)).await;
+        if ns != "b" {
+            want.push(j.id);
+        }
+    }
+    want.reverse();
+    let set = Some(vec!["a".to_string(), "c".to_string()]);
+    let mut f = JobFilter { namespaces: set.clone(), limit: 2, ..Default::default() };
+    let (mut jobs, mut pages) = (Vec::new(), Vec::new());
+    loop {
+        let page = h.store.job_list(&f, h.now).await.expect("job_list");
+        pages.push(page.items.len());
+        jobs.extend(page.items.into_iter().map(|j| j.id));
+        match page.next_cursor {
+            Some(c) => f.cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(jobs, want, "every job of a and c, newest first, once");
+    assert_eq!(pages, vec![2, 2, 2], "full pages");
+    let mut f = RunFilter { namespaces: set, limit: 2, ..Default::default() };
+    let (mut runs, mut pages) = (Vec::new(), Vec::new());
+    loop {
+        let page = h.store.run_list(&f).await.expect("run_list");
+        pages.push(page.items.len());
+        runs.extend(page.items.into_iter().map(|r| r.job_id));
+        match page.next_cursor {
+            Some(c) => f.cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(runs, want, "the runs of those jobs, newest first, once");
+    assert_eq!(pages, vec![2, 2, 2], "full pages");
+    let none = JobFilter { namespaces: Some(Vec::new()), limit: 10, ..Default::default() };
+    assert!(h.store.job_list(&none, h.now).await.expect("job_list").items.is_empty());
+    let none = RunFilter { namespaces: Some(Vec::new()), limit: 10, ..Default::default() };
+    assert!(h.store.run_list(&none).await.expect("run_list").items.is_empty());
+}

@@ -313,6 +313,7 @@ macro_rules! store_conformance {
                 current job_created_paused_without_triggers_holds_its_run_until_resume,
                 current list_is_newest_first_with_cursor_pagination_covering_all,
                 current list_filters_namespace_handler_paused,
+                current list_narrowed_to_a_set_of_namespaces_has_full_pages_and_follows_cursors,
                 current get_derives_running_and_last_times_from_runs,
                 current update_replaces_triggers,
                 current update_taking_another_jobs_key_or_name_conflicts_alike,
