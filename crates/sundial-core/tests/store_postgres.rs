@@ -158,6 +158,7 @@ async fn smoke_create_fire_claim_complete_and_stale_attempt_is_rejected() {
         state,
         output: Some(serde_json::json!({"ok": true})),
         error: None,
+        no_retry: false,
     };
     let out = b
         .run_complete_many(

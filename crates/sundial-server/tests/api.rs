@@ -556,3 +556,21 @@ async fn pause_after_failures_is_checked_and_pauses_the_job_with_a_reason() {
     assert_eq!((&resumed["paused"], &resumed["paused_reason"]), (&json!(false), &Value::Null), "{resumed}");
     s.stop().await;
 }
+
+/// `"retry": false` on a complete (the worker's refused command) fails the run at once, with
+/// its error as the reason, though attempts are left.
+#[tokio::test]
+async fn a_complete_with_retry_false_is_not_retried() {
+    let s = TestServer::start(|_| {}).await;
+    let job = s.post("/v1/jobs", json!({"handler": "shell", "retry": {"max_attempts": 3}})).await;
+    assert_eq!(job.status, 201, "{}", job.body);
+    let wid = s.post("/v1/workers", json!({"handlers": ["shell"]})).await.body["id"].as_str().unwrap().to_string();
+    let c = s.post(&format!("/v1/workers/{wid}/claim"), json!({"max": 1})).await;
+    let run_id = c.body["runs"][0]["run_id"].as_str().expect("a run").to_string();
+    let body =
+        json!({"worker_id": wid, "attempt": 1, "state": "failed", "error": "command not allowed", "retry": false});
+    let done = s.post(&format!("/v1/runs/{run_id}/complete"), body).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert_eq!((&done.body["state"], &done.body["reason"]), (&json!("failed"), &json!("command not allowed")));
+    s.stop().await;
+}

@@ -243,6 +243,18 @@ pub struct Completion {
     pub output: Option<serde_json::Value>,
     /// Error text.
     pub error: Option<String>,
+    /// The worker said another attempt cannot help: a failure is not retried.
+    pub no_retry: bool,
+}
+
+impl Completion {
+    /// How the attempt ended, for settling it.
+    pub(crate) fn ended(&self) -> crate::attempt::Ended {
+        match self.no_retry {
+            true => crate::attempt::Ended::Final(self.state),
+            false => crate::attempt::Ended::Reported(self.state),
+        }
+    }
 }
 
 /// Counts for metrics and the dashboard.

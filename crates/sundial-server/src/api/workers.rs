@@ -201,6 +201,7 @@ pub(crate) async fn do_complete(state: &AppState, run_id: &str, req: CompleteReq
             state: reported,
             output: req.output,
             error: req.error,
+            no_retry: req.retry == Some(false),
         })
         .await
         .inspect_err(|e| {

@@ -327,3 +327,26 @@ pub async fn attempts_of_cancelled_and_dead_worker_runs(h: Harness) {
         (crate::domain::AttemptState::Lost, Some(h.t(64.0)), Some("lease expired"))
     );
 }
+
+/// A failure the worker marks final (`"retry": false`: e.g. a command its allow-list refuses)
+/// ends the run at once with its error as the reason, whatever attempts are left; it counts
+/// toward `pause_after_failures` like any run that ends failed.
+pub async fn complete_marked_final_fails_at_once_and_is_not_retried(h: Harness) {
+    let r =
+        crate::domain::job::JobRequest { retry: Some(retry(3, 1, 1)), pause_after_failures: Some(1), ..job("shell") };
+    let j = h.create(r, h.now).await;
+    let w = h.worker(&["shell"], h.now).await;
+    let c = h.claim_one(&w.id, h.t(1.0)).await;
+    let refused = Completion {
+        error: Some("command not allowed".into()),
+        no_retry: true,
+        ..completion(&c, &w.id, RunState::Failed)
+    };
+    let run = h.complete(refused, h.t(2.0)).await.expect("complete");
+    assert_eq!((run.state, run.attempt), (RunState::Failed, 1), "not retried, with two attempts left");
+    assert_eq!(run.reason.as_deref(), Some("command not allowed"));
+    assert_eq!(run.finished_at, Some(h.t(2.0)));
+    assert!(h.claim(&w.id, 10, h.t(100.0)).await.is_empty(), "nothing comes back to claim");
+    let job = h.other.job_get(&j.id, h.t(3.0)).await.expect("job_get");
+    assert_eq!(job.paused_reason.as_deref(), Some("paused after 1 runs in a row failed"));
+}

@@ -130,6 +130,7 @@ pub fn completion(claimed: &ClaimedRun, worker_id: &str, state: RunState) -> Com
         state,
         output: None,
         error: None,
+        no_retry: false,
     }
 }
 
@@ -368,6 +369,7 @@ macro_rules! store_conformance {
                 current timeout_overrun_is_recorded_timed_out_by_the_reaper,
                 current attempts_record_every_attempt_with_worker_outcome_and_error,
                 current attempts_of_cancelled_and_dead_worker_runs,
+                current complete_marked_final_fails_at_once_and_is_not_retried,
             }
             limits {
                 current limit_put_get_list_delete_round_trip,

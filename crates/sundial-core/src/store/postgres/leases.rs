@@ -153,7 +153,7 @@ pub(super) fn must_lock_job(overlap: &str, attempt: i64, max_attempts: i64, may_
 
 /// Whether an attempt that ended so may go back to `pending`.
 pub(super) fn may_retry(ended: Ended) -> bool {
-    !matches!(ended, Ended::Reported(RunState::Succeeded | RunState::Cancelled))
+    !matches!(ended, Ended::Reported(RunState::Succeeded | RunState::Cancelled) | Ended::Final(_))
 }
 
 /// For a transaction that already holds run locks (the reaper): locks the jobs of `rows` that
@@ -327,12 +327,13 @@ pub(super) async fn complete_many(
     let (mut jobs, mut counting, mut may_pause) = (Vec::new(), Vec::new(), Vec::new());
     for c in &completions {
         let Some(p) = peek.get(c.lease.run_id.as_str()) else { continue };
-        if must_lock_job(&p.overlap, p.attempt, p.max_attempts, may_retry(Ended::Reported(c.state))) {
+        if must_lock_job(&p.overlap, p.attempt, p.max_attempts, may_retry(c.ended())) {
             jobs.push(p.job_id.clone());
         }
         if p.counts && c.state != RunState::Cancelled {
             counting.push(p.job_id.clone());
-            if c.state != RunState::Succeeded && !p.cancel_requested && p.attempt >= p.max_attempts {
+            let last = p.attempt >= p.max_attempts || !may_retry(c.ended());
+            if c.state != RunState::Succeeded && !p.cancel_requested && last {
                 may_pause.push(p.job_id.clone());
             }
         }
@@ -367,12 +368,7 @@ pub(super) async fn complete_many(
         let mut after = row.clone();
         after.state = "settled".into();
         rows.insert(run_id.clone(), after);
-        settles.push(Settle {
-            row,
-            ended: Ended::Reported(c.state),
-            output: c.output.as_ref(),
-            error: c.error.as_deref(),
-        });
+        settles.push(Settle { row, ended: c.ended(), output: c.output.as_ref(), error: c.error.as_deref() });
         settled_at.push((i, run_id.clone()));
         out.push(None);
     }

@@ -153,9 +153,7 @@ pub(super) async fn complete_many(
             out.push(Err(StoreError::StaleAttempt(c.lease.run_id)));
             continue;
         }
-        let updated =
-            apply_settlement(&mut tx, &row, Ended::Reported(c.state), c.output.as_ref(), c.error.as_deref(), now)
-                .await?;
+        let updated = apply_settlement(&mut tx, &row, c.ended(), c.output.as_ref(), c.error.as_deref(), now).await?;
         out.push(match updated {
             Some(r) => r.into_run(),
             None => Err(StoreError::StaleAttempt(c.lease.run_id)),
