@@ -461,7 +461,7 @@ mod tests {
             StreakStep { streak: 6, pause: false },
             "already paused"
         );
-        assert_eq!(streak_step(0, Some(1), false, RunState::Failed).pause, true, "a threshold of one");
+        assert!(streak_step(0, Some(1), false, RunState::Failed).pause, "a threshold of one");
         assert_eq!(
             streak_step(7, None, false, RunState::Failed),
             StreakStep { streak: 7, pause: false },

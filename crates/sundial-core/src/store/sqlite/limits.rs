@@ -81,7 +81,7 @@ pub(super) async fn claim_rows(tx: &mut Tx, p: &ClaimParams, scope: &WorkerScope
     let mut st = ClaimState::default();
     let budget = scan_budget(p.max);
     let handlers = json(&scope.handlers);
-    let namespaces = scope.namespaces.as_ref().map(|n| json(n));
+    let namespaces = scope.namespaces.as_ref().map(json);
     let mut size = p.max as usize;
     loop {
         // `+handler`: walk runs_ready in claim order and filter, rather than use another index.
