@@ -9,6 +9,9 @@ use crate::domain::{AttemptState, RetryPolicy, RunState, Timestamp};
 pub enum Ended {
     /// The worker reported this state.
     Reported(RunState),
+    /// The worker reported this state and that another attempt cannot help (e.g. a command its
+    /// allow-list refuses): a failure is not retried.
+    Final(RunState),
     /// The lease ran out (the worker went silent or died).
     LeaseExpired,
     /// The attempt overran its timeout and the worker never reported.
@@ -40,20 +43,22 @@ pub struct Settlement {
 /// Settles an attempt that ended at `now`. Backoff counts from the failure.
 pub fn settle(info: AttemptInfo, ended: Ended, error: Option<&str>, now: Timestamp) -> Settlement {
     let failed_as = match ended {
-        Ended::Reported(RunState::Succeeded) => {
+        Ended::Reported(RunState::Succeeded) | Ended::Final(RunState::Succeeded) => {
             return Settlement { state: RunState::Succeeded, retry_at: None, reason: None }
         }
-        Ended::Reported(RunState::Cancelled) => {
+        Ended::Reported(RunState::Cancelled) | Ended::Final(RunState::Cancelled) => {
             let reason = if info.cancel_requested { "cancel requested" } else { "cancelled by the worker" };
             return Settlement { state: RunState::Cancelled, retry_at: None, reason: Some(reason.into()) };
         }
-        Ended::Reported(RunState::TimedOut) | Ended::TimeoutOverrun => RunState::TimedOut,
-        Ended::Reported(_) | Ended::LeaseExpired => RunState::Failed,
+        Ended::Reported(RunState::TimedOut) | Ended::Final(RunState::TimedOut) | Ended::TimeoutOverrun => {
+            RunState::TimedOut
+        }
+        Ended::Reported(_) | Ended::Final(_) | Ended::LeaseExpired => RunState::Failed,
     };
     let what = match ended {
         Ended::LeaseExpired => "lease expired".to_string(),
         Ended::TimeoutOverrun => "timed out (no report from the worker)".to_string(),
-        Ended::Reported(RunState::TimedOut) => "timed out".to_string(),
+        Ended::Reported(RunState::TimedOut) | Ended::Final(RunState::TimedOut) => "timed out".to_string(),
         _ => match error {
             Some(e) => format!("failed: {e}"),
             None => "failed".to_string(),
@@ -66,6 +71,12 @@ pub fn settle(info: AttemptInfo, ended: Ended, error: Option<&str>, now: Timesta
             retry_at: None,
             reason: Some(format!("cancel requested; attempt {} {what}", info.attempt)),
         };
+    }
+    if let Ended::Final(_) = ended {
+        // API.md: a refused command fails at once, with its error as the reason.
+        let reason =
+            error.map(str::to_string).unwrap_or_else(|| format!("attempt {} {what}; not retried", info.attempt));
+        return Settlement { state: failed_as, retry_at: None, reason: Some(reason) };
     }
     if info.attempt < info.retry.max_attempts {
         let delay = info.retry.backoff_with_jitter(info.attempt);
@@ -98,7 +109,7 @@ pub fn attempt_outcome(ended: Ended, error: Option<&str>) -> (AttemptState, Opti
         Ended::TimeoutOverrun => {
             (AttemptState::TimedOut, Some(error.unwrap_or("timed out (no report from the worker)").to_string()))
         }
-        Ended::Reported(state) => {
+        Ended::Reported(state) | Ended::Final(state) => {
             let outcome = match state {
                 RunState::Succeeded => AttemptState::Succeeded,
                 RunState::TimedOut => AttemptState::TimedOut,
@@ -114,6 +125,23 @@ pub fn attempt_outcome(ended: Ended, error: Option<&str>) -> (AttemptState, Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_the_worker_marks_final_is_not_retried_and_its_error_is_the_reason() {
+        let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let first = info(1, 3);
+        let s = settle(first, Ended::Final(RunState::Failed), Some("command not allowed"), at);
+        assert_eq!((s.state, s.retry_at, s.reason.as_deref()), (RunState::Failed, None, Some("command not allowed")));
+        assert_eq!(settle(first, Ended::Final(RunState::TimedOut), None, at).state, RunState::TimedOut);
+        assert_eq!(settle(first, Ended::Final(RunState::Succeeded), None, at).state, RunState::Succeeded);
+        let cancelling = AttemptInfo { cancel_requested: true, ..first };
+        assert_eq!(settle(cancelling, Ended::Final(RunState::Failed), None, at).state, RunState::Cancelled);
+        assert_eq!(
+            settle(first, Ended::Reported(RunState::Failed), None, at).state,
+            RunState::Pending,
+            "unmarked: retried"
+        );
+    }
 
     #[test]
     fn an_attempts_outcome_is_what_the_worker_said_or_lost_when_its_lease_ran_out() {

@@ -147,7 +147,7 @@ async fn smoke_create_fire_claim_complete_and_stale_attempt_is_rejected() {
     let r1 = a.trigger_fire_due(secs(25), 100, Duration::from_secs(60)).await.unwrap();
     let r2 = b.trigger_fire_due(secs(25), 100, Duration::from_secs(60)).await.unwrap();
     assert_eq!(r1.triggers + r2.triggers, 1);
-    let w = b.worker_register("w", &["echo".into()], 4, secs(25)).await.unwrap();
+    let w = b.worker_register("w", &["echo".into()], 4, None, secs(25)).await.unwrap();
     let claim = |max| ClaimParams { worker_id: w.id.clone(), max, lease: Duration::from_secs(30), now: secs(26) };
     let got = a.run_claim(&claim(10)).await.unwrap();
     assert!(!got.is_empty());
@@ -158,6 +158,7 @@ async fn smoke_create_fire_claim_complete_and_stale_attempt_is_rejected() {
         state,
         output: Some(serde_json::json!({"ok": true})),
         error: None,
+        no_retry: false,
     };
     let out = b
         .run_complete_many(

@@ -2,6 +2,7 @@
 //! same handler functions the HTTP routes call, without a socket in between.
 
 use crate::api::workers::{do_claim, do_complete, do_heartbeat, do_register};
+use crate::auth::Namespaces;
 use crate::error::ApiError;
 use crate::state::AppState;
 use sundial_worker::protocol::*;
@@ -34,7 +35,7 @@ impl Transport for LocalTransport {
         // Held across the store call, so a remote request that names this worker as soon as it is
         // listed waits for it to be known as local instead of slipping through.
         let mut local = self.state.local_workers.lock().await;
-        let registered = do_register(&self.state, req.clone()).await.map_err(map)?;
+        let registered = do_register(&self.state, req.clone(), &Namespaces::All).await.map_err(map)?;
         local.insert(registered.id.clone());
         Ok(registered)
     }

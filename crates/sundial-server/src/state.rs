@@ -56,8 +56,8 @@ pub struct AppState {
     /// Workers this node's in-process pool registered: not remote workers, so not reachable
     /// over HTTP.
     pub local_workers: Arc<tokio::sync::Mutex<HashSet<String>>>,
-    /// The namespaces of the token that registered each worker (this node's memory; see
-    /// SECURITY.md for what the store does not keep yet).
+    /// The namespaces of the token that registered each worker, as far as this node has seen
+    /// (the store keeps them for every worker; this saves a read per worker request).
     pub worker_namespaces: Arc<Mutex<HashMap<String, Namespaces>>>,
 }
 

@@ -141,11 +141,7 @@ async fn every_route_follows_the_role_and_namespace_matrix() {
                     let visible = *all_namespaces || ns == OWN;
                     let by_id = path.contains("{id}");
                     let creates = method == "POST" && (path == "/v1/jobs" || path == "/v1/jobs/batch");
-                    if path == "/v1/workers/{id}/claim" && ns == OWN && visible {
-                        // The worker is bound to `own` (its registering token's namespaces):
-                        // fail closed until the store can narrow claims to a set of namespaces.
-                        assert_error(&r, 403, "forbidden");
-                    } else if by_id && !visible {
+                    if by_id && !visible {
                         assert_eq!(r.status, 404, "{what}");
                     } else if creates && !visible && path.ends_with("batch") {
                         assert_eq!(r.status, 200, "{what}");
@@ -334,6 +330,29 @@ async fn the_in_process_worker_cannot_be_deregistered_over_http_even_without_tok
     assert_error(&r, 403, "in_process_worker");
     let after = s.get("/v1/workers").await;
     assert_eq!(after.body["items"][0]["state"], "active", "{}", after.body);
+    s.stop().await;
+}
+
+/// A worker registered by a token bound to one namespace claims only that namespace's runs,
+/// while older runs of another namespace are due; a worker of every namespace gets those.
+#[tokio::test]
+async fn a_namespace_bound_worker_claims_only_runs_of_its_namespaces() {
+    let (s, _dir) = start().await;
+    let (_, other_first) = job_in(&s, OTHER).await;
+    let (_, own_run) = job_in(&s, OWN).await;
+    let (_, other_second) = job_in(&s, OTHER).await;
+    let bound = worker_in(&s, OWN).await;
+    let r = call(&s, "worker-own", "POST", &format!("/v1/workers/{bound}/claim"), Some(json!({"max": 10}))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let got: Vec<&str> = r.body["runs"].as_array().unwrap().iter().map(|c| c["run_id"].as_str().unwrap()).collect();
+    assert_eq!(got, vec![own_run.as_str()], "only the own namespace's run: {}", r.body);
+    let all = worker_in(&s, OTHER).await;
+    let r = call(&s, "admin-all", "POST", &format!("/v1/workers/{all}/claim"), Some(json!({"max": 10}))).await;
+    let mut got: Vec<&str> = r.body["runs"].as_array().unwrap().iter().map(|c| c["run_id"].as_str().unwrap()).collect();
+    got.sort();
+    let mut want = vec![other_first.as_str(), other_second.as_str()];
+    want.sort();
+    assert_eq!(got, want, "the other namespace's runs were left for a worker of every namespace");
     s.stop().await;
 }
 

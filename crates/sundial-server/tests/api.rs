@@ -25,6 +25,8 @@ const JOB_FIELDS: &[&str] = &[
     "last_start_time",
     "last_end_time",
     "last_worker",
+    "pause_after_failures",
+    "paused_reason",
 ];
 const TRIGGER_FIELDS: &[&str] = &[
     "id",
@@ -498,5 +500,77 @@ async fn tokens_guard_v1_but_not_health_or_metrics() {
     for open in ["/healthz", "/readyz", "/metrics"] {
         assert_eq!(anon.get(format!("{}{open}", s.base)).send().await.unwrap().status(), 200, "{open}");
     }
+    s.stop().await;
+}
+
+/// `pause_after_failures` (an integer ≥ 1 or null, on create, PATCH and batch items; 422 on its
+/// path otherwise) and `paused_reason` (always present): two failed runs in a row pause the job
+/// with a reason, and resume clears it.
+#[tokio::test]
+async fn pause_after_failures_is_checked_and_pauses_the_job_with_a_reason() {
+    let s = TestServer::start(|_| {}).await;
+    let plain = s.post("/v1/jobs", json!({"handler": "nobody"})).await;
+    assert_eq!(plain.status, 201, "{}", plain.body);
+    assert_eq!((&plain.body["pause_after_failures"], &plain.body["paused_reason"]), (&Value::Null, &Value::Null));
+    for bad in [json!(0), json!(-1), json!(2.5), json!("3"), json!(1u64 << 33)] {
+        let r = s.post("/v1/jobs", json!({"handler": "nobody", "pause_after_failures": bad})).await;
+        assert_error(&r, 422, "invalid_value");
+        let m = r.body["error"]["message"].as_str().unwrap_or("");
+        assert!(m.starts_with("pause_after_failures"), "{bad}: {}", r.body);
+        let id = plain.body["id"].as_str().unwrap();
+        let r = s.req("PATCH", &format!("/v1/jobs/{id}"), Some(json!({"pause_after_failures": bad}))).await;
+        assert_error(&r, 422, "invalid_value");
+    }
+    let batch = s.post("/v1/jobs/batch", json!({"jobs": [{"handler": "nobody", "pause_after_failures": 0}]})).await;
+    assert_eq!(batch.body["items"][0]["status"], 422, "{}", batch.body);
+
+    let job =
+        s.post("/v1/jobs", json!({"handler": "echo", "retry": {"max_attempts": 1}, "pause_after_failures": 5})).await;
+    assert_eq!((job.status, &job.body["pause_after_failures"]), (201, &json!(5)), "{}", job.body);
+    let id = job.body["id"].as_str().unwrap().to_string();
+    let r = s.req("PATCH", &format!("/v1/jobs/{id}"), Some(json!({"pause_after_failures": null}))).await;
+    assert_eq!((r.status, &r.body["pause_after_failures"]), (200, &Value::Null), "{}", r.body);
+    let r = s.req("PATCH", &format!("/v1/jobs/{id}"), Some(json!({"pause_after_failures": 2}))).await;
+    assert_eq!((r.status, &r.body["pause_after_failures"]), (200, &json!(2)), "{}", r.body);
+
+    let reg = s.post("/v1/workers", json!({"handlers": ["echo"]})).await;
+    let wid = reg.body["id"].as_str().unwrap().to_string();
+    for i in 0..2 {
+        if i > 0 {
+            assert_eq!(s.post(&format!("/v1/jobs/{id}/run"), json!({})).await.status, 201);
+        }
+        let c = s.post(&format!("/v1/workers/{wid}/claim"), json!({"max": 1})).await;
+        let run = &c.body["runs"][0];
+        let done = s
+            .post(
+                &format!("/v1/runs/{}/complete", run["run_id"].as_str().expect("a run to claim")),
+                json!({"worker_id": wid, "attempt": run["attempt"], "state": "failed", "error": "boom"}),
+            )
+            .await;
+        assert_eq!((done.status, &done.body["state"]), (200, &json!("failed")), "{}", done.body);
+    }
+    let paused = s.get(&format!("/v1/jobs/{id}")).await.body;
+    assert_eq!(paused["paused"], true, "{paused}");
+    assert_eq!(paused["paused_reason"], "paused after 2 runs in a row failed");
+    let resumed = s.post(&format!("/v1/jobs/{id}/resume"), json!({})).await.body;
+    assert_eq!((&resumed["paused"], &resumed["paused_reason"]), (&json!(false), &Value::Null), "{resumed}");
+    s.stop().await;
+}
+
+/// `"retry": false` on a complete (the worker's refused command) fails the run at once, with
+/// its error as the reason, though attempts are left.
+#[tokio::test]
+async fn a_complete_with_retry_false_is_not_retried() {
+    let s = TestServer::start(|_| {}).await;
+    let job = s.post("/v1/jobs", json!({"handler": "shell", "retry": {"max_attempts": 3}})).await;
+    assert_eq!(job.status, 201, "{}", job.body);
+    let wid = s.post("/v1/workers", json!({"handlers": ["shell"]})).await.body["id"].as_str().unwrap().to_string();
+    let c = s.post(&format!("/v1/workers/{wid}/claim"), json!({"max": 1})).await;
+    let run_id = c.body["runs"][0]["run_id"].as_str().expect("a run").to_string();
+    let body =
+        json!({"worker_id": wid, "attempt": 1, "state": "failed", "error": "command not allowed", "retry": false});
+    let done = s.post(&format!("/v1/runs/{run_id}/complete"), body).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert_eq!((&done.body["state"], &done.body["reason"]), (&json!("failed"), &json!("command not allowed")));
     s.stop().await;
 }

@@ -58,7 +58,8 @@ impl ShellPolicy {
         }
         match shlex::split(command) {
             Some(words) if words.first().is_some_and(|w| self.allow.contains(w)) => Ok(words),
-            _ => Err(HandlerError::new(COMMAND_NOT_ALLOWED)),
+            // Not retried: the same command is refused on every attempt.
+            _ => Err(HandlerError::new(COMMAND_NOT_ALLOWED).no_retry()),
         }
     }
 
@@ -391,6 +392,7 @@ mod tests {
         for refused in ["sh -c 'echo hi'", "/bin/echo hi", "", "echo 'unbalanced"] {
             let err = shell.call(ctx(json!({ "command": refused }))).await.unwrap_err();
             assert_eq!(err.message, COMMAND_NOT_ALLOWED, "{refused:?}");
+            assert!(!err.retry, "{refused:?}: refused on every attempt, so not retried");
         }
     }
 

@@ -35,12 +35,21 @@ pub struct HandlerError {
     pub message: String,
     /// Output to record despite the failure.
     pub output: Option<Value>,
+    /// False when another attempt cannot help (e.g. a command the worker refuses): the run
+    /// fails at once, whatever attempts its job has left.
+    pub retry: bool,
 }
 
 impl HandlerError {
     /// An error with a message and no output.
     pub fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into(), output: None }
+        Self { message: message.into(), output: None, retry: true }
+    }
+
+    /// The run is not to be retried: another attempt cannot help.
+    pub fn no_retry(mut self) -> Self {
+        self.retry = false;
+        self
     }
 
     /// Attach output to record with the failure.

@@ -153,7 +153,14 @@ mod tests {
     }
 
     fn complete_req() -> CompleteRequest {
-        CompleteRequest { worker_id: "w1".into(), attempt: 2, state: Outcome::Succeeded, output: None, error: None }
+        CompleteRequest {
+            worker_id: "w1".into(),
+            attempt: 2,
+            state: Outcome::Succeeded,
+            output: None,
+            error: None,
+            retry: None,
+        }
     }
 
     #[tokio::test]

@@ -136,4 +136,8 @@ pub struct CompleteRequest {
     /// Error text.
     #[serde(default)]
     pub error: Option<String>,
+    /// `false`: another attempt cannot help (e.g. a command the worker refuses), so a `failed`
+    /// or `timed_out` run is not retried; absent = `true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<bool>,
 }

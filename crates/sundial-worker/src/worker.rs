@@ -489,6 +489,8 @@ struct Report {
     state: Outcome,
     output: Option<Value>,
     error: Option<String>,
+    /// False when the handler said another attempt cannot help (sent as `"retry": false`).
+    retry: bool,
 }
 
 /// One run, from its slot to its complete.
@@ -509,8 +511,8 @@ async fn execute(
                 p = slots.acquire_owned() => p.expect("semaphore never closed"),
                 stop = next_stop(&mut control) => {
                     let report = match stop {
-                        Stop::Cancel => Ok(Report { state: Outcome::Cancelled, output: None, error: Some("cancelled".into()) }),
-                        Stop::Shutdown => Ok(Report { state: Outcome::Failed, output: None, error: Some("worker shut down before the run started".into()) }),
+                        Stop::Cancel => Ok(Report { state: Outcome::Cancelled, output: None, error: Some("cancelled".into()), retry: true }),
+                        Stop::Shutdown => Ok(Report { state: Outcome::Failed, output: None, error: Some("worker shut down before the run started".into()), retry: true }),
                         other => Err(other),
                     };
                     finish(&shared, &run, &worker_id, &mut control, report).await;
@@ -531,6 +533,7 @@ async fn drive(shared: &Shared, run: &ClaimedRun, control: &mut watch::Receiver<
             state: Outcome::Failed,
             output: None,
             error: Some(format!("no handler `{}` on this worker", run.handler)),
+            retry: true,
         });
     };
     let run_timeout = match run.timeout.as_deref().map(humantime::parse_duration).transpose() {
@@ -540,6 +543,7 @@ async fn drive(shared: &Shared, run: &ClaimedRun, control: &mut watch::Receiver<
                 state: Outcome::Failed,
                 output: None,
                 error: Some(format!("timeout: {e}: {:?}", run.timeout.as_deref().unwrap_or_default())),
+                retry: true,
             })
         }
     };
@@ -563,9 +567,9 @@ async fn drive(shared: &Shared, run: &ClaimedRun, control: &mut watch::Receiver<
     let stop = tokio::select! {
         joined = &mut task.0 => {
             let report = match joined {
-                Ok(Ok(output)) => Report { state: Outcome::Succeeded, output: Some(output), error: None },
-                Ok(Err(HandlerError { message, output })) => Report { state: Outcome::Failed, output, error: Some(message) },
-                Err(e) => Report { state: Outcome::Failed, output: None, error: Some(format!("handler panicked: {e}")) },
+                Ok(Ok(output)) => Report { state: Outcome::Succeeded, output: Some(output), error: None, retry: true },
+                Ok(Err(HandlerError { message, output, retry })) => Report { state: Outcome::Failed, output, error: Some(message), retry },
+                Err(e) => Report { state: Outcome::Failed, output: None, error: Some(format!("handler panicked: {e}")), retry: true },
             };
             info!(state = ?report.state, elapsed = ?started.elapsed(), "handler returned");
             return Ok(report);
@@ -598,16 +602,18 @@ async fn drive(shared: &Shared, run: &ClaimedRun, control: &mut watch::Receiver<
                 state: Outcome::TimedOut,
                 output,
                 error: Some(format!("timed out after {}", humantime::format_duration(t))),
+                retry: true,
             })
         }
         Some(Stop::Cancel) => {
             info!("cancelled");
-            Ok(Report { state: Outcome::Cancelled, output, error: Some("cancelled".into()) })
+            Ok(Report { state: Outcome::Cancelled, output, error: Some("cancelled".into()), retry: true })
         }
         Some(Stop::Shutdown) => Ok(Report {
             state: Outcome::Failed,
             output,
             error: Some("worker shut down before the run finished".into()),
+            retry: true,
         }),
         Some(stop) => Err(stop),
     }
@@ -657,6 +663,7 @@ async fn complete_with_retry(
         state: report.state,
         output: report.output,
         error: report.error,
+        retry: (!report.retry).then_some(false),
     };
     let mut backoff = Backoff::new();
     loop {

@@ -30,6 +30,9 @@ struct CompleteSummary {
     state: Outcome,
     output: Option<Value>,
     error: Option<String>,
+    retry: Option<bool>,
+    /// The request as sent on the wire.
+    wire: Value,
 }
 
 #[derive(Default)]
@@ -159,6 +162,8 @@ impl Transport for Fake {
                 state: req.state,
                 output: req.output.clone(),
                 error: req.error.clone(),
+                retry: req.retry,
+                wire: serde_json::to_value(req).expect("request serializes"),
             },
         });
         self.with(|s| {
@@ -459,6 +464,27 @@ async fn handler_error_and_panic_are_reported_failed() {
     assert_eq!(completes[0].1.output, Some(json!(7)));
     assert_eq!(completes[1].1.state, Outcome::Failed);
     assert!(completes[1].1.error.as_deref().unwrap().contains("panic"));
+    stop(shutdown, task).await;
+}
+
+/// A handler error marked `no_retry` (the shell's refused command) is sent as `"retry": false`;
+/// other failures leave the field out.
+#[tokio::test(start_paused = true)]
+async fn a_no_retry_handler_error_is_completed_with_retry_false() {
+    let fake = Fake::new();
+    fake.push(run("r1", "refuse", None));
+    fake.push(run("r2", "fail", None));
+    let worker = Worker::new(fake.clone())
+        .handler("refuse", handler_fn(|_| async { Err(HandlerError::new("command not allowed").no_retry()) }))
+        .handler("fail", handler_fn(|_| async { Err(HandlerError::new("bad input")) }));
+    let (shutdown, task) = start(worker);
+    until(|| fake.completes().len() == 2).await;
+    let mut completes = fake.completes();
+    completes.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!((completes[0].1.state, completes[0].1.retry), (Outcome::Failed, Some(false)));
+    assert_eq!(completes[1].1.retry, None);
+    assert_eq!(completes[0].1.wire["retry"], json!(false));
+    assert!(completes[1].1.wire.get("retry").is_none(), "{}", completes[1].1.wire);
     stop(shutdown, task).await;
 }
 

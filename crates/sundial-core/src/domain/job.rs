@@ -140,6 +140,11 @@ pub struct JobRequest {
     /// Flow-control keys (up to 8) its runs are limited and taken in turns by.
     #[serde(default)]
     pub limits: Option<Vec<String>>,
+    /// Pause the job after this many runs in a row end `failed` or `timed_out` (at least 1;
+    /// null = never).
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub pause_after_failures: Option<i64>,
 }
 
 /// A validated job definition, ready to store.
@@ -169,6 +174,8 @@ pub struct JobSpec {
     pub triggers: Vec<TriggerSpec>,
     /// Flow-control keys; runs keep the ones their job had when they were created.
     pub limits: Vec<String>,
+    /// Runs in a row that end `failed` or `timed_out` before the job is paused; `None` = never.
+    pub pause_after_failures: Option<u32>,
 }
 
 const MAX_NAME_LEN: usize = 200;
@@ -213,6 +220,12 @@ impl JobSpec {
         }
         let limits = r.limits.unwrap_or_default();
         super::limit::check_job_keys(&limits)?;
+        let pause_after_failures = match r.pause_after_failures {
+            None => None,
+            Some(n) => Some(u32::try_from(n).ok().filter(|n| *n >= 1).ok_or_else(|| {
+                FieldError::new("pause_after_failures", format!("must be an integer from 1 to {}, got {n}", u32::MAX))
+            })?),
+        };
         let wires = r.triggers.unwrap_or_default();
         if wires.len() > MAX_TRIGGERS {
             return Err(FieldError::new(
@@ -237,6 +250,7 @@ impl JobSpec {
             idempotency_key: r.idempotency_key,
             triggers,
             limits,
+            pause_after_failures,
         })
     }
 
@@ -281,6 +295,9 @@ impl JobSpec {
         if !self.limits.is_empty() {
             canonical["limits"] = serde_json::json!(self.limits);
         }
+        if let Some(n) = self.pause_after_failures {
+            canonical["pause_after_failures"] = serde_json::json!(n);
+        }
         // serde_json's Map is ordered by key, so this string is canonical.
         canonical.to_string()
     }
@@ -319,6 +336,12 @@ pub struct Job {
     pub triggers: Vec<Trigger>,
     /// Flow-control keys (`[]` when none).
     pub limits: Vec<String>,
+    /// Runs in a row that end `failed` or `timed_out` before the server pauses the job; null =
+    /// never.
+    pub pause_after_failures: Option<u32>,
+    /// Why the server paused the job (`"paused after 3 runs in a row failed"`); null unless the
+    /// server paused it. Resume clears it.
+    pub paused_reason: Option<String>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
     /// Last definition change.
@@ -354,6 +377,7 @@ impl Job {
             idempotency_key: self.idempotency_key.clone(),
             triggers: Some(self.triggers.iter().map(|t| t.spec.to_wire()).collect()),
             limits: Some(self.limits.clone()),
+            pause_after_failures: self.pause_after_failures.map(i64::from),
         }
     }
 }

@@ -54,6 +54,10 @@ pub struct Worker {
     pub running: u64,
     /// Registration time.
     pub created_at: DateTime<Utc>,
+    /// The namespaces its claims are narrowed to (those of the token that registered it);
+    /// `None`: every namespace. Kept for access checks, not shown.
+    #[serde(skip)]
+    pub namespaces: Option<Vec<String>>,
 }
 
 impl Worker {
@@ -81,6 +85,7 @@ mod tests {
             state,
             running: 0,
             created_at: last_heartbeat,
+            namespaces: None,
         }
     }
 

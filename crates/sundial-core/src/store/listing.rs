@@ -17,6 +17,7 @@ where
     if let Some(ns) = &f.namespace {
         q.push(" AND j.namespace = ").push_bind(ns.clone());
     }
+    in_namespaces(&mut q, "j.namespace", f.namespaces.as_deref());
     if let Some(n) = &f.name {
         q.push(" AND j.name = ").push_bind(n.clone());
     }
@@ -56,6 +57,7 @@ where
     if let Some(ns) = &f.namespace {
         q.push(" AND namespace = ").push_bind(ns.clone());
     }
+    in_namespaces(&mut q, "namespace", f.namespaces.as_deref());
     if let Some(h) = &f.handler {
         q.push(" AND handler = ").push_bind(h.clone());
     }
@@ -65,6 +67,28 @@ where
     }
     q.push(" ORDER BY scheduled_for DESC, id DESC LIMIT ").push_bind(f.limit as i64 + 1);
     Ok(q)
+}
+
+/// ` AND column IN (…)` for a set of namespaces (nothing matches an empty set), so a page of a
+/// namespace-bound token's list is full and its cursor continues where it ends.
+fn in_namespaces<'a, DB: Database>(q: &mut QueryBuilder<'a, DB>, column: &str, namespaces: Option<&[String]>)
+where
+    String: Encode<'a, DB> + Type<DB>,
+{
+    match namespaces {
+        None => {}
+        Some([]) => {
+            q.push(" AND 1 = 0");
+        }
+        Some(set) => {
+            q.push(format!(" AND {column} IN ("));
+            let mut list = q.separated(", ");
+            for ns in set {
+                list.push_bind(ns.clone());
+            }
+            q.push(")");
+        }
+    }
 }
 
 /// Cuts the extra row off and returns the cursor of the page's last row, if there is more.

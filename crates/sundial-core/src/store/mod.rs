@@ -118,6 +118,8 @@ pub struct JobCreated {
 pub struct JobFilter {
     /// Only this namespace.
     pub namespace: Option<String>,
+    /// Only these namespaces (a namespace-bound token's); `Some` of none matches nothing.
+    pub namespaces: Option<Vec<String>>,
     /// Only the job of this name (with `namespace`, at most one).
     pub name: Option<String>,
     /// Only this handler.
@@ -143,6 +145,8 @@ pub struct RunFilter {
     pub until: Option<Timestamp>,
     /// Only this namespace.
     pub namespace: Option<String>,
+    /// Only these namespaces (a namespace-bound token's); `Some` of none matches nothing.
+    pub namespaces: Option<Vec<String>>,
     /// Only this handler.
     pub handler: Option<String>,
     /// Page size.
@@ -244,6 +248,18 @@ pub struct Completion {
     pub output: Option<serde_json::Value>,
     /// Error text.
     pub error: Option<String>,
+    /// The worker said another attempt cannot help: a failure is not retried.
+    pub no_retry: bool,
+}
+
+impl Completion {
+    /// How the attempt ended, for settling it.
+    pub(crate) fn ended(&self) -> crate::attempt::Ended {
+        match self.no_retry {
+            true => crate::attempt::Ended::Final(self.state),
+            false => crate::attempt::Ended::Reported(self.state),
+        }
+    }
 }
 
 /// Counts for metrics and the dashboard.
@@ -403,7 +419,8 @@ pub trait Store: Send + Sync + 'static {
     /// [`run_retry`](Self::run_retry) of each run, in one transaction; one outcome per id, in
     /// order (a refusal is the item's: `NotFound`, `NotRetryable`).
     async fn run_retry_many(&self, ids: &[String], now: Timestamp) -> Result<Vec<Result<Run>>>;
-    /// Claims due pending runs of the worker's handlers, by priority then in fair turns across
+    /// Claims due pending runs of the worker's handlers (and of its namespaces, when it was
+    /// registered with some), by priority then in fair turns across
     /// first keys, each only while the limits on its keys have room (see [`limits`]).
     /// Each claim bumps `attempt` and sets a lease. Counts as the worker's sign of life.
     async fn run_claim(&self, params: &ClaimParams) -> Result<Vec<ClaimedRun>>;
@@ -426,8 +443,15 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes finished runs that finished before `before`, at most `limit`.
     async fn run_prune(&self, before: Timestamp, limit: u32) -> Result<u64>;
 
-    /// Registers a worker.
-    async fn worker_register(&self, name: &str, handlers: &[String], capacity: u32, now: Timestamp) -> Result<Worker>;
+    /// Registers a worker; its claims lease only runs of `namespaces` (`None`: every namespace).
+    async fn worker_register(
+        &self,
+        name: &str,
+        handlers: &[String],
+        capacity: u32,
+        namespaces: Option<&[String]>,
+        now: Timestamp,
+    ) -> Result<Worker>;
     /// One worker.
     async fn worker_get(&self, id: &str) -> Result<Worker>;
     /// All workers not deregistered, newest first.
@@ -591,8 +615,15 @@ macro_rules! store_by_noun {
                 runs::prune(self, before, limit).await
             }
 
-            async fn worker_register(&self, name: &str, handlers: &[String], capacity: u32, now: Timestamp) -> Result<Worker> {
-                workers::register(self, name, handlers, capacity, now).await
+            async fn worker_register(
+                &self,
+                name: &str,
+                handlers: &[String],
+                capacity: u32,
+                namespaces: Option<&[String]>,
+                now: Timestamp,
+            ) -> Result<Worker> {
+                workers::register(self, name, handlers, capacity, namespaces, now).await
             }
 
             async fn worker_get(&self, id: &str) -> Result<Worker> {

@@ -184,6 +184,82 @@ pub(crate) fn operator_retry(row: &RunRow, job_max_attempts: Option<i64>) -> Res
 }
 
 // ---------------------------------------------------------------------------------------------
+// Pause after failures.
+
+/// What one run's final state does to its job's count of runs in a row that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StreakStep {
+    /// The count after this run.
+    pub streak: i64,
+    /// This run completes the streak: the job is to be paused.
+    pub pause: bool,
+}
+
+/// The rule of `pause_after_failures` for a run of a job whose count is `streak` that settled
+/// in `state`, given the job's `threshold` (`None`: not counted at all). A run that ends
+/// `failed` or `timed_out` (its own retries spent) counts, a `succeeded` one resets the count,
+/// and anything else (`skipped`, `cancelled`, or a retry back to `pending`) leaves it as it is.
+/// The job is paused when the count reaches the threshold; a job already paused stays as it
+/// is (its reason untouched), while the count goes on until a resume resets it.
+pub(crate) fn streak_step(streak: i64, threshold: Option<i64>, paused: bool, state: RunState) -> StreakStep {
+    let Some(threshold) = threshold else {
+        return StreakStep { streak, pause: false };
+    };
+    match state {
+        RunState::Failed | RunState::TimedOut => {
+            let streak = streak.saturating_add(1);
+            StreakStep { streak, pause: !paused && streak >= threshold }
+        }
+        RunState::Succeeded => StreakStep { streak: 0, pause: false },
+        _ => StreakStep { streak, pause: false },
+    }
+}
+
+/// The job's `paused_reason` when the server paused it after `streak` failed runs in a row.
+pub(crate) fn paused_after_failures_reason(streak: i64) -> String {
+    format!("paused after {streak} runs in a row failed")
+}
+
+/// A job's count as a settling transaction read it (under the job's row lock on PostgreSQL).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub(crate) struct JobStreak {
+    /// The job.
+    pub id: String,
+    /// `pause_after_failures`.
+    pub pause_after_failures: Option<i64>,
+    /// Runs in a row that failed so far.
+    pub failure_streak: i64,
+    /// Paused already.
+    pub paused: bool,
+}
+
+/// What settling runs of one job writes to it: the new count, and the reason when it pauses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StreakWrite {
+    /// The job.
+    pub job_id: String,
+    /// The new count.
+    pub streak: i64,
+    /// `Some(paused_reason)` when the job is to be paused now.
+    pub pause: Option<String>,
+}
+
+/// Folds the final states of a job's runs, in the order they finished, into the write to make;
+/// `None` when nothing changes.
+pub(crate) fn streak_write(job: &JobStreak, states: impl IntoIterator<Item = RunState>) -> Option<StreakWrite> {
+    let (mut streak, mut paused, mut pause) = (job.failure_streak, job.paused, None);
+    for state in states {
+        let step = streak_step(streak, job.pause_after_failures, paused, state);
+        streak = step.streak;
+        if step.pause {
+            paused = true;
+            pause = Some(paused_after_failures_reason(streak));
+        }
+    }
+    (streak != job.failure_streak || pause.is_some()).then(|| StreakWrite { job_id: job.id.clone(), streak, pause })
+}
+
+// ---------------------------------------------------------------------------------------------
 // Stats.
 
 /// The counts [`Store::stats`](super::Store::stats) reads, as the rows both backends return.
@@ -437,6 +513,54 @@ mod tests {
         let shown = next_fire_time(&triggers, true, t(200)).unwrap();
         assert!(shown > t(200), "paused: a future time, not {shown}");
         assert_eq!(next_fire_time(&[], true, t(200)), None);
+    }
+
+    #[test]
+    fn failed_and_timed_out_runs_count_a_success_resets_and_the_rest_leave_the_count() {
+        let step = |streak, state| streak_step(streak, Some(3), false, state);
+        assert_eq!(step(0, RunState::Failed), StreakStep { streak: 1, pause: false });
+        assert_eq!(step(1, RunState::TimedOut), StreakStep { streak: 2, pause: false });
+        assert_eq!(step(2, RunState::Failed), StreakStep { streak: 3, pause: true }, "the third in a row pauses");
+        assert_eq!(step(2, RunState::Succeeded), StreakStep { streak: 0, pause: false });
+        for neither in [RunState::Cancelled, RunState::Skipped, RunState::Pending, RunState::Running] {
+            assert_eq!(step(2, neither), StreakStep { streak: 2, pause: false }, "{neither:?}");
+        }
+        assert_eq!(
+            streak_step(5, Some(3), true, RunState::Failed),
+            StreakStep { streak: 6, pause: false },
+            "already paused"
+        );
+        assert!(streak_step(0, Some(1), false, RunState::Failed).pause, "a threshold of one");
+        assert_eq!(
+            streak_step(7, None, false, RunState::Failed),
+            StreakStep { streak: 7, pause: false },
+            "no threshold"
+        );
+    }
+
+    #[test]
+    fn a_jobs_runs_fold_in_the_order_they_finished() {
+        let job = JobStreak { id: "j".into(), pause_after_failures: Some(2), failure_streak: 1, paused: false };
+        let w = streak_write(&job, [RunState::Succeeded, RunState::Failed, RunState::Cancelled, RunState::Failed]);
+        assert_eq!(
+            w,
+            Some(StreakWrite {
+                job_id: "j".into(),
+                streak: 2,
+                pause: Some("paused after 2 runs in a row failed".into())
+            })
+        );
+        let w = streak_write(&job, [RunState::Failed, RunState::Succeeded]).unwrap();
+        assert_eq!(
+            (w.streak, w.pause.as_deref()),
+            (0, Some("paused after 2 runs in a row failed")),
+            "a later success resets the count but does not undo the pause"
+        );
+        assert_eq!(streak_write(&job, [RunState::Cancelled, RunState::Skipped]), None, "nothing changes");
+        let unset = JobStreak { pause_after_failures: None, ..job.clone() };
+        assert_eq!(streak_write(&unset, [RunState::Failed, RunState::Failed]), None, "not counted without a threshold");
+        let paused = JobStreak { paused: true, ..job };
+        assert_eq!(streak_write(&paused, [RunState::Failed]).map(|w| (w.streak, w.pause)), Some((2, None)));
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub(crate) struct JobRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub limits: String,
+    pub pause_after_failures: Option<i64>,
+    pub paused_reason: Option<String>,
     pub running: bool,
     pub last_start_time: Option<i64>,
     pub last_end_time: Option<i64>,
@@ -104,6 +106,8 @@ impl JobRow {
             last_worker: self.last_worker,
             fingerprint: self.fingerprint,
             limits: super::limits::parse_keys(&self.limits),
+            pause_after_failures: self.pause_after_failures.map(|n| n.clamp(1, i64::from(u32::MAX)) as u32),
+            paused_reason: self.paused_reason,
             id: self.id,
             name: self.name,
             namespace: self.namespace,
@@ -246,6 +250,7 @@ pub(crate) struct WorkerRow {
     pub state: String,
     pub created_at: i64,
     pub running: i64,
+    pub namespaces: Option<String>,
 }
 
 impl WorkerRow {
@@ -259,6 +264,10 @@ impl WorkerRow {
             last_heartbeat: ts(self.last_heartbeat),
             running: self.running.max(0) as u64,
             created_at: ts(self.created_at),
+            namespaces: match &self.namespaces {
+                None => None,
+                Some(n) => Some(serde_json::from_str(n).map_err(|_| corrupt("worker namespaces", n))?),
+            },
         })
     }
 }
@@ -279,7 +288,7 @@ pub(crate) fn decode_cursor(c: &str) -> Result<(i64, String), StoreError> {
 /// completions never write the jobs table). Valid SQL for both backends.
 pub(crate) const JOB_SELECT: &str = "SELECT j.id, j.namespace, j.name, j.handler, j.payload, j.priority, \
      j.max_attempts, j.initial_delay_us, j.max_delay_us, j.timeout_us, j.overlap, j.paused, j.idempotency_key, \
-     j.fingerprint, j.created_at, j.updated_at, j.limits, \
+     j.fingerprint, j.created_at, j.updated_at, j.limits, j.pause_after_failures, j.paused_reason, \
      EXISTS (SELECT 1 FROM runs r WHERE r.job_id = j.id AND r.state = 'running') AS running, \
      (SELECT MAX(r.started_at) FROM runs r WHERE r.job_id = j.id) AS last_start_time, \
      (SELECT MAX(r.ended_at) FROM runs r WHERE r.job_id = j.id) AS last_end_time, \
@@ -305,13 +314,39 @@ pub(crate) fn jobs_with_triggers(
         .collect()
 }
 
+/// What a claim reads of its worker: the handlers it serves, and the namespaces its claims are
+/// narrowed to (`None`: every namespace).
+#[derive(Debug, Clone)]
+pub(crate) struct WorkerScope {
+    pub handlers: Vec<String>,
+    pub namespaces: Option<Vec<String>>,
+}
+
+impl WorkerScope {
+    /// From the worker row's JSON columns.
+    pub(crate) fn parse(handlers: &str, namespaces: Option<&str>) -> Result<Self, StoreError> {
+        Ok(Self {
+            handlers: serde_json::from_str(handlers).map_err(|_| corrupt("handlers", handlers))?,
+            namespaces: match namespaces {
+                None => None,
+                Some(n) => Some(serde_json::from_str(n).map_err(|_| corrupt("worker namespaces", n))?),
+            },
+        })
+    }
+
+    /// Whether a claim can find nothing at all (no handler, or no namespace).
+    pub(crate) fn claims_nothing(&self) -> bool {
+        self.handlers.is_empty() || self.namespaces.as_ref().is_some_and(Vec::is_empty)
+    }
+}
+
 /// Columns of [`TriggerRow`].
 pub(crate) const TRIGGER_COLUMNS: &str = "id, job_id, spec, next_fire_at, fires";
 
 /// Columns of [`WorkerRow`].
 pub(crate) const WORKER_SELECT: &str = "SELECT w.id, w.name, w.handlers, w.capacity, w.last_heartbeat, w.state, \
-     w.created_at, (SELECT COUNT(*) FROM runs r WHERE r.worker_id = w.id AND r.state = 'running') AS running \
-     FROM workers w";
+     w.created_at, (SELECT COUNT(*) FROM runs r WHERE r.worker_id = w.id AND r.state = 'running') AS running, \
+     w.namespaces FROM workers w";
 
 /// A job built from the definition just inserted (no runs yet, so nothing derived).
 pub(crate) fn fresh_job(
@@ -343,6 +378,8 @@ pub(crate) fn fresh_job(
         last_worker: None,
         fingerprint: spec.fingerprint(),
         limits: spec.limits.clone(),
+        pause_after_failures: spec.pause_after_failures,
+        paused_reason: None,
     }
 }
 

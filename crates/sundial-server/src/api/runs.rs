@@ -26,10 +26,10 @@ use sundial_core::store::{RunFilter, StoreError};
     responses((status = 200, description = "Runs, newest scheduled_for first", body = ListResponse<Run>), (status = 422, description = "Bad query parameter", body = crate::error::ErrorBody)))]
 pub async fn list(State(state): State<AppState>, access: Access, p: Params) -> ApiResult<Json<ListResponse<Run>>> {
     let scope = access.scope(p.str("namespace"));
-    let namespace = match &scope {
-        ListScope::AsAsked(ns) => ns.clone(),
+    let (namespace, namespaces) = match scope {
+        ListScope::AsAsked(ns) => (ns, None),
         ListScope::Empty => return Ok(Json(ListResponse { items: vec![], next_cursor: None })),
-        ListScope::Filter(_) => None,
+        ListScope::Filter(set) => (None, Some(set.into_iter().collect())),
     };
     let run_state = p
         .str("state")
@@ -47,15 +47,12 @@ pub async fn list(State(state): State<AppState>, access: Access, p: Params) -> A
         since: p.time("since")?,
         until: p.time("until")?,
         namespace,
+        namespaces,
         handler: p.str("handler"),
         limit: p.limit()?,
         cursor: p.str("cursor"),
     };
-    let mut page = state.store.run_list(&filter).await?;
-    if let ListScope::Filter(set) = &scope {
-        // RunFilter takes one namespace: narrow the page here (pages may come out short).
-        page.items.retain(|r| set.contains(&r.namespace));
-    }
+    let page = state.store.run_list(&filter).await?;
     Ok(Json(ListResponse { items: page.items, next_cursor: page.next_cursor }))
 }
 
@@ -203,10 +200,10 @@ pub async fn bulk(
         ));
     }
     // A namespace-bound token's filter is narrowed to its namespaces: others are never touched.
-    let (namespace, keep) = match access.scope(f.namespace) {
+    let (namespace, namespaces) = match access.scope(f.namespace) {
         ListScope::AsAsked(ns) => (ns, None),
         ListScope::Empty => return Ok(Json(BulkResponse { matched: 0, changed: 0 })),
-        ListScope::Filter(set) => (None, Some(set)),
+        ListScope::Filter(set) => (None, Some(set.into_iter().collect())),
     };
     let mut filter = RunFilter {
         job_id: f.job_id,
@@ -214,6 +211,7 @@ pub async fn bulk(
         since: f.since,
         until: f.until,
         namespace,
+        namespaces,
         handler: f.handler,
         limit: BULK_PAGE,
         cursor: None,
@@ -221,8 +219,7 @@ pub async fn bulk(
     let mut ids = Vec::new();
     loop {
         let page = state.store.run_list(&filter).await?;
-        let visible = page.items.into_iter().filter(|r| keep.as_ref().is_none_or(|k| k.contains(&r.namespace)));
-        ids.extend(visible.map(|r| r.id));
+        ids.extend(page.items.into_iter().map(|r| r.id));
         match page.next_cursor {
             Some(c) => filter.cursor = Some(c),
             None => break,

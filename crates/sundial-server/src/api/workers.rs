@@ -2,7 +2,7 @@
 //! and the workers list. The in-process pool reaches the same functions through
 //! [`crate::local::LocalTransport`], so both paths share one implementation.
 
-use crate::auth::{forbidden, Access, Namespaces};
+use crate::auth::{Access, Namespaces};
 use crate::body::{IgnoredBody, JsonBody};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -31,14 +31,27 @@ pub struct RegisterBody {
     capacity: Option<u32>,
 }
 
-pub(crate) async fn do_register(state: &AppState, req: RegisterRequest) -> ApiResult<Registered> {
+/// Registers a worker whose claims lease only runs of `namespaces` (those of the token that
+/// registered it).
+pub(crate) async fn do_register(
+    state: &AppState,
+    req: RegisterRequest,
+    namespaces: &Namespaces,
+) -> ApiResult<Registered> {
     if req.handlers.is_empty() || req.handlers.iter().any(|h| h.trim().is_empty()) {
         return Err(ApiError::invalid("handlers: must list at least one non-empty handler name"));
     }
     if req.capacity == 0 {
         return Err(ApiError::invalid("capacity: must be at least 1"));
     }
-    let w = state.store.worker_register(&req.name, &req.handlers, req.capacity, state.clock.now()).await?;
+    let only: Option<Vec<String>> = match namespaces {
+        Namespaces::All => None,
+        Namespaces::Only(set) => Some(set.iter().cloned().collect()),
+    };
+    let w =
+        state.store.worker_register(&req.name, &req.handlers, req.capacity, only.as_deref(), state.clock.now()).await?;
+    // Remembered here too, so this node's access checks need no store read.
+    state.worker_namespaces.lock().unwrap_or_else(|e| e.into_inner()).insert(w.id.clone(), namespaces.clone());
     let lease = state.config.lease;
     Ok(Registered { id: w.id, lease: duration::format(lease), heartbeat_interval: duration::format(lease / 3) })
 }
@@ -54,10 +67,20 @@ async fn remote_worker(state: &AppState, access: &Access, id: &str) -> ApiResult
             format!("worker {id} is this node's in-process pool, not a remote worker; it stops with its node"),
         ));
     }
-    // A worker this node did not see registered (another node, or before a restart) is
-    // treated as one of every namespace: only a `*` token may act for it.
-    let owner =
-        state.worker_namespaces.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned().unwrap_or(Namespaces::All);
+    // The store keeps each worker's namespaces; this node remembers those it has seen.
+    let known = state.worker_namespaces.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned();
+    let owner = match known {
+        Some(owner) => owner,
+        None => {
+            let w = state.store.worker_get(id).await?;
+            let owner = match w.namespaces {
+                None => Namespaces::All,
+                Some(list) => Namespaces::Only(list.into_iter().collect()),
+            };
+            state.worker_namespaces.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string(), owner.clone());
+            owner
+        }
+    };
     if !access.0.namespaces.covers(&owner) {
         return Err(ApiError::not_found(format!("worker {id}")));
     }
@@ -77,13 +100,8 @@ pub async fn register(
         handlers: b.handlers,
         capacity: b.capacity.unwrap_or(1),
     };
-    let registered = do_register(&state, req).await?;
     // The worker's namespaces are those of the token that registered it.
-    state
-        .worker_namespaces
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(registered.id.clone(), access.0.namespaces.clone());
+    let registered = do_register(&state, req, &access.0.namespaces).await?;
     Ok((StatusCode::CREATED, Json(registered)))
 }
 
@@ -134,14 +152,8 @@ pub async fn claim(
     Path(id): Path<String>,
     JsonBody(b): JsonBody<ClaimBody>,
 ) -> ApiResult<Json<ClaimResponse>> {
-    if remote_worker(&state, &access, &id).await? != Namespaces::All {
-        // Fail closed: the store's claim cannot yet be narrowed to a set of namespaces
-        // (ClaimParams has no namespace filter), and a claim must never hand out another
-        // namespace's run.
-        return Err(forbidden(format!(
-            "worker {id}: claims by a namespace-bound worker token are not supported yet; use a worker token with \"*\""
-        )));
-    }
+    // The store narrows the claim to the namespaces the worker registered with.
+    remote_worker(&state, &access, &id).await?;
     let req = ClaimRequest { max: b.max.unwrap_or(1), wait: b.wait };
     Ok(Json(do_claim(&state, &id, req).await?))
 }
@@ -189,6 +201,7 @@ pub(crate) async fn do_complete(state: &AppState, run_id: &str, req: CompleteReq
             state: reported,
             output: req.output,
             error: req.error,
+            no_retry: req.retry == Some(false),
         })
         .await
         .inspect_err(|e| {

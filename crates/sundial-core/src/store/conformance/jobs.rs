@@ -3,6 +3,7 @@
 use super::*;
 use crate::domain::{Overlap, TriggerKind};
 use serde_json::json;
+use std::collections::HashMap;
 
 /// Guarantee 1: once `job_create_many` returns `Ok`, the job (and its due-now run) is committed:
 /// another handle reads exactly what the creating call returned.
@@ -550,4 +551,207 @@ pub async fn concurrent_batches_racing_on_names_store_each_name_once(h: Harness)
         }
     }
     assert_eq!(h.all_jobs().await.len(), 50);
+}
+
+/// Claims the one due run of `worker_id` at `now` and ends it so; the settled run.
+async fn end_one(h: &Harness, worker_id: &str, now: Timestamp, state: RunState) -> Run {
+    let c = h.claim_one(worker_id, now).await;
+    h.complete(completion(&c, worker_id, state), now).await.expect("complete")
+}
+
+/// `pause_after_failures`: runs that end `failed` or `timed_out` after their own retries count
+/// (an attempt that is retried does not), manual runs included; the run that completes the
+/// streak pauses the job with a reason, in its settling transaction, so another handle sees it
+/// at once and the job's triggers stop.
+pub async fn pause_after_failures_pauses_the_job_when_that_many_runs_in_a_row_fail(h: Harness) {
+    let r = JobRequest {
+        retry: Some(retry(2, 1, 1)),
+        triggers: Some(vec![every(1000)]),
+        pause_after_failures: Some(2),
+        ..job("echo")
+    };
+    let j = h.create(r, h.now).await;
+    assert_eq!((j.pause_after_failures, j.paused_reason.as_deref()), (Some(2), None));
+    let w = h.worker(&["echo"], h.now).await;
+    h.store.job_run_now(&j.id, h.t(1.0)).await.expect("run_now");
+    let retried = end_one(&h, &w.id, h.t(1.0), RunState::Failed).await;
+    assert_eq!(retried.state, RunState::Pending, "an attempt that is retried is not a run's end");
+    let first = end_one(&h, &w.id, h.t(3.0), RunState::TimedOut).await;
+    assert_eq!(first.state, RunState::TimedOut);
+    let after_one = h.other.job_get(&j.id, h.t(3.0)).await.expect("job_get");
+    assert_eq!((after_one.paused, after_one.paused_reason), (false, None), "one of two");
+
+    h.store.job_run_now(&j.id, h.t(4.0)).await.expect("run_now");
+    end_one(&h, &w.id, h.t(4.0), RunState::Failed).await;
+    let second = end_one(&h, &w.id, h.t(6.0), RunState::Failed).await;
+    assert_eq!(second.state, RunState::Failed);
+    let paused = h.other.job_get(&j.id, h.t(6.0)).await.expect("job_get");
+    assert!(paused.paused, "the second failed run in a row pauses the job");
+    assert_eq!(paused.paused_reason.as_deref(), Some("paused after 2 runs in a row failed"));
+    assert_eq!(h.fire(h.t(5000.0)).await.triggers, 0, "a paused job's trigger does not fire");
+}
+
+/// A `succeeded` run resets the count; `cancelled` runs neither count nor reset it; an expired
+/// lease on the last attempt (the reaper's `failed`) counts like a reported failure.
+pub async fn pause_after_failures_count_is_reset_by_success_and_untouched_by_cancelled_runs(h: Harness) {
+    let r = JobRequest {
+        pause_after_failures: Some(2),
+        retry: Some(retry(1, 1, 1)),
+        triggers: Some(vec![every(1000)]),
+        ..job("echo")
+    };
+    let j = h.create(r, h.now).await;
+    let w = h.worker(&["echo"], h.now).await;
+    let step = |s: f64| h.t(s);
+    let mut at = 1.0;
+    for state in [RunState::Failed, RunState::Succeeded, RunState::Failed, RunState::Cancelled] {
+        h.store.job_run_now(&j.id, step(at)).await.expect("run_now");
+        assert_eq!(end_one(&h, &w.id, step(at), state).await.state, state);
+        let job = h.job(&j.id, step(at)).await;
+        assert!(!job.paused, "after {state:?}: no two failed runs in a row yet");
+        at += 1.0;
+    }
+    // The run after the cancelled one is the second failure in a row: its lease expires.
+    h.store.job_run_now(&j.id, step(at)).await.expect("run_now");
+    let c = h.claim_one(&w.id, step(at)).await;
+    let report = h.reap(step(at) + chrono::TimeDelta::seconds(LEASE.as_secs() as i64 + 1)).await;
+    assert_eq!(report.expired, vec![(c.run_id.clone(), RunState::Failed)]);
+    let job = h.other.job_get(&j.id, step(at + 100.0)).await.expect("job_get");
+    assert!(job.paused, "the reaper's failed run completes the streak");
+    assert_eq!(job.paused_reason.as_deref(), Some("paused after 2 runs in a row failed"));
+}
+
+/// A resume clears `paused_reason` and resets the count; an operator's pause has no reason;
+/// dropping the threshold stops the counting.
+pub async fn pause_after_failures_resume_clears_the_reason_and_resets_the_count(h: Harness) {
+    let r = JobRequest {
+        pause_after_failures: Some(2),
+        retry: Some(retry(1, 1, 1)),
+        triggers: Some(vec![every(1000)]),
+        ..job("echo")
+    };
+    let j = h.create(r, h.now).await;
+    let w = h.worker(&["echo"], h.now).await;
+    let fail = |at: f64| {
+        let h = h.clone();
+        let (job, worker) = (j.id.clone(), w.id.clone());
+        async move {
+            h.store.job_run_now(&job, h.t(at)).await.expect("run_now");
+            end_one(&h, &worker, h.t(at), RunState::Failed).await;
+            h.job(&job, h.t(at)).await
+        }
+    };
+    fail(1.0).await;
+    assert!(fail(2.0).await.paused);
+    let resumed = h.store.job_set_paused(&j.id, false, h.t(3.0)).await.expect("resume");
+    assert_eq!((resumed.paused, resumed.paused_reason), (false, None), "resume clears the reason");
+    assert!(!fail(4.0).await.paused, "the count starts again from resume");
+    let again = fail(5.0).await;
+    assert_eq!((again.paused, again.paused_reason.as_deref()), (true, Some("paused after 2 runs in a row failed")));
+
+    let operator = h.store.job_set_paused(&j.id, false, h.t(6.0)).await.expect("resume");
+    assert!(!operator.paused);
+    let operator = h.store.job_set_paused(&j.id, true, h.t(6.0)).await.expect("pause");
+    assert_eq!((operator.paused, operator.paused_reason), (true, None), "an operator's pause has no reason");
+    h.store.job_set_paused(&j.id, false, h.t(7.0)).await.expect("resume");
+    let mut unset = spec(JobRequest { retry: Some(retry(1, 1, 1)), triggers: Some(vec![every(1000)]), ..job("echo") });
+    unset.name = Some(j.name.clone());
+    let updated = h.store.job_update(&j.id, unset, h.t(8.0)).await.expect("job_update");
+    assert_eq!(updated.pause_after_failures, None);
+    fail(9.0).await;
+    assert!(!fail(10.0).await.paused, "without a threshold nothing pauses");
+}
+
+/// Two nodes settling the last two failures of a streak at once still pause the job: the
+/// count is kept under the job's row lock, so neither misses the other's failure.
+pub async fn concurrent_failures_on_two_handles_still_pause_the_job(h: Harness) {
+    const JOBS: usize = 24;
+    let mut jobs = Vec::new();
+    for _ in 0..JOBS {
+        let r = JobRequest {
+            pause_after_failures: Some(2),
+            retry: Some(retry(1, 1, 1)),
+            triggers: Some(vec![every(1000)]),
+            ..job("echo")
+        };
+        let j = h.create(r, h.now).await;
+        for _ in 0..2 {
+            h.store.job_run_now(&j.id, h.now).await.expect("run_now");
+        }
+        jobs.push(j);
+    }
+    let w = h.store.worker_register("w", &["echo".to_string()], 100, None, h.now).await.expect("register");
+    let claimed = h.claim(&w.id, 100, h.t(1.0)).await;
+    assert_eq!(claimed.len(), 2 * JOBS, "two runs of each job claimed");
+    let mut by_job: HashMap<String, Vec<Completion>> = HashMap::new();
+    for c in &claimed {
+        by_job.entry(c.job_id.clone()).or_default().push(completion(c, &w.id, RunState::Failed));
+    }
+    // Every completion starts at once, each job's two on different handles.
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(2 * JOBS));
+    let mut tasks = Vec::new();
+    for pair in by_job.into_values() {
+        for (i, c) in pair.into_iter().enumerate() {
+            let store = if i == 0 { h.store.clone() } else { h.other.clone() };
+            let (start, now) = (start.clone(), h.t(2.0));
+            tasks.push(tokio::spawn(async move {
+                start.wait().await;
+                let out = store.run_complete_many(vec![c], now).await.expect("run_complete_many");
+                assert!(out.into_iter().all(|o| o.is_ok()), "each completion settles");
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    for j in jobs {
+        let got = h.job(&j.id, h.t(3.0)).await;
+        assert!(got.paused, "job {}: two failed runs in a row, settled at once on two nodes", j.id);
+        assert_eq!(got.paused_reason.as_deref(), Some("paused after 2 runs in a row failed"));
+    }
+}
+
+/// Lists narrowed to a set of namespaces (a namespace-bound token's) come in full pages whose
+/// cursors go on where they end, for jobs and runs alike; an empty set matches nothing.
+pub async fn list_narrowed_to_a_set_of_namespaces_has_full_pages_and_follows_cursors(h: Harness) {
+    let mut want = Vec::new();
+    for i in 0..9 {
+        let ns = ["a", "b", "c"][i % 3];
+        let j = h.create(JobRequest { namespace: Some(ns.into()), ..job("echo") }, h.t(i as f64)).await;
+        if ns != "b" {
+            want.push(j.id);
+        }
+    }
+    want.reverse();
+    let set = Some(vec!["a".to_string(), "c".to_string()]);
+    let mut f = JobFilter { namespaces: set.clone(), limit: 2, ..Default::default() };
+    let (mut jobs, mut pages) = (Vec::new(), Vec::new());
+    loop {
+        let page = h.store.job_list(&f, h.now).await.expect("job_list");
+        pages.push(page.items.len());
+        jobs.extend(page.items.into_iter().map(|j| j.id));
+        match page.next_cursor {
+            Some(c) => f.cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(jobs, want, "every job of a and c, newest first, once");
+    assert_eq!(pages, vec![2, 2, 2], "full pages");
+    let mut f = RunFilter { namespaces: set, limit: 2, ..Default::default() };
+    let (mut runs, mut pages) = (Vec::new(), Vec::new());
+    loop {
+        let page = h.store.run_list(&f).await.expect("run_list");
+        pages.push(page.items.len());
+        runs.extend(page.items.into_iter().map(|r| r.job_id));
+        match page.next_cursor {
+            Some(c) => f.cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(runs, want, "the runs of those jobs, newest first, once");
+    assert_eq!(pages, vec![2, 2, 2], "full pages");
+    let none = JobFilter { namespaces: Some(Vec::new()), limit: 10, ..Default::default() };
+    assert!(h.store.job_list(&none, h.now).await.expect("job_list").items.is_empty());
+    let none = RunFilter { namespaces: Some(Vec::new()), limit: 10, ..Default::default() };
+    assert!(h.store.run_list(&none).await.expect("run_list").items.is_empty());
 }

@@ -259,20 +259,20 @@ pub async fn attempts_record_every_attempt_with_worker_outcome_and_error(h: Harn
     let run = h.runs(&j.id).await.remove(0);
     assert_eq!(h.store.run_attempts(&run.id).await.expect("run_attempts"), [], "never claimed");
     let handlers = ["echo".to_string()];
-    let a = h.store.worker_register("alpha", &handlers, 8, h.now).await.expect("register");
+    let a = h.store.worker_register("alpha", &handlers, 8, None, h.now).await.expect("register");
     let c1 = h.claim_one(&a.id, h.now).await;
     let r = h.run(&run.id).await;
     assert_eq!((r.worker_id.as_deref(), r.worker_name.as_deref()), (Some(a.id.as_str()), Some("alpha")));
     let failed = Completion { error: Some("boom".into()), ..completion(&c1, &a.id, RunState::Failed) };
     h.complete(failed, h.t(1.0)).await.expect("complete");
 
-    let b = h.store.worker_register("beta", &handlers, 8, h.t(2.0)).await.expect("register");
+    let b = h.store.worker_register("beta", &handlers, 8, None, h.t(2.0)).await.expect("register");
     let c2 = h.claim_one(&b.id, h.t(3.0)).await;
     assert_eq!(c2.attempt, 2);
     let report = h.reap(h.t(40.0)).await;
     assert_eq!(report.expired, [(run.id.clone(), RunState::Pending)]);
 
-    let c = h.store.worker_register("gamma", &handlers, 8, h.t(41.0)).await.expect("register");
+    let c = h.store.worker_register("gamma", &handlers, 8, None, h.t(41.0)).await.expect("register");
     let c3 = h.claim_one(&c.id, h.t(50.0)).await;
     let attempts = h.other.run_attempts(&run.id).await.expect("run_attempts");
     let got: Vec<_> = attempts
@@ -326,4 +326,27 @@ pub async fn attempts_of_cancelled_and_dead_worker_runs(h: Harness) {
         (a[0].state, a[0].finished_at, a[0].error.as_deref()),
         (crate::domain::AttemptState::Lost, Some(h.t(64.0)), Some("lease expired"))
     );
+}
+
+/// A failure the worker marks final (`"retry": false`: e.g. a command its allow-list refuses)
+/// ends the run at once with its error as the reason, whatever attempts are left; it counts
+/// toward `pause_after_failures` like any run that ends failed.
+pub async fn complete_marked_final_fails_at_once_and_is_not_retried(h: Harness) {
+    let r =
+        crate::domain::job::JobRequest { retry: Some(retry(3, 1, 1)), pause_after_failures: Some(1), ..job("shell") };
+    let j = h.create(r, h.now).await;
+    let w = h.worker(&["shell"], h.now).await;
+    let c = h.claim_one(&w.id, h.t(1.0)).await;
+    let refused = Completion {
+        error: Some("command not allowed".into()),
+        no_retry: true,
+        ..completion(&c, &w.id, RunState::Failed)
+    };
+    let run = h.complete(refused, h.t(2.0)).await.expect("complete");
+    assert_eq!((run.state, run.attempt), (RunState::Failed, 1), "not retried, with two attempts left");
+    assert_eq!(run.reason.as_deref(), Some("command not allowed"));
+    assert_eq!(run.finished_at, Some(h.t(2.0)));
+    assert!(h.claim(&w.id, 10, h.t(100.0)).await.is_empty(), "nothing comes back to claim");
+    let job = h.other.job_get(&j.id, h.t(3.0)).await.expect("job_get");
+    assert_eq!(job.paused_reason.as_deref(), Some("paused after 1 runs in a row failed"));
 }

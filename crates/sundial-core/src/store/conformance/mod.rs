@@ -132,6 +132,7 @@ pub fn completion(claimed: &ClaimedRun, worker_id: &str, state: RunState) -> Com
         state,
         output: None,
         error: None,
+        no_retry: false,
     }
 }
 
@@ -213,7 +214,7 @@ impl Harness {
     /// Registers a worker serving `handlers`.
     pub async fn worker(&self, handlers: &[&str], now: Timestamp) -> Worker {
         let handlers: Vec<String> = handlers.iter().map(|h| h.to_string()).collect();
-        self.store.worker_register("w", &handlers, 8, now).await.expect("worker_register")
+        self.store.worker_register("w", &handlers, 8, None, now).await.expect("worker_register")
     }
 
     /// Claims up to `max` runs for `worker_id` with a [`LEASE`] lease.
@@ -315,6 +316,7 @@ macro_rules! store_conformance {
                 current job_created_paused_without_triggers_holds_its_run_until_resume,
                 current list_is_newest_first_with_cursor_pagination_covering_all,
                 current list_filters_namespace_handler_paused,
+                current list_narrowed_to_a_set_of_namespaces_has_full_pages_and_follows_cursors,
                 current get_derives_running_and_last_times_from_runs,
                 current update_replaces_triggers,
                 current update_taking_another_jobs_key_or_name_conflicts_alike,
@@ -322,6 +324,10 @@ macro_rules! store_conformance {
                 current pause_stops_triggers_and_claims_manual_run_still_runs,
                 current pause_holds_the_retry_of_a_run_that_fails_while_paused,
                 current next_fire_time_of_paused_job_shows_next_future_time,
+                current pause_after_failures_pauses_the_job_when_that_many_runs_in_a_row_fail,
+                current pause_after_failures_count_is_reset_by_success_and_untouched_by_cancelled_runs,
+                current pause_after_failures_resume_clears_the_reason_and_resets_the_count,
+                multi concurrent_failures_on_two_handles_still_pause_the_job,
                 multi concurrent_create_with_one_idempotency_key_stores_one_job,
                 multi concurrent_batches_racing_on_names_store_each_name_once,
             }
@@ -366,6 +372,7 @@ macro_rules! store_conformance {
                 current timeout_overrun_is_recorded_timed_out_by_the_reaper,
                 current attempts_record_every_attempt_with_worker_outcome_and_error,
                 current attempts_of_cancelled_and_dead_worker_runs,
+                current complete_marked_final_fails_at_once_and_is_not_retried,
             }
             limits {
                 current limit_put_get_list_delete_round_trip,
@@ -401,6 +408,7 @@ macro_rules! store_conformance {
                 current claim_or_heartbeat_by_unknown_or_deregistered_worker_is_not_found,
                 current deregistered_worker_still_completes_what_it_holds,
                 current forget_dead_deletes_only_dead_workers_silent_past_the_cutoff,
+                current claim_by_a_namespace_bound_worker_leases_only_runs_of_its_namespaces,
             }
         }
     };

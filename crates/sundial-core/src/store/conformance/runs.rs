@@ -106,7 +106,7 @@ pub async fn concurrent_claims_on_two_handles_hand_each_run_out_once(h: Harness)
     let mut tasks = Vec::new();
     for i in 0..6 {
         let store = if i % 2 == 0 { h.store.clone() } else { h.other.clone() };
-        let w = store.worker_register(&format!("w{i}"), &["echo".to_string()], 8, h.now).await.expect("register");
+        let w = store.worker_register(&format!("w{i}"), &["echo".to_string()], 8, None, h.now).await.expect("register");
         let now = h.t(1.0);
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
@@ -301,7 +301,7 @@ pub async fn many_schedulers_and_claimers_hand_out_each_fire_once(h: Harness) {
         r.expect("created");
     }
     let wa = h.worker(&["echo"], h.now).await;
-    let wb = h.other.worker_register("b", &["echo".to_string()], 8, h.now).await.expect("register");
+    let wb = h.other.worker_register("b", &["echo".to_string()], 8, None, h.now).await.expect("register");
     let mut tasks = Vec::new();
     let loops = [(h.store.clone(), wa.id.clone()), (h.other.clone(), wb.id.clone())];
     for (i, (store, w)) in loops.iter().cloned().chain(loops.iter().cloned()).enumerate() {

@@ -8,10 +8,10 @@ use crate::domain::WorkerState;
 /// list is newest first.
 pub async fn register_then_get_and_list_newest_first(h: Harness) {
     let handlers = vec!["a".to_string(), "b".to_string()];
-    let w1 = h.store.worker_register("w1", &handlers, 8, h.now).await.expect("worker_register");
+    let w1 = h.store.worker_register("w1", &handlers, 8, None, h.now).await.expect("worker_register");
     assert_eq!((w1.name.as_str(), w1.handlers.clone(), w1.capacity), ("w1", handlers.clone(), 8));
     assert_eq!((w1.state, w1.last_heartbeat, w1.running, w1.created_at), (WorkerState::Active, h.now, 0, h.now));
-    let w2 = h.store.worker_register("w2", &["c".to_string()], 2, h.t(1.0)).await.expect("worker_register");
+    let w2 = h.store.worker_register("w2", &["c".to_string()], 2, None, h.t(1.0)).await.expect("worker_register");
 
     let got = h.other.worker_get(&w1.id).await.expect("worker_get on the other handle");
     assert_eq!((got.id, got.name, got.handlers, got.capacity), (w1.id.clone(), "w1".to_string(), handlers, 8));
@@ -123,4 +123,29 @@ pub async fn forget_dead_deletes_only_dead_workers_silent_past_the_cutoff(h: Har
     assert_eq!(state(live.id.clone()).await.expect("live"), WorkerState::Active);
     let listed = h.other.worker_list().await.expect("worker_list");
     assert_eq!(listed.len(), 3);
+}
+
+/// A worker registered for some namespaces (those of its token) claims only runs of jobs in
+/// them, though other namespaces' runs are due and older; the rest stay for other workers.
+pub async fn claim_by_a_namespace_bound_worker_leases_only_runs_of_its_namespaces(h: Harness) {
+    for (i, ns) in ["default", "billing", "other", "billing", "default"].iter().enumerate() {
+        let r = JobRequest { namespace: Some(ns.to_string()), ..job("echo") };
+        h.create(r, h.t(i as f64)).await;
+    }
+    let billing = vec!["billing".to_string()];
+    let bound = h.store.worker_register("b", &["echo".to_string()], 8, Some(&billing), h.now).await.expect("register");
+    assert_eq!(h.other.worker_get(&bound.id).await.expect("worker_get").namespaces, Some(billing.clone()));
+    let got = h.claim(&bound.id, 10, h.t(10.0)).await;
+    let mut namespaces = Vec::new();
+    for c in &got {
+        namespaces.push(h.run(&c.run_id).await.namespace);
+    }
+    assert_eq!(namespaces, vec!["billing", "billing"], "only billing runs, though older others are due");
+    assert!(h.claim(&bound.id, 10, h.t(11.0)).await.is_empty(), "nothing else of billing");
+    let none: Vec<String> = Vec::new();
+    let nowhere = h.store.worker_register("n", &["echo".to_string()], 8, Some(&none), h.now).await.expect("register");
+    assert!(h.claim(&nowhere.id, 10, h.t(11.0)).await.is_empty(), "a worker of no namespace claims nothing");
+    let all = h.worker(&["echo"], h.now).await;
+    assert_eq!(all.namespaces, None, "registered for every namespace");
+    assert_eq!(h.claim(&all.id, 10, h.t(12.0)).await.len(), 3, "the other namespaces' runs were left");
 }

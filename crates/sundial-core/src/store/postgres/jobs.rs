@@ -238,13 +238,15 @@ pub(super) async fn insert_jobs(
         c.paused.push(spec.paused);
         c.key.push(items[*i].key.clone());
         c.fingerprint.push(items[*i].fingerprint.clone());
+        c.pause_after_failures.push(spec.pause_after_failures.map(i64::from));
     }
     let ids: Vec<String> = sqlx::query_scalar(
         "INSERT INTO jobs (id, namespace, name, handler, payload, priority, max_attempts, initial_delay_us, \
-         max_delay_us, timeout_us, overlap, paused, idempotency_key, fingerprint, limits, created_at, updated_at) \
+         max_delay_us, timeout_us, overlap, paused, idempotency_key, fingerprint, limits, pause_after_failures, \
+         created_at, updated_at) \
          SELECT u.*, $16, $16 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], \
          $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::text[], $12::bool[], $13::text[], $14::text[], \
-         $15::text[]) AS u \
+         $15::text[], $17::int8[]) AS u \
          ON CONFLICT DO NOTHING RETURNING id",
     )
     .bind(c.id)
@@ -263,6 +265,7 @@ pub(super) async fn insert_jobs(
     .bind(c.fingerprint)
     .bind(c.limits)
     .bind(us(now))
+    .bind(c.pause_after_failures)
     .fetch_all(&mut **tx)
     .await
     .map_err(db_err)?;
@@ -286,6 +289,7 @@ pub(super) struct JobCols {
     key: Vec<Option<String>>,
     fingerprint: Vec<String>,
     limits: Vec<String>,
+    pause_after_failures: Vec<Option<i64>>,
 }
 
 /// [`Store::job_create_many`].
@@ -378,7 +382,9 @@ pub(super) async fn update(s: &PostgresStore, id: &str, spec: JobSpec, now: Time
     sqlx::query(
         "UPDATE jobs SET namespace = $1, name = $2, handler = $3, payload = $4, priority = $5, \
          max_attempts = $6, initial_delay_us = $7, max_delay_us = $8, timeout_us = $9, overlap = $10, \
-         paused = $11, idempotency_key = $12, fingerprint = $13, updated_at = $14, limits = $16 WHERE id = $15",
+         paused = $11, idempotency_key = $12, fingerprint = $13, updated_at = $14, limits = $16, \
+         pause_after_failures = $17, paused_reason = CASE WHEN $11 THEN paused_reason END, \
+         failure_streak = CASE WHEN $18 THEN 0 ELSE failure_streak END WHERE id = $15",
     )
     .bind(&spec.namespace)
     .bind(&name)
@@ -396,6 +402,10 @@ pub(super) async fn update(s: &PostgresStore, id: &str, spec: JobSpec, now: Time
     .bind(us(now))
     .bind(id)
     .bind(&snap.limits)
+    .bind(spec.pause_after_failures.map(i64::from))
+    // A resume clears the server's reason and the count; so does dropping the threshold, as
+    // the count is kept only while one is set.
+    .bind((was_paused && !spec.paused) || spec.pause_after_failures.is_none())
     .execute(&mut *tx)
     .await
     .map_err(db_err)?;
@@ -438,29 +448,21 @@ pub(super) async fn delete(s: &PostgresStore, id: &str, now: Timestamp) -> Resul
 pub(super) async fn set_paused(s: &PostgresStore, id: &str, paused: bool, now: Timestamp) -> Result<Job> {
     let mut tx = s.begin().await?;
     lock_triggers_of(&mut tx, id).await?;
-    let done = sqlx::query("UPDATE jobs SET paused = $1, updated_at = $2 WHERE id = $3")
-        .bind(paused)
-        .bind(us(now))
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
+    // A resume clears the server's reason and resets the count of failed runs in a row.
+    let done = sqlx::query(
+        "UPDATE jobs SET paused = $1, updated_at = $2, paused_reason = CASE WHEN $1 THEN paused_reason END, \
+         failure_streak = CASE WHEN $1 THEN failure_streak ELSE 0 END WHERE id = $3",
+    )
+    .bind(paused)
+    .bind(us(now))
+    .bind(id)
+    .execute(&mut *tx)
+    .await
+    .map_err(db_err)?;
     if done.rows_affected() == 0 {
         return Err(StoreError::NotFound(format!("job {id}")));
     }
-    sqlx::query("UPDATE triggers SET paused = $1 WHERE job_id = $2")
-        .bind(paused)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-    // Manual runs of a paused job still run; everything else waits for resume.
-    sqlx::query("UPDATE runs SET held = $1 WHERE job_id = $2 AND state = 'pending' AND NOT manual")
-        .bind(paused)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
+    hold_jobs(&mut tx, &[id.to_string()], paused).await?;
     if !paused {
         s.notify_ready(&mut tx).await?;
     }
@@ -486,4 +488,82 @@ pub(super) async fn run_now(s: &PostgresStore, id: &str, now: Timestamp) -> Resu
     let row = run_row(&mut tx, &run.id, false).await?.ok_or_else(|| StoreError::Internal("run vanished".into()))?;
     tx.commit().await.map_err(db_err)?;
     row.into_run()
+}
+
+/// Stops (or restarts) paused (or resumed) jobs' triggers, and holds (or releases) their
+/// pending runs. Manual runs of a paused job still run; everything else waits for resume. The
+/// caller holds the jobs' triggers' and rows' locks.
+async fn hold_jobs(tx: &mut Tx, ids: &[String], paused: bool) -> Result<()> {
+    sqlx::query("UPDATE triggers SET paused = $1 WHERE job_id = ANY($2)")
+        .bind(paused)
+        .bind(ids)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err)?;
+    sqlx::query("UPDATE runs SET held = $1 WHERE job_id = ANY($2) AND state = 'pending' AND NOT manual")
+        .bind(paused)
+        .bind(ids)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
+/// Reads the counts of the jobs `ids` toward `pause_after_failures`, for a transaction that
+/// holds their row locks.
+pub(super) async fn streaks(tx: &mut Tx, ids: &[String]) -> Result<Vec<JobStreak>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_as(
+        "SELECT id, pause_after_failures, failure_streak, paused FROM jobs \
+         WHERE id = ANY($1) AND pause_after_failures IS NOT NULL",
+    )
+    .bind(ids)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db_err)
+}
+
+/// Counts settled runs (in the order they finished) toward their jobs' `pause_after_failures`
+/// ([`streak_write`]), pausing a job when a run completes its streak: in the transaction that
+/// settled the runs, which holds the row locks of the jobs `counted` (read by [`streaks`]) and,
+/// where a run may have completed a streak, of their triggers.
+pub(super) async fn count_settled(
+    tx: &mut Tx,
+    counted: &[JobStreak],
+    settled: &[&RunRow],
+    now: Timestamp,
+) -> Result<()> {
+    let writes: Vec<_> = counted
+        .iter()
+        .filter_map(|job| {
+            let states = settled.iter().filter(|r| r.job_id == job.id).filter_map(|r| r.state().ok());
+            streak_write(job, states)
+        })
+        .collect();
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = writes.iter().map(|w| w.job_id.clone()).collect();
+    let counts: Vec<i64> = writes.iter().map(|w| w.streak).collect();
+    let reasons: Vec<Option<String>> = writes.iter().map(|w| w.pause.clone()).collect();
+    sqlx::query(
+        "UPDATE jobs SET failure_streak = u_streak, paused = paused OR u_reason IS NOT NULL, \
+         paused_reason = COALESCE(u_reason, paused_reason), \
+         updated_at = CASE WHEN u_reason IS NULL THEN updated_at ELSE $4 END \
+         FROM UNNEST($1::text[], $2::int8[], $3::text[]) AS u(u_id, u_streak, u_reason) WHERE id = u_id",
+    )
+    .bind(ids)
+    .bind(counts)
+    .bind(reasons)
+    .bind(us(now))
+    .execute(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    let paused: Vec<String> = writes.into_iter().filter(|w| w.pause.is_some()).map(|w| w.job_id).collect();
+    if !paused.is_empty() {
+        hold_jobs(tx, &paused, true).await?;
+    }
+    Ok(())
 }

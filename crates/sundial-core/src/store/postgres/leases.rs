@@ -154,44 +154,85 @@ pub(super) fn must_lock_job(overlap: &str, attempt: i64, max_attempts: i64, may_
 
 /// Whether an attempt that ended so may go back to `pending`.
 pub(super) fn may_retry(ended: Ended) -> bool {
-    !matches!(ended, Ended::Reported(RunState::Succeeded | RunState::Cancelled))
+    !matches!(ended, Ended::Reported(RunState::Succeeded | RunState::Cancelled) | Ended::Final(_))
 }
 
 /// For a transaction that already holds run locks (the reaper): locks the jobs of `rows` that
-/// [`must_lock_job`] names, without waiting, and drops the rows whose job is locked elsewhere
-/// (they are picked again on the next pass). Never waiting here keeps the lock order
-/// deadlock-free.
-pub(super) async fn lock_jobs_or_skip(tx: &mut Tx, rows: &mut Vec<RunRow>, ended: Ended) -> Result<()> {
-    let needs = |r: &RunRow| must_lock_job(&r.overlap, r.attempt, r.max_attempts, may_retry(ended));
+/// [`must_lock_job`] names, and those whose run ends `failed` or `timed_out` here while the job
+/// counts runs toward `pause_after_failures` (with their triggers, which a pause writes),
+/// without waiting, and drops the rows whose job or triggers are locked elsewhere (they are
+/// picked again on the next pass). Never waiting here keeps the lock order deadlock-free.
+/// Returns the counts of the jobs locked for counting.
+pub(super) async fn lock_jobs_or_skip(tx: &mut Tx, rows: &mut Vec<RunRow>, ended: Ended) -> Result<Vec<JobStreak>> {
+    let all = sorted_unique(rows.iter().map(|r| r.job_id.clone()).collect());
+    let counting: HashSet<String> = if all.is_empty() {
+        HashSet::new()
+    } else {
+        sqlx::query_scalar("SELECT id FROM jobs WHERE id = ANY($1) AND pause_after_failures IS NOT NULL")
+            .bind(&all)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .collect()
+    };
+    // Reaped attempts are failures: the run ends failed or timed_out once its attempts are spent.
+    let ends_failed = |r: &RunRow| !r.cancel_requested && r.attempt >= r.max_attempts;
+    let counts = |r: &RunRow| counting.contains(&r.job_id) && ends_failed(r);
+    let needs = |r: &RunRow| must_lock_job(&r.overlap, r.attempt, r.max_attempts, may_retry(ended)) || counts(r);
     let jobs = sorted_unique(rows.iter().filter(|r| needs(r)).map(|r| r.job_id.clone()).collect());
     if jobs.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    let locked: Vec<String> =
-        sqlx::query_scalar("SELECT id FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED")
-            .bind(&jobs)
+    let mut busy: HashSet<String> = HashSet::new();
+    let pausing = sorted_unique(rows.iter().filter(|r| counts(r)).map(|r| r.job_id.clone()).collect());
+    if !pausing.is_empty() {
+        let locked: Vec<String> =
+            sqlx::query_scalar("SELECT job_id FROM triggers WHERE job_id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED")
+                .bind(&pausing)
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(db_err)?;
+        let all: Vec<String> = sqlx::query_scalar("SELECT job_id FROM triggers WHERE job_id = ANY($1)")
+            .bind(&pausing)
             .fetch_all(&mut **tx)
             .await
             .map_err(db_err)?;
-    if locked.len() == jobs.len() {
-        return Ok(());
+        let mut left: HashMap<String, i64> = HashMap::new();
+        for j in all {
+            *left.entry(j).or_default() += 1;
+        }
+        for j in locked {
+            *left.entry(j).or_default() -= 1;
+        }
+        busy.extend(left.into_iter().filter(|(_, n)| *n > 0).map(|(j, _)| j));
     }
-    let existing: Vec<String> = sqlx::query_scalar("SELECT id FROM jobs WHERE id = ANY($1)")
-        .bind(&jobs)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(db_err)?;
-    let busy: HashSet<String> = existing.into_iter().filter(|id| !locked.contains(id)).collect();
+    let wanted: Vec<String> = jobs.iter().filter(|j| !busy.contains(*j)).cloned().collect();
+    let locked: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED")
+            .bind(&wanted)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db_err)?;
+    if locked.len() != wanted.len() {
+        let existing: Vec<String> = sqlx::query_scalar("SELECT id FROM jobs WHERE id = ANY($1)")
+            .bind(&wanted)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db_err)?;
+        busy.extend(existing.into_iter().filter(|id| !locked.contains(id)));
+    }
     rows.retain(|r| !(needs(r) && busy.contains(&r.job_id)));
-    Ok(())
+    let counted: Vec<String> = locked.into_iter().filter(|j| counting.contains(j)).collect();
+    jobs::streaks(tx, &counted).await
 }
 
 /// [`Store::run_claim`].
 pub(super) async fn claim(s: &PostgresStore, p: &ClaimParams) -> Result<Vec<ClaimedRun>> {
     let mut tx = s.begin().await?;
-    let handlers = touch_worker(&mut tx, &p.worker_id, p.now).await?;
+    let scope = touch_worker(&mut tx, &p.worker_id, p.now).await?;
     let rows: Vec<RunRow> =
-        if p.max == 0 || handlers.is_empty() { Vec::new() } else { limits::claim_rows(&mut tx, p, &handlers).await? };
+        if p.max == 0 || scope.claims_nothing() { Vec::new() } else { limits::claim_rows(&mut tx, p, &scope).await? };
     record_claims(&mut tx, &p.worker_id, &rows).await?;
     tx.commit().await.map_err(db_err)?;
     let mut claimed: Vec<ClaimedRun> = rows.into_iter().map(RunRow::into_claimed).collect::<Result<_>>()?;
@@ -245,6 +286,19 @@ pub(super) async fn heartbeat(
     Ok(out)
 }
 
+/// What a completion reads of its run (and whether its job counts runs toward
+/// `pause_after_failures`) before taking locks.
+#[derive(sqlx::FromRow)]
+struct Peek {
+    id: String,
+    job_id: String,
+    overlap: String,
+    attempt: i64,
+    max_attempts: i64,
+    cancel_requested: bool,
+    counts: bool,
+}
+
 /// [`Store::run_complete_many`].
 pub(super) async fn complete_many(
     s: &PostgresStore,
@@ -258,22 +312,38 @@ pub(super) async fn complete_many(
     ids.sort_unstable();
     ids.dedup();
     let mut tx = s.begin().await?;
-    // Lock order: the jobs settling reads or writes (see `must_lock_job`) first, then the
+    // Lock order: the triggers of jobs a run may pause, the jobs settling reads or writes (see
+    // `must_lock_job`; and those counting runs toward `pause_after_failures`) first, then the
     // runs, sorted by id.
-    let peek: Vec<(String, String, String, i64, i64)> =
-        sqlx::query_as("SELECT id, job_id, overlap, attempt, max_attempts FROM runs WHERE id = ANY($1)")
-            .bind(&ids)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_err)?;
-    let retrying: HashSet<&str> =
-        completions.iter().filter(|c| may_retry(Ended::Reported(c.state))).map(|c| c.lease.run_id.as_str()).collect();
-    let jobs = peek
-        .iter()
-        .filter(|(id, _, overlap, attempt, max)| must_lock_job(overlap, *attempt, *max, retrying.contains(id.as_str())))
-        .map(|(_, job, ..)| job.clone())
-        .collect();
+    let peek: Vec<Peek> = sqlx::query_as(
+        "SELECT r.id, r.job_id, r.overlap, r.attempt, r.max_attempts, r.cancel_requested, \
+         COALESCE(j.pause_after_failures IS NOT NULL, FALSE) AS counts \
+         FROM runs r LEFT JOIN jobs j ON j.id = r.job_id WHERE r.id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    let peek: HashMap<&str, &Peek> = peek.iter().map(|p| (p.id.as_str(), p)).collect();
+    let (mut jobs, mut counting, mut may_pause) = (Vec::new(), Vec::new(), Vec::new());
+    for c in &completions {
+        let Some(p) = peek.get(c.lease.run_id.as_str()) else { continue };
+        if must_lock_job(&p.overlap, p.attempt, p.max_attempts, may_retry(c.ended())) {
+            jobs.push(p.job_id.clone());
+        }
+        if p.counts && c.state != RunState::Cancelled {
+            counting.push(p.job_id.clone());
+            let last = p.attempt >= p.max_attempts || !may_retry(c.ended());
+            if c.state != RunState::Succeeded && !p.cancel_requested && last {
+                may_pause.push(p.job_id.clone());
+            }
+        }
+    }
+    let counting = sorted_unique(counting);
+    jobs.extend(counting.iter().cloned());
+    lock_triggers_of_jobs(&mut tx, &sorted_unique(may_pause)).await?;
     lock_jobs(&mut tx, &sorted_unique(jobs)).await?;
+    let streaks = jobs::streaks(&mut tx, &counting).await?;
     let rows: Vec<RunRow> =
         sqlx::query_as(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ANY($1) ORDER BY id FOR UPDATE"))
             .bind(&ids)
@@ -299,16 +369,13 @@ pub(super) async fn complete_many(
         let mut after = row.clone();
         after.state = "settled".into();
         rows.insert(run_id.clone(), after);
-        settles.push(Settle {
-            row,
-            ended: Ended::Reported(c.state),
-            output: c.output.as_ref(),
-            error: c.error.as_deref(),
-        });
+        settles.push(Settle { row, ended: c.ended(), output: c.output.as_ref(), error: c.error.as_deref() });
         settled_at.push((i, run_id.clone()));
         out.push(None);
     }
     let mut updated = settle_rows(&mut tx, &settles, now).await?;
+    let finished: Vec<&RunRow> = settled_at.iter().filter_map(|(_, id)| updated.get(id)).collect();
+    jobs::count_settled(&mut tx, &streaks, &finished, now).await?;
     for (i, id) in settled_at {
         out[i] = Some(match updated.remove(&id) {
             Some(r) => r.into_run(),
@@ -354,11 +421,13 @@ pub(super) async fn reap(s: &PostgresStore, p: &ReapParams) -> Result<ReapReport
     .fetch_all(&mut *tx)
     .await
     .map_err(db_err)?;
-    lock_jobs_or_skip(&mut tx, &mut expired, Ended::LeaseExpired).await?;
+    let streaks = lock_jobs_or_skip(&mut tx, &mut expired, Ended::LeaseExpired).await?;
     let order: Vec<String> = expired.iter().map(|r| r.id.clone()).collect();
     let items: Vec<Settle> =
         expired.into_iter().map(|row| Settle { row, ended: Ended::LeaseExpired, output: None, error: None }).collect();
     let mut done = settle_rows(&mut tx, &items, p.now).await?;
+    let finished: Vec<&RunRow> = order.iter().filter_map(|id| done.get(id)).collect();
+    jobs::count_settled(&mut tx, &streaks, &finished, p.now).await?;
     for id in order {
         if let Some(r) = done.remove(&id) {
             report.expired.push((r.id.clone(), r.state()?));
@@ -374,13 +443,15 @@ pub(super) async fn reap(s: &PostgresStore, p: &ReapParams) -> Result<ReapReport
     .fetch_all(&mut *tx)
     .await
     .map_err(db_err)?;
-    lock_jobs_or_skip(&mut tx, &mut overrun, Ended::TimeoutOverrun).await?;
+    let streaks = lock_jobs_or_skip(&mut tx, &mut overrun, Ended::TimeoutOverrun).await?;
     let order: Vec<String> = overrun.iter().map(|r| r.id.clone()).collect();
     let items: Vec<Settle> = overrun
         .into_iter()
         .map(|row| Settle { row, ended: Ended::TimeoutOverrun, output: None, error: None })
         .collect();
     let mut done = settle_rows(&mut tx, &items, p.now).await?;
+    let finished: Vec<&RunRow> = order.iter().filter_map(|id| done.get(id)).collect();
+    jobs::count_settled(&mut tx, &streaks, &finished, p.now).await?;
     for id in order {
         if let Some(r) = done.remove(&id) {
             report.timed_out.push((r.id.clone(), r.state()?));

@@ -71,8 +71,9 @@ pub(super) async fn running(s: &PostgresStore, keys: &[String]) -> Result<HashMa
 
 /// Claims up to `p.max` due pending runs of `handlers` under flow control, in fair order, and
 /// leases them. Runs another claimer has locked are skipped (`SKIP LOCKED`), and so are runs of
-/// a key another claimer is counting (a tried advisory lock).
-pub(super) async fn claim_rows(tx: &mut Tx, p: &ClaimParams, handlers: &[String]) -> Result<Vec<RunRow>> {
+/// a key another claimer is counting (a tried advisory lock). Only runs of `scope`'s namespaces
+/// when it names some.
+pub(super) async fn claim_rows(tx: &mut Tx, p: &ClaimParams, scope: &WorkerScope) -> Result<Vec<RunRow>> {
     let mut st = ClaimState::default();
     let budget = scan_budget(p.max);
     let mut size = p.max as usize;
@@ -80,12 +81,14 @@ pub(super) async fn claim_rows(tx: &mut Tx, p: &ClaimParams, handlers: &[String]
         let page: Vec<Candidate> = sqlx::query_as(&format!(
             "SELECT {CANDIDATE_COLUMNS} FROM runs WHERE state = 'pending' AND NOT held AND NOT blocked \
              AND scheduled_for <= $1 AND handler = ANY($2) AND NOT (id = ANY($3)) \
+             AND ($5::text[] IS NULL OR namespace = ANY($5)) \
              ORDER BY priority DESC, turn, scheduled_for, id LIMIT $4 FOR UPDATE SKIP LOCKED"
         ))
         .bind(us(p.now))
-        .bind(handlers)
+        .bind(&scope.handlers)
         .bind(&st.seen)
         .bind(size as i64)
+        .bind(&scope.namespaces)
         .fetch_all(&mut **tx)
         .await
         .map_err(db_err)?;

@@ -18,12 +18,13 @@
 
 use super::fire::{fire_actions, JobSnapshot, NewRun, JOB_SNAPSHOT_COLUMNS};
 use super::plan::{
-    holds, lease_of, operator_retry, settle_row, submission_vs_existing, update_conflict, Conflict, Taken, NOTE_THEN,
+    holds, lease_of, operator_retry, settle_row, streak_write, submission_vs_existing, update_conflict, Conflict,
+    JobStreak, Taken, NOTE_THEN,
 };
 use super::reads::Reader;
 use super::rows::{
     dur_us, fresh_job, jobs_with_triggers, trigger_spec_json, ts, us, AttemptRow, JobRow, RunRow, TriggerRow,
-    ATTEMPT_COLUMNS, JOB_SELECT, RUN_COLUMNS, TRIGGER_COLUMNS,
+    WorkerScope, ATTEMPT_COLUMNS, JOB_SELECT, RUN_COLUMNS, TRIGGER_COLUMNS,
 };
 use super::*;
 use crate::attempt::{attempt_outcome, Ended};
@@ -254,6 +255,19 @@ async fn lock_jobs(tx: &mut Tx, job_ids: &[String]) -> Result<()> {
         return Ok(());
     }
     sqlx::query("SELECT id FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind(job_ids)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
+/// Locks the triggers of jobs (before their rows: the lock order is triggers, jobs, runs).
+async fn lock_triggers_of_jobs(tx: &mut Tx, job_ids: &[String]) -> Result<()> {
+    if job_ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("SELECT id FROM triggers WHERE job_id = ANY($1) ORDER BY id FOR UPDATE")
         .bind(job_ids)
         .execute(&mut **tx)
         .await

@@ -4,18 +4,18 @@ use super::*;
 
 /// A claim or heartbeat is a sign of life: a dead worker comes back `active`. Draining
 /// (deregistered) and unknown workers get `NotFound`.
-pub(super) async fn touch_worker(tx: &mut Tx, id: &str, now: Timestamp) -> Result<Vec<String>> {
-    let row: Option<(String,)> = sqlx::query_as(
+pub(super) async fn touch_worker(tx: &mut Tx, id: &str, now: Timestamp) -> Result<WorkerScope> {
+    let row: Option<(String, Option<String>)> = sqlx::query_as(
         "UPDATE workers SET last_heartbeat = $1, state = 'active' WHERE id = $2 AND state <> 'draining' \
-         RETURNING handlers",
+         RETURNING handlers, namespaces",
     )
     .bind(us(now))
     .bind(id)
     .fetch_optional(&mut **tx)
     .await
     .map_err(db_err)?;
-    let (handlers,) = row.ok_or_else(|| StoreError::NotFound(format!("worker {id}")))?;
-    serde_json::from_str(&handlers).map_err(|e| StoreError::Internal(e.to_string()))
+    let (handlers, namespaces) = row.ok_or_else(|| StoreError::NotFound(format!("worker {id}")))?;
+    WorkerScope::parse(&handlers, namespaces.as_deref())
 }
 
 /// [`Store::worker_register`].
@@ -24,18 +24,20 @@ pub(super) async fn register(
     name: &str,
     handlers: &[String],
     capacity: u32,
+    namespaces: Option<&[String]>,
     now: Timestamp,
 ) -> Result<Worker> {
     let id = new_id();
     sqlx::query(
-        "INSERT INTO workers (id, name, handlers, capacity, last_heartbeat, state, created_at) \
-         VALUES ($1, $2, $3, $4, $5, 'active', $5)",
+        "INSERT INTO workers (id, name, handlers, capacity, last_heartbeat, state, created_at, namespaces) \
+         VALUES ($1, $2, $3, $4, $5, 'active', $5, $6)",
     )
     .bind(&id)
     .bind(name)
     .bind(serde_json::to_string(handlers).expect("handlers serialize"))
     .bind(capacity as i64)
     .bind(us(now))
+    .bind(namespaces.map(|n| serde_json::to_string(n).expect("namespaces serialize")))
     .execute(&s.pool)
     .await
     .map_err(db_err)?;

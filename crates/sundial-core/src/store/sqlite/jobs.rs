@@ -97,7 +97,8 @@ pub(super) async fn insert_staged(tx: &mut Tx, staged: &[StagedJob], now: Timest
     for chunk in staged.chunks(INSERT_CHUNK) {
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO jobs (id, namespace, name, handler, payload, priority, max_attempts, initial_delay_us, \
-             max_delay_us, timeout_us, overlap, paused, idempotency_key, fingerprint, limits, created_at, updated_at) ",
+             max_delay_us, timeout_us, overlap, paused, idempotency_key, fingerprint, limits, pause_after_failures, \
+             created_at, updated_at) ",
         );
         q.push_values(chunk, |mut b, s| {
             b.push_bind(s.job.id.clone())
@@ -115,6 +116,7 @@ pub(super) async fn insert_staged(tx: &mut Tx, staged: &[StagedJob], now: Timest
                 .push_bind(s.key.clone())
                 .push_bind(s.job.fingerprint.clone())
                 .push_bind(s.snap.limits.clone())
+                .push_bind(s.job.pause_after_failures.map(i64::from))
                 .push_bind(us(now))
                 .push_bind(us(now));
         });
@@ -214,7 +216,9 @@ pub(super) async fn update(s: &SqliteStore, id: &str, spec: JobSpec, now: Timest
     sqlx::query(
         "UPDATE jobs SET namespace = ?, name = ?, handler = ?, payload = ?, priority = ?, max_attempts = ?, \
          initial_delay_us = ?, max_delay_us = ?, timeout_us = ?, overlap = ?, paused = ?, idempotency_key = ?, \
-         fingerprint = ?, updated_at = ?, limits = ? WHERE id = ?",
+         fingerprint = ?, updated_at = ?, limits = ?, pause_after_failures = ?, \
+         paused_reason = CASE WHEN ? THEN paused_reason END, failure_streak = CASE WHEN ? THEN 0 ELSE failure_streak END \
+         WHERE id = ?",
     )
     .bind(&spec.namespace)
     .bind(&name)
@@ -231,6 +235,11 @@ pub(super) async fn update(s: &SqliteStore, id: &str, spec: JobSpec, now: Timest
     .bind(spec.fingerprint())
     .bind(us(now))
     .bind(&snap.limits)
+    .bind(spec.pause_after_failures.map(i64::from))
+    // A resume clears the server's reason and the count; so does dropping the threshold, as
+    // the count is kept only while one is set.
+    .bind(spec.paused)
+    .bind((was_paused && !spec.paused) || spec.pause_after_failures.is_none())
     .bind(id)
     .execute(&mut *tx)
     .await
@@ -274,29 +283,21 @@ pub(super) async fn delete(s: &SqliteStore, id: &str, now: Timestamp) -> Result<
 /// [`Store::job_set_paused`].
 pub(super) async fn set_paused(s: &SqliteStore, id: &str, paused: bool, now: Timestamp) -> Result<Job> {
     let mut tx = s.begin().await?;
-    let done = sqlx::query("UPDATE jobs SET paused = ?, updated_at = ? WHERE id = ?")
-        .bind(paused)
-        .bind(us(now))
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
+    // A resume clears the server's reason and resets the count of failed runs in a row.
+    let done = sqlx::query(
+        "UPDATE jobs SET paused = ?1, updated_at = ?2, paused_reason = CASE WHEN ?1 THEN paused_reason END, \
+         failure_streak = CASE WHEN ?1 THEN failure_streak ELSE 0 END WHERE id = ?3",
+    )
+    .bind(paused)
+    .bind(us(now))
+    .bind(id)
+    .execute(&mut *tx)
+    .await
+    .map_err(db_err)?;
     if done.rows_affected() == 0 {
         return Err(StoreError::NotFound(format!("job {id}")));
     }
-    sqlx::query("UPDATE triggers SET paused = ? WHERE job_id = ?")
-        .bind(paused)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-    // Manual runs of a paused job still run; everything else waits for resume.
-    sqlx::query("UPDATE runs SET held = ? WHERE job_id = ? AND state = 'pending' AND manual = 0")
-        .bind(paused)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
+    hold_job(&mut tx, id, paused).await?;
     tx.commit().await.map_err(db_err)?;
     s.job_get(id, now).await
 }
@@ -314,4 +315,56 @@ pub(super) async fn run_now(s: &SqliteStore, id: &str, now: Timestamp) -> Result
     let row = run_row(&mut tx, &run.id).await?.ok_or_else(|| StoreError::Internal("run vanished".into()))?;
     tx.commit().await.map_err(db_err)?;
     row.into_run()
+}
+
+/// Stops (or restarts) a paused (or resumed) job's triggers, and holds (or releases) its
+/// pending runs. Manual runs of a paused job still run; everything else waits for resume.
+async fn hold_job(tx: &mut Tx, id: &str, paused: bool) -> Result<()> {
+    sqlx::query("UPDATE triggers SET paused = ? WHERE job_id = ?")
+        .bind(paused)
+        .bind(id)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err)?;
+    sqlx::query("UPDATE runs SET held = ? WHERE job_id = ? AND state = 'pending' AND manual = 0")
+        .bind(paused)
+        .bind(id)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
+/// Counts a settled run toward its job's `pause_after_failures` ([`streak_write`]), pausing the
+/// job when the run completes the streak: in the transaction that settled the run.
+pub(super) async fn count_settled(tx: &mut Tx, run: &RunRow, now: Timestamp) -> Result<()> {
+    let state = run.state()?;
+    if !state.is_finished() {
+        return Ok(());
+    }
+    let job: Option<JobStreak> =
+        sqlx::query_as("SELECT id, pause_after_failures, failure_streak, paused FROM jobs WHERE id = ?")
+            .bind(&run.job_id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db_err)?;
+    let Some(w) = job.and_then(|j| streak_write(&j, [state])) else {
+        return Ok(());
+    };
+    sqlx::query(
+        "UPDATE jobs SET failure_streak = ?1, paused = paused OR ?2 IS NOT NULL, \
+         paused_reason = COALESCE(?2, paused_reason), updated_at = CASE WHEN ?2 IS NULL THEN updated_at ELSE ?3 END \
+         WHERE id = ?4",
+    )
+    .bind(w.streak)
+    .bind(&w.pause)
+    .bind(us(now))
+    .bind(&w.job_id)
+    .execute(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    if w.pause.is_some() {
+        hold_job(tx, &w.job_id, true).await?;
+    }
+    Ok(())
 }

@@ -42,8 +42,9 @@ pub(super) async fn apply_settlement(
         // A retry of a paused job's run waits for resume like its other pending runs.
         .bind(w.settlement.state.as_str());
     let updated: Option<RunRow> = bind_lease(q, &lease).fetch_optional(&mut **tx).await.map_err(db_err)?;
-    if updated.is_some() {
+    if let Some(run) = &updated {
         settle_attempt(tx, &lease, ended, error, now).await?;
+        jobs::count_settled(tx, run, now).await?;
     }
     if updated.is_some() && row.overlap == Overlap::BufferOne.as_str() {
         unblock_next(tx, &row.job_id).await?;
@@ -94,9 +95,9 @@ async fn record_claims(tx: &mut Tx, worker_id: &str, rows: &[RunRow]) -> Result<
 /// [`Store::run_claim`].
 pub(super) async fn claim(s: &SqliteStore, p: &ClaimParams) -> Result<Vec<ClaimedRun>> {
     let mut tx = s.begin().await?;
-    let handlers = touch_worker(&mut tx, &p.worker_id, p.now).await?;
+    let scope = touch_worker(&mut tx, &p.worker_id, p.now).await?;
     let rows: Vec<RunRow> =
-        if p.max == 0 || handlers.is_empty() { Vec::new() } else { limits::claim_rows(&mut tx, p, &handlers).await? };
+        if p.max == 0 || scope.claims_nothing() { Vec::new() } else { limits::claim_rows(&mut tx, p, &scope).await? };
     record_claims(&mut tx, &p.worker_id, &rows).await?;
     tx.commit().await.map_err(db_err)?;
     let mut claimed: Vec<ClaimedRun> = rows.into_iter().map(RunRow::into_claimed).collect::<Result<_>>()?;
@@ -152,9 +153,7 @@ pub(super) async fn complete_many(
             out.push(Err(StoreError::StaleAttempt(c.lease.run_id)));
             continue;
         }
-        let updated =
-            apply_settlement(&mut tx, &row, Ended::Reported(c.state), c.output.as_ref(), c.error.as_deref(), now)
-                .await?;
+        let updated = apply_settlement(&mut tx, &row, c.ended(), c.output.as_ref(), c.error.as_deref(), now).await?;
         out.push(match updated {
             Some(r) => r.into_run(),
             None => Err(StoreError::StaleAttempt(c.lease.run_id)),

@@ -76,23 +76,27 @@ pub(super) async fn running(s: &SqliteStore, keys: &[String]) -> Result<HashMap<
 }
 
 /// Claims up to `p.max` due pending runs of `handlers` under flow control, in fair order, and
-/// leases them.
-pub(super) async fn claim_rows(tx: &mut Tx, p: &ClaimParams, handlers: &[String]) -> Result<Vec<RunRow>> {
+/// leases them; only runs of `scope`'s namespaces when it names some.
+pub(super) async fn claim_rows(tx: &mut Tx, p: &ClaimParams, scope: &WorkerScope) -> Result<Vec<RunRow>> {
     let mut st = ClaimState::default();
     let budget = scan_budget(p.max);
-    let handlers = json(&handlers);
+    let handlers = json(&scope.handlers);
+    let namespaces = scope.namespaces.as_ref().map(json);
     let mut size = p.max as usize;
     loop {
         // `+handler`: walk runs_ready in claim order and filter, rather than use another index.
         let page: Vec<Candidate> = sqlx::query_as(&format!(
             "SELECT {CANDIDATE_COLUMNS} FROM runs INDEXED BY runs_ready WHERE state = 'pending' AND held = 0 \
              AND blocked = 0 AND scheduled_for <= ?1 AND +handler IN (SELECT value FROM json_each(?2)) \
-             AND id NOT IN (SELECT value FROM json_each(?3)) ORDER BY priority DESC, turn, scheduled_for, id LIMIT ?4"
+             AND id NOT IN (SELECT value FROM json_each(?3)) \
+             AND (?5 IS NULL OR +namespace IN (SELECT value FROM json_each(?5))) \
+             ORDER BY priority DESC, turn, scheduled_for, id LIMIT ?4"
         ))
         .bind(us(p.now))
         .bind(&handlers)
         .bind(json(&st.seen))
         .bind(size as i64)
+        .bind(&namespaces)
         .fetch_all(&mut **tx)
         .await
         .map_err(db_err)?;

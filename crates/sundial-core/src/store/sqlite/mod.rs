@@ -7,12 +7,13 @@
 
 use super::fire::{fire_actions, JobSnapshot, NewRun, JOB_SNAPSHOT_COLUMNS};
 use super::plan::{
-    holds, lease_of, operator_retry, settle_row, submission_vs_existing, update_conflict, Taken, NOTE_THEN,
+    holds, lease_of, operator_retry, settle_row, streak_write, submission_vs_existing, update_conflict, JobStreak,
+    Taken, NOTE_THEN,
 };
 use super::reads::Reader;
 use super::rows::{
     dur_us, fresh_job, jobs_with_triggers, trigger_spec_json, ts, us, AttemptRow, JobRow, RunRow, TriggerRow,
-    ATTEMPT_COLUMNS, RUN_COLUMNS, TRIGGER_COLUMNS,
+    WorkerScope, ATTEMPT_COLUMNS, RUN_COLUMNS, TRIGGER_COLUMNS,
 };
 use super::*;
 use crate::attempt::{attempt_outcome, Ended};
