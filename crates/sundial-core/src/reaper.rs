@@ -161,7 +161,7 @@ mod tests {
         let store = crate::store::open(&format!("sqlite://{}/r.db", dir.path().display())).await.unwrap();
         let start = chrono::DateTime::parse_from_rfc3339("2026-11-24T08:00:00Z").unwrap().with_timezone(&chrono::Utc);
         let clock = Arc::new(ManualClock::new(start));
-        let w = store.worker_register("w", &["echo".to_string()], 1, start).await.unwrap();
+        let w = store.worker_register("w", &["echo".to_string()], 1, None, start).await.unwrap();
         let hour = Duration::from_secs(3600);
         let reaper = Reaper::new(store.clone(), clock.clone(), Arc::new(Signals::default()), config(Some(hour)));
         let keeper = Reaper::new(store.clone(), clock.clone(), Arc::new(Signals::default()), config(None));

@@ -232,7 +232,7 @@ async fn calendar_commands_and_job_backfill() {
     assert_eq!(cal["exclude"], json!([{"date": "2020-01-01"}, {"cron": "0 3 * * *"}]));
     let list = stdout(&ok(cli(&s.base, &["calendar", "list"]).await));
     assert!(list.contains("hol") && list.contains("UTC"), "{list}");
-    assert_eq!(api(&s.base, "/v1/calendars/hol").await, cal);
+    assert_eq!(get_json(&s.base, "/v1/calendars/hol").await, cal);
     let trigger = json!({"kind": "cron", "expr": "0 * * * *", "calendars": ["hol"]});
     let body = json!({"handler": "echo", "name": "hourly", "triggers": [trigger]}).to_string();
     ok(cli(&s.base, &["job", "add", "--json", &body]).await);

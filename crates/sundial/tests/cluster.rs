@@ -6,7 +6,12 @@ mod chaos;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cluster_survives_sigkill_with_nothing_lost_or_doubled() {
-    let report = chaos::run(chaos::Config { cron_triggers: 200, jobs_per_s: 20, ..chaos::Config::cluster(60) }).await;
+    let report = chaos::run(chaos::Config {
+        cron_triggers: 200,
+        jobs_per_s: 20,
+        ..chaos::Config::cluster(env!("CARGO_BIN_EXE_sundial"), 60)
+    })
+    .await;
     eprintln!("{report}");
     assert!(report.accepted_jobs > 0 && report.kills > 0);
     assert_eq!(report.runs_lost, 0, "{report}");

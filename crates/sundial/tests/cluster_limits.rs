@@ -11,7 +11,7 @@ async fn limits_hold_across_nodes_and_workers_under_sigkill() {
         cron_triggers: 10,
         jobs_per_s: 20,
         limits: Some(chaos::LimitChaos { keys: 4, max_running: 2, hold: std::time::Duration::from_millis(300) }),
-        ..chaos::Config::cluster(30)
+        ..chaos::Config::cluster(env!("CARGO_BIN_EXE_sundial"), 30)
     })
     .await;
     eprintln!("{report}");

@@ -40,15 +40,16 @@ pub struct Config {
 }
 
 impl Config {
-    /// The cluster both chaos tests run: 3 nodes and 2 workers on the PostgreSQL of
-    /// `SUNDIAL_TEST_PG_URL`, a kill every 4 s on average, for `SUNDIAL_CHAOS_SECS` (else
-    /// `default_secs`) seconds; the caller sets the load.
-    pub fn cluster(default_secs: u64) -> Config {
+    /// The cluster both chaos tests run: 3 nodes and 2 workers of the binary `bin` on the
+    /// PostgreSQL of `SUNDIAL_TEST_PG_URL`, a kill every 4 s on average, for `SUNDIAL_CHAOS_SECS`
+    /// (else `default_secs`) seconds; the caller sets the load.
+    #[allow(dead_code)] // the example builds its own
+    pub fn cluster(bin: &str, default_secs: u64) -> Config {
         let pg = std::env::var("SUNDIAL_TEST_PG_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/sundial_test".into());
         let secs = std::env::var("SUNDIAL_CHAOS_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(default_secs);
         Config {
-            bin: env!("CARGO_BIN_EXE_sundial").into(),
+            bin: bin.into(),
             pg_admin_url: format!("{}/postgres", pg.rsplit_once('/').unwrap().0),
             duration: Duration::from_secs(secs),
             nodes: 3,
