@@ -10,8 +10,10 @@ use crate::store::limits::{
     CANDIDATE_COLUMNS, ENDED_KEPT_US, LIMIT_COLUMNS,
 };
 
-/// The first key of the two-key advisory lock form: sundial's limit keys (the second is the
-/// key's hash). A hash collision only makes two keys share a lock.
+/// The first key of the two-key advisory lock form: sundial's limit keys (the second is the hash
+/// of the store's schema and the key). Advisory locks are per database, so the schema is hashed
+/// in: two stores in one database (the test suites' schemas) never hold each other's keys back.
+/// A hash collision only makes two keys share a lock.
 const LIMIT_LOCK_CLASS: i32 = 0x5344_4c4b;
 
 /// [`Store::limit_put`].
@@ -124,13 +126,15 @@ async fn count_governed(
     now: Timestamp,
 ) -> Result<()> {
     let keys: Vec<String> = governed.iter().map(|(k, _)| k.clone()).collect();
-    let locked: Vec<(String,)> =
-        sqlx::query_as("SELECT k FROM UNNEST($1::text[]) AS k WHERE pg_try_advisory_xact_lock($2, hashtext(k))")
-            .bind(&keys)
-            .bind(LIMIT_LOCK_CLASS)
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(db_err)?;
+    let locked: Vec<(String,)> = sqlx::query_as(
+        "SELECT k FROM UNNEST($1::text[]) AS k \
+             WHERE pg_try_advisory_xact_lock($2, hashtext(current_schema() || '/' || k))",
+    )
+    .bind(&keys)
+    .bind(LIMIT_LOCK_CLASS)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db_err)?;
     let locked: HashSet<String> = locked.into_iter().map(|(k,)| k).collect();
     let (mine, busy): (Vec<_>, Vec<_>) = governed.into_iter().partition(|(k, _)| locked.contains(k));
     let floors: Vec<i64> = mine.iter().map(|(_, b)| window_floor_us(b, now)).collect();
