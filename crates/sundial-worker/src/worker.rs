@@ -188,6 +188,7 @@ impl Worker {
             heartbeat_now: Notify::new(),
             in_hand: Default::default(),
             done: Default::default(),
+            queued: Default::default(),
             room: Notify::new(),
         });
 
@@ -331,6 +332,8 @@ struct Shared {
     in_hand: std::sync::atomic::AtomicUsize,
     /// Runs done since the start.
     done: std::sync::atomic::AtomicU64,
+    /// Runs held and waiting for a slot (the local queue).
+    queued: std::sync::atomic::AtomicUsize,
     /// Pulsed when a run is done (room for the claim loop).
     room: Notify,
 }
@@ -406,6 +409,22 @@ impl Pace {
     }
 }
 
+/// Counts a run as queued for a slot until dropped.
+struct Queued(Arc<Shared>);
+
+impl Queued {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.queued.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Self(shared.clone())
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// Counts a run as done when dropped (however its task ends), waking the claim loop.
 struct InHand(Arc<Shared>);
 
@@ -443,12 +462,11 @@ async fn claim_loop(
         room_signal.as_mut().enable();
         let queue = pace.queue(shared.done.load(Acquire), pool.prefetch);
         let in_hand = shared.in_hand.load(Acquire);
-        let running = capacity - slots.available_permits();
         let room = (capacity + queue).saturating_sub(in_hand);
         // With runs still queued locally, wait until half the queue is free, so claims come in
         // batches; with none queued, a single free slot is worth a claim. The slots never
         // starve meanwhile: runs are queued.
-        let want = if in_hand > running { (queue / 2).max(1) } else { 1 };
+        let want = if shared.queued.load(Acquire) > 0 { (queue / 2).max(1) } else { 1 };
         if room < want {
             tokio::select! {
                 _ = &mut room_signal => continue,
@@ -544,8 +562,9 @@ fn accept_runs(
             set_stop(&previous.control, Stop::Lost);
         }
         let permit = slots.clone().try_acquire_owned().ok();
+        let queued = permit.is_none().then(|| Queued::new(shared));
         let span = info_span!("run", run_id = %run.run_id, attempt = run.attempt, job_id = %run.job_id, handler = %run.handler);
-        let run = execute(shared.clone(), worker_id.to_string(), run, rx, permit, slots.clone());
+        let run = execute(shared.clone(), worker_id.to_string(), run, rx, permit, queued, slots.clone());
         runs.spawn(
             async move {
                 run.await;
@@ -597,11 +616,13 @@ async fn execute(
     run: ClaimedRun,
     mut control: watch::Receiver<Control>,
     permit: Option<OwnedSemaphorePermit>,
+    queued: Option<Queued>,
     slots: Arc<Semaphore>,
 ) {
     let permit = match permit {
         Some(p) => p,
         None => {
+            let _queued = queued;
             debug!("queued locally: waiting for a free slot");
             tokio::select! {
                 p = slots.acquire_owned() => p.expect("semaphore never closed"),
