@@ -191,7 +191,9 @@ impl Node {
             let token = CancellationToken::new();
             let worker = sundial_worker::Worker::new(Arc::new(LocalTransport::new(state.clone())))
                 .name("in-process")
-                .capacity(config.workers);
+                .capacity(config.workers)
+                // One claim fills many slots, and the slots are not idle while it is on its way.
+                .prefetch(config.workers.saturating_mul(4));
             let worker = sundial_worker::builtin::register_builtins_with(
                 worker,
                 config.enable_shell.then(|| config.shell.clone()),

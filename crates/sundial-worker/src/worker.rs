@@ -39,6 +39,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const CLAIM_SLACK: Duration = Duration::from_secs(30);
 /// How long deregistering is retried while the server is unavailable.
 const DEREGISTER_BUDGET: Duration = Duration::from_secs(10);
+/// The local queue ([`Worker::prefetch`]) holds at most what the slots finished in the last
+/// window this long.
+pub const PREFETCH_HORIZON: Duration = Duration::from_millis(100);
 
 /// Why [`Worker::run`] failed.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +60,7 @@ pub struct Worker {
     transport: Arc<dyn Transport>,
     name: String,
     capacity: u32,
+    prefetch: u32,
     handlers: HashMap<String, Arc<dyn Handler>>,
     claim_wait: Duration,
     drain_timeout: Duration,
@@ -67,6 +71,7 @@ impl std::fmt::Debug for Worker {
         f.debug_struct("Worker")
             .field("name", &self.name)
             .field("capacity", &self.capacity)
+            .field("prefetch", &self.prefetch)
             .field("handlers", &self.handler_names())
             .field("claim_wait", &self.claim_wait)
             .field("drain_timeout", &self.drain_timeout)
@@ -83,6 +88,7 @@ impl Worker {
             transport,
             name,
             capacity: 4,
+            prefetch: 0,
             handlers: HashMap::new(),
             claim_wait: Duration::from_secs(20),
             drain_timeout: Duration::from_secs(30),
@@ -98,6 +104,16 @@ impl Worker {
     /// Runs executed at once (at least 1).
     pub fn capacity(mut self, capacity: u32) -> Self {
         self.capacity = capacity.max(1);
+        self
+    }
+
+    /// Runs claimed ahead of free slots into a local queue, at most `prefetch` (default 0).
+    /// The queue is kept to what the slots finish in about [`PREFETCH_HORIZON`], so a queued
+    /// run waits no longer than that for a slot; it lets one claim fill many slots and keeps
+    /// the slots busy while the next claim is on its way. Queued runs are held (leased,
+    /// heartbeated) like running ones.
+    pub fn prefetch(mut self, prefetch: u32) -> Self {
+        self.prefetch = prefetch;
         self
     }
 
@@ -170,6 +186,10 @@ impl Worker {
             margin,
             heartbeat_every,
             heartbeat_now: Notify::new(),
+            in_hand: Default::default(),
+            done: Default::default(),
+            queued: Default::default(),
+            room: Notify::new(),
         });
 
         let stop_heartbeats = CancellationToken::new();
@@ -177,7 +197,8 @@ impl Worker {
             tokio::spawn(heartbeat_loop(shared.clone(), stop_heartbeats.clone()).instrument(tracing::Span::current()));
 
         let mut runs = JoinSet::new();
-        claim_loop(&shared, &register, self.capacity, self.claim_wait, &shutdown, &mut runs).await;
+        let pool = Pool { capacity: self.capacity, prefetch: self.prefetch, claim_wait: self.claim_wait };
+        claim_loop(&shared, &register, &pool, &shutdown, &mut runs).await;
 
         // Drain: nothing new is claimed; running handlers get `drain_timeout` to finish.
         info!(running = runs.len(), "shutting down: draining");
@@ -307,6 +328,14 @@ struct Shared {
     heartbeat_every: Duration,
     /// Ask the heartbeat loop to renew now (a run arrived with little lease left).
     heartbeat_now: Notify,
+    /// Runs accepted from claims and not yet done (running or queued for a slot).
+    in_hand: std::sync::atomic::AtomicUsize,
+    /// Runs done since the start.
+    done: std::sync::atomic::AtomicU64,
+    /// Runs held and waiting for a slot (the local queue).
+    queued: std::sync::atomic::AtomicUsize,
+    /// Pulsed when a run is done (room for the claim loop).
+    room: Notify,
 }
 
 impl Shared {
@@ -342,29 +371,109 @@ fn set_stop(control: &watch::Sender<Control>, stop: Stop) {
     });
 }
 
+/// The claim loop's settings.
+struct Pool {
+    capacity: u32,
+    prefetch: u32,
+    claim_wait: Duration,
+}
+
+/// The local queue's size now: at most `prefetch`, and at most the runs done in the last
+/// [`PREFETCH_HORIZON`] window (the current one, if it already saw more).
+struct Pace {
+    window_start: Instant,
+    done_at_start: u64,
+    last_window: u64,
+}
+
+impl Pace {
+    fn new() -> Self {
+        Self { window_start: Instant::now(), done_at_start: 0, last_window: 0 }
+    }
+
+    fn queue(&mut self, done: u64, prefetch: u32) -> usize {
+        if prefetch == 0 {
+            return 0;
+        }
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.window_start);
+        if elapsed >= PREFETCH_HORIZON {
+            // A window that ran long (idle) counts as its share of the horizon.
+            let per_horizon =
+                (done - self.done_at_start) as f64 * PREFETCH_HORIZON.as_secs_f64() / elapsed.as_secs_f64();
+            self.last_window = per_horizon as u64;
+            self.window_start = now;
+            self.done_at_start = done;
+        }
+        self.last_window.max(done - self.done_at_start).min(u64::from(prefetch)) as usize
+    }
+}
+
+/// Counts a run as queued for a slot until dropped.
+struct Queued(Arc<Shared>);
+
+impl Queued {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.queued.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Self(shared.clone())
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Counts a run as done when dropped (however its task ends), waking the claim loop.
+struct InHand(Arc<Shared>);
+
+impl Drop for InHand {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::*;
+        self.0.in_hand.fetch_sub(1, AcqRel);
+        self.0.done.fetch_add(1, AcqRel);
+        self.0.room.notify_one();
+    }
+}
+
 async fn claim_loop(
     shared: &Arc<Shared>,
     register: &RegisterRequest,
-    capacity: u32,
-    claim_wait: Duration,
+    pool: &Pool,
     shutdown: &CancellationToken,
     runs: &mut JoinSet<()>,
 ) {
-    let slots = Arc::new(Semaphore::new(capacity as usize));
+    use std::sync::atomic::Ordering::Acquire;
+    let claim_wait = pool.claim_wait;
+    let capacity = pool.capacity as usize;
+    let slots = Arc::new(Semaphore::new(capacity));
     let wait = humantime::format_duration(claim_wait).to_string();
     let mut backoff = Backoff::new();
     // Grows while the server answers empty claims without long-polling, so such a server is
     // not hammered; reset by any run or any real long-poll.
     let mut idle = Backoff::new();
+    let mut pace = Pace::new();
     loop {
         while runs.try_join_next().is_some() {}
-        // Wait for a free slot. The semaphore is fair, so runs queued locally (below) get
-        // their slots before the next claim.
-        let first = tokio::select! {
-            p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
-            _ = shutdown.cancelled() => return,
-        };
-        let max = 1 + slots.available_permits() as u32;
+        // Register interest before looking, so a run done between the look and the wait counts.
+        let room_signal = shared.room.notified();
+        tokio::pin!(room_signal);
+        room_signal.as_mut().enable();
+        let queue = pace.queue(shared.done.load(Acquire), pool.prefetch);
+        let in_hand = shared.in_hand.load(Acquire);
+        let room = (capacity + queue).saturating_sub(in_hand);
+        // With runs still queued locally, wait until half the queue is free, so claims come in
+        // batches; with none queued, a single free slot is worth a claim. The slots never
+        // starve meanwhile: runs are queued.
+        let want = if shared.queued.load(Acquire) > 0 { (queue / 2).max(1) } else { 1 };
+        if room < want {
+            tokio::select! {
+                _ = &mut room_signal => continue,
+                _ = shutdown.cancelled() => return,
+            }
+        }
+        let max = room as u32;
         let worker_id = shared.worker_id();
         let sent = Instant::now();
         let req = ClaimRequest { max, wait: Some(wait.clone()) };
@@ -390,7 +499,7 @@ async fn claim_loop(
                     idle.reset();
                     // The server claimed no earlier than `sent` plus the time it held the long poll.
                     let claimed_at = sent + Duration::from_millis(resp.waited_ms);
-                    accept_runs(shared, &worker_id, resp.runs, claimed_at, first, &slots, runs);
+                    accept_runs(shared, &worker_id, resp.runs, claimed_at, &slots, runs);
                     None
                 }
             }
@@ -430,21 +539,21 @@ async fn claim_loop(
     }
 }
 
-/// Hold and start the runs of one claim answer. The first takes the slot the claim loop
-/// already holds; the others take free slots, or wait for one (a local queue, only used when
-/// the server hands out more than asked).
+/// Hold and start the runs of one claim answer. Each takes a free slot, or waits for one in
+/// the local queue (see [`Worker::prefetch`]; also used when the server hands out more than
+/// asked).
 fn accept_runs(
     shared: &Arc<Shared>,
     worker_id: &str,
     claimed: Vec<ClaimedRun>,
     sent: Instant,
-    first: OwnedSemaphorePermit,
     slots: &Arc<Semaphore>,
     runs: &mut JoinSet<()>,
 ) {
     let deadline = shared.deadline_from(sent);
-    let mut first = Some(first);
     for run in claimed {
+        shared.in_hand.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let in_hand = InHand(shared.clone());
         let (tx, rx) = watch::channel(Control { deadline, stop: None });
         let previous =
             shared.held.lock().unwrap().insert(run.run_id.clone(), HeldEntry { attempt: run.attempt, control: tx });
@@ -452,9 +561,17 @@ fn accept_runs(
             // Claimed again at a newer attempt: the old attempt is not ours any more.
             set_stop(&previous.control, Stop::Lost);
         }
-        let permit = first.take().or_else(|| slots.clone().try_acquire_owned().ok());
+        let permit = slots.clone().try_acquire_owned().ok();
+        let queued = permit.is_none().then(|| Queued::new(shared));
         let span = info_span!("run", run_id = %run.run_id, attempt = run.attempt, job_id = %run.job_id, handler = %run.handler);
-        runs.spawn(execute(shared.clone(), worker_id.to_string(), run, rx, permit, slots.clone()).instrument(span));
+        let run = execute(shared.clone(), worker_id.to_string(), run, rx, permit, queued, slots.clone());
+        runs.spawn(
+            async move {
+                run.await;
+                drop(in_hand);
+            }
+            .instrument(span),
+        );
     }
     // A long long-poll leaves the fresh runs little local lease: renew them now rather than
     // at the next tick, which could come after their deadline.
@@ -501,11 +618,13 @@ async fn execute(
     run: ClaimedRun,
     mut control: watch::Receiver<Control>,
     permit: Option<OwnedSemaphorePermit>,
+    queued: Option<Queued>,
     slots: Arc<Semaphore>,
 ) {
-    let _permit = match permit {
+    let permit = match permit {
         Some(p) => p,
         None => {
+            let _queued = queued;
             debug!("queued locally: waiting for a free slot");
             tokio::select! {
                 p = slots.acquire_owned() => p.expect("semaphore never closed"),
@@ -522,6 +641,9 @@ async fn execute(
         }
     };
     let report = drive(&shared, &run, &mut control).await;
+    // The slot bounds handlers running at once; the run stays held (and counted against the
+    // claim loop's room) until its complete is answered, while a queued run takes the slot.
+    drop(permit);
     finish(&shared, &run, &worker_id, &mut control, report).await;
 }
 

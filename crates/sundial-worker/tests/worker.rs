@@ -609,6 +609,69 @@ async fn extra_claimed_runs_wait_for_a_free_slot() {
     stop(shutdown, task).await;
 }
 
+/// A handler counting how many of its calls run at once: (now, most).
+fn counting(work: Duration) -> (impl sundial_worker::Handler, Arc<Mutex<(u32, u32)>>) {
+    let running = Arc::new(Mutex::new((0u32, 0u32)));
+    let r = running.clone();
+    let handler = handler_fn(move |_ctx: RunContext| {
+        let r = r.clone();
+        async move {
+            {
+                let mut g = r.lock().unwrap();
+                g.0 += 1;
+                g.1 = g.1.max(g.0);
+            }
+            sleep(work).await;
+            r.lock().unwrap().0 -= 1;
+            Ok(Value::Null)
+        }
+    });
+    (handler, running)
+}
+
+fn claim_sizes(fake: &Fake) -> Vec<u32> {
+    fake.events()
+        .into_iter()
+        .filter_map(|(_, e)| match e {
+            Event::Claim { max } => Some(max),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn prefetch_claims_ahead_for_quick_runs_and_slots_still_bound_them() {
+    let fake = Fake::new();
+    let (handler, running) = counting(Duration::from_millis(1));
+    for i in 0..60 {
+        fake.push(run(&format!("r{i}"), "h", None));
+    }
+    let (shutdown, task) = start(Worker::new(fake.clone()).capacity(2).prefetch(4).handler("h", handler));
+    until(|| fake.completes().len() == 60).await;
+    assert_eq!(running.lock().unwrap().1, 2, "never more than capacity at once");
+    let sizes = claim_sizes(&fake);
+    assert!(sizes.iter().all(|&m| m <= 6), "never more than capacity + prefetch held: {sizes:?}");
+    assert!(sizes.iter().any(|&m| m > 2), "quick runs are claimed ahead: {sizes:?}");
+    assert!(fake.completes().iter().all(|(_, c)| c.state == Outcome::Succeeded));
+    stop(shutdown, task).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn prefetch_queues_nothing_for_slow_runs() {
+    let fake = Fake::new();
+    let (handler, running) = counting(Duration::from_secs(5));
+    for i in 0..6 {
+        fake.push(run(&format!("r{i}"), "h", None));
+    }
+    let (shutdown, task) = start(Worker::new(fake.clone()).capacity(2).prefetch(4).handler("h", handler));
+    until(|| fake.completes().len() == 6).await;
+    assert_eq!(running.lock().unwrap().1, 2);
+    let sizes = claim_sizes(&fake);
+    // A run that would wait seconds for a slot stays on the server, free for other workers.
+    assert!(sizes.iter().all(|&m| m <= 2), "slow runs are not claimed ahead: {sizes:?}");
+    stop(shutdown, task).await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn forgotten_worker_registers_again() {
     let fake = Fake::new();

@@ -61,6 +61,20 @@ pub(crate) fn submission_vs_existing(
     })
 }
 
+/// The fingerprint stored with a new job whose stored key (the client's or the derived one) is
+/// `key`. A job with neither a name nor a key is never the one a later submission is compared
+/// with by fingerprint in a way that could match: it is found by name only through its
+/// generated name, and a submission naming it carries that name in its own fingerprint while
+/// the job's would not. So its fingerprint (a canonical JSON of the whole definition) is not
+/// computed: batch submissions of anonymous jobs skip it.
+pub(crate) fn stored_fingerprint(spec: &crate::domain::JobSpec, key: Option<&str>) -> String {
+    if spec.name.is_some() || key.is_some() {
+        spec.fingerprint()
+    } else {
+        String::new()
+    }
+}
+
 /// The conflict of an update that gives a job a key or name another job holds.
 pub(crate) fn update_conflict(taken: Taken<'_>) -> StoreError {
     match taken {
@@ -375,6 +389,27 @@ pub(crate) fn calendar_in_use(name: &str, job_id: &str) -> StoreError {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn anonymous_jobs_store_no_fingerprint_named_or_keyed_ones_do() {
+        use crate::domain::job::JobRequest;
+        use crate::domain::JobSpec;
+        let spec = |name: Option<&str>| {
+            JobSpec::from_request(JobRequest {
+                handler: "echo".into(),
+                name: name.map(str::to_string),
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        let anonymous = spec(None);
+        assert_eq!(stored_fingerprint(&anonymous, None), "");
+        assert_eq!(stored_fingerprint(&anonymous, Some("k")), anonymous.fingerprint());
+        let named = spec(Some("n"));
+        assert_eq!(stored_fingerprint(&named, None), named.fingerprint());
+        // A submission naming the anonymous job by a generated name never matched it anyway.
+        assert_ne!(spec(Some("generated")).fingerprint(), anonymous.fingerprint());
+    }
 
     fn t(secs: i64) -> Timestamp {
         ts(1_800_000_000_000_000 + secs * 1_000_000)

@@ -376,7 +376,7 @@ pub(crate) fn fresh_job(
         last_start_time: None,
         last_end_time: None,
         last_worker: None,
-        fingerprint: spec.fingerprint(),
+        fingerprint: super::plan::stored_fingerprint(spec, spec.idempotency_key.as_deref()),
         limits: spec.limits.clone(),
         pause_after_failures: spec.pause_after_failures,
         paused_reason: None,

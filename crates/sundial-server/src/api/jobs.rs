@@ -146,19 +146,18 @@ pub async fn batch(
     let (valid, slots) = (checked, checked_slots);
     if !valid.is_empty() {
         let results = state.store.job_create_many(valid, state.clock.now()).await?;
-        let mut stored: Vec<Job> = Vec::new();
         for (slot, r) in slots.into_iter().zip(results) {
             items[slot] = Some(match r {
                 Ok(c) => {
                     let status = if c.created { 201 } else { 200 };
-                    stored.push(c.job.clone());
                     BatchItem { status, job: Some(c.job), error: None }
                 }
                 Err(e) => error_item(e.into()),
             });
         }
+        let stored: Vec<&Job> = items.iter().flatten().filter_map(|i| i.job.as_ref()).collect();
         metrics::counter!("sundial_jobs_submitted_total", "outcome" => "batch").increment(stored.len() as u64);
-        after_create(&state, &stored.iter().collect::<Vec<_>>());
+        after_create(&state, &stored);
     }
     let items: Vec<BatchItem> = items.into_iter().map(|i| i.expect("every slot filled")).collect();
     Ok(Json(BatchResponse { items }).into_response())

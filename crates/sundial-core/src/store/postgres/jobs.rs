@@ -23,7 +23,8 @@ impl PostgresStore {
             .iter()
             .map(|c| {
                 let key = c.spec.idempotency_key.clone().or_else(|| c.derived_idempotency_key.clone());
-                Item { fingerprint: c.spec.fingerprint(), explicit_key: c.spec.idempotency_key.is_some(), key }
+                let fingerprint = crate::store::plan::stored_fingerprint(&c.spec, key.as_deref());
+                Item { fingerprint, explicit_key: c.spec.idempotency_key.is_some(), key }
             })
             .collect();
         let mut staged: Vec<Option<Staged>> = vec![None; jobs.len()];

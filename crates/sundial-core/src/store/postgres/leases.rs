@@ -122,23 +122,29 @@ async fn settle_attempts(tx: &mut Tx, items: &[Settle<'_>], settled: &[RunRow], 
     Ok(())
 }
 
-/// Starts the history rows of the attempts a claim just made (one statement per claim batch),
-/// and names their worker on the runs (whose row locks the claim holds).
-async fn record_claims(tx: &mut Tx, worker_id: &str, rows: &[RunRow]) -> Result<()> {
+/// Starts the history rows of the attempts a claim just made (one statement per claim batch;
+/// the claim itself named their worker on the runs).
+async fn record_claims(tx: &mut Tx, rows: &[RunRow]) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
-    let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    let attempts: Vec<i64> = rows.iter().map(|r| r.attempt).collect();
+    let workers: Vec<&str> = rows.iter().map(|r| r.worker_id.as_deref().unwrap_or_default()).collect();
+    let names: Vec<&str> = rows.iter().map(|r| r.worker_name.as_deref().unwrap_or_default()).collect();
+    let started: Vec<i64> = rows.iter().map(|r| r.started_at.unwrap_or_default()).collect();
+    let due: Vec<i64> = rows.iter().map(|r| r.scheduled_for).collect();
     sqlx::query(
-        "WITH w AS (SELECT name FROM workers WHERE id = $1), \
-         named AS (UPDATE runs SET worker_name = (SELECT name FROM w) WHERE id = ANY($2) \
-           RETURNING id, attempt, worker_id, started_at, scheduled_for) \
-         INSERT INTO run_attempts (run_id, attempt, worker_id, worker_name, started_at, due_at, state) \
-         SELECT id, attempt, worker_id, COALESCE((SELECT name FROM w), ''), started_at, scheduled_for, 'running' \
-         FROM named",
+        "INSERT INTO run_attempts (run_id, attempt, worker_id, worker_name, started_at, due_at, state) \
+         SELECT i, a, w, n, s, d, 'running' \
+         FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::int8[], $6::int8[]) AS u(i, a, w, n, s, d)",
     )
-    .bind(worker_id)
     .bind(ids)
+    .bind(attempts)
+    .bind(workers)
+    .bind(names)
+    .bind(started)
+    .bind(due)
     .execute(&mut **tx)
     .await
     .map_err(db_err)?;
@@ -233,7 +239,7 @@ pub(super) async fn claim(s: &PostgresStore, p: &ClaimParams) -> Result<Vec<Clai
     let scope = touch_worker(&mut tx, &p.worker_id, p.now).await?;
     let rows: Vec<RunRow> =
         if p.max == 0 || scope.claims_nothing() { Vec::new() } else { limits::claim_rows(&mut tx, p, &scope).await? };
-    record_claims(&mut tx, &p.worker_id, &rows).await?;
+    record_claims(&mut tx, &rows).await?;
     tx.commit().await.map_err(db_err)?;
     let mut claimed: Vec<ClaimedRun> = rows.into_iter().map(RunRow::into_claimed).collect::<Result<_>>()?;
     claimed.sort_by_key(|c| c.scheduled_for);

@@ -46,8 +46,8 @@ pub(super) async fn decide_one(
     taken: &mut HashMap<(String, String, String), usize>,
 ) -> Result<Decided> {
     let spec = c.spec;
-    let fingerprint = spec.fingerprint();
     let key = spec.idempotency_key.clone().or(c.derived_idempotency_key);
+    let fingerprint = crate::store::plan::stored_fingerprint(&spec, key.as_deref());
     let lookups = [("idempotency_key", key.clone()), ("name", spec.name.clone())];
     for (column, value) in &lookups {
         let Some(value) = value else { continue };

@@ -67,9 +67,9 @@ async fn settle_attempt(tx: &mut Tx, lease: &Lease, ended: Ended, error: Option<
     Ok(())
 }
 
-/// Starts the history rows of the attempts a claim just made (one statement per claim batch),
-/// and names their worker on the runs.
-async fn record_claims(tx: &mut Tx, worker_id: &str, rows: &[RunRow]) -> Result<()> {
+/// Starts the history rows of the attempts a claim just made (one statement per claim batch;
+/// the claim itself named their worker on the runs).
+async fn record_claims(tx: &mut Tx, rows: &[RunRow]) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -83,12 +83,6 @@ async fn record_claims(tx: &mut Tx, worker_id: &str, rows: &[RunRow]) -> Result<
     .execute(&mut **tx)
     .await
     .map_err(db_err)?;
-    sqlx::query("UPDATE runs SET worker_name = (SELECT name FROM workers WHERE id = ?1) WHERE id IN (SELECT value FROM json_each(?2))")
-        .bind(worker_id)
-        .bind(&ids)
-        .execute(&mut **tx)
-        .await
-        .map_err(db_err)?;
     Ok(())
 }
 
@@ -98,7 +92,7 @@ pub(super) async fn claim(s: &SqliteStore, p: &ClaimParams) -> Result<Vec<Claime
     let scope = touch_worker(&mut tx, &p.worker_id, p.now).await?;
     let rows: Vec<RunRow> =
         if p.max == 0 || scope.claims_nothing() { Vec::new() } else { limits::claim_rows(&mut tx, p, &scope).await? };
-    record_claims(&mut tx, &p.worker_id, &rows).await?;
+    record_claims(&mut tx, &rows).await?;
     tx.commit().await.map_err(db_err)?;
     let mut claimed: Vec<ClaimedRun> = rows.into_iter().map(RunRow::into_claimed).collect::<Result<_>>()?;
     claimed.sort_by_key(|c| c.scheduled_for);

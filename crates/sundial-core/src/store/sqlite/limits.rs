@@ -145,7 +145,8 @@ async fn write_plan(tx: &mut Tx, st: &ClaimState, p: &ClaimParams) -> Result<Vec
     } else {
         sqlx::query_as(&format!(
             "UPDATE runs SET state = 'running', attempt = attempt + 1, worker_id = ?1, lease_expires_at = ?2, \
-             started_at = ?3, reason = note WHERE id IN (SELECT value FROM json_each(?4)) RETURNING {RUN_COLUMNS}"
+             started_at = ?3, reason = note, worker_name = (SELECT name FROM workers WHERE id = ?1) \
+             WHERE id IN (SELECT value FROM json_each(?4)) RETURNING {RUN_COLUMNS}"
         ))
         .bind(&p.worker_id)
         .bind(us(p.now) + dur_us(p.lease))
