@@ -188,6 +188,9 @@ fn refine(doc: &mut Value) {
     schemas["RegisterBody"]["properties"]["handlers"]["items"] = non_blank;
     schemas["RegisterBody"]["properties"]["handlers"]["minItems"] = json!(1);
     schemas["ClaimBody"]["additionalProperties"] = json!(false);
+    for bound in ["since", "until"] {
+        schemas["BulkFilter"]["properties"][bound]["format"] = json!("date-time");
+    }
     // `{}` (or both bounds null) is 422: a limit needs a bound.
     schemas["LimitRequest"]["minProperties"] = json!(1);
     schemas["HeartbeatRequest"]["additionalProperties"] = json!(false);
@@ -423,6 +426,7 @@ mod tests {
         assert_eq!(s["RegisterBody"]["properties"]["handlers"]["minItems"], json!(1));
         assert_eq!(s["JobRequest"]["properties"]["handler"]["pattern"], json!("\\S"));
         assert_eq!(s["ClaimBody"]["additionalProperties"], json!(false));
+        assert_eq!(s["BulkFilter"]["properties"]["until"]["format"], json!("date-time"));
         assert_eq!(s["PreviewRequest"]["properties"]["limit"]["minimum"], json!(1));
         let patch = &doc["paths"]["/v1/jobs/{id}"]["patch"]["requestBody"];
         assert_eq!(patch["required"], json!(false), "an empty PATCH body is `{{}}`");
