@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test of sundial. Needs: a Rust toolchain, python3, Node.js with npm and Chromium
+# Runs every test of sundial. Needs: a Rust toolchain, python3 (with venv; Schemathesis comes from
+# PyPI), Node.js with npm and Chromium
 # (both installed from Debian's packages when missing and run as root), tansu (installed by
 # scripts/kafka-broker.sh when missing), and PostgreSQL reachable at
 # $SUNDIAL_TEST_PG_URL (default postgres://postgres@127.0.0.1:5432/sundial_test; the database
@@ -48,6 +49,10 @@ cargo build -p sundial
 (cd crates/sundial-server/ui && npm ci --no-audit --no-fund --loglevel=error && SUNDIAL_UI_ALL_ROUTES=1 npm test)
 
 ./scripts/test-sdks.sh # the Python and TypeScript SDKs; worker conformance for all three workers
+
+# The HTTP API fuzzed from outside against its own /openapi.json (Schemathesis, every check and
+# phase, fixed seed, ~3 minutes); any failure fails the run. Prints a one-line summary.
+./scripts/schemathesis.sh
 
 # Benchmark smoke: every scenario at small size on both stores; correctness only (each scenario
 # checks exactly N runs succeeded, none twice), no timing assertions.

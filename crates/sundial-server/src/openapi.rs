@@ -146,6 +146,8 @@ pub fn document() -> Value {
         }
     }
 
+    refine(&mut doc);
+
     let paths = doc["paths"].as_object_mut().expect("paths");
     for (path, item) in paths.iter_mut() {
         let Some(ops) = item.as_object_mut() else { continue };
@@ -180,6 +182,109 @@ pub fn document() -> Value {
         }
     }
     doc
+}
+
+/// Bounds and shapes the annotations cannot state, found by Schemathesis (each one a value the
+/// server refused although the document allowed it, or accepted although the document did not).
+fn refine(doc: &mut Value) {
+    // Unsigned integers: utoipa writes `u32` as `int32` (at most 2^31 - 1), but every `u32`
+    // up to 2^32 - 1 is accepted.
+    uints(doc);
+    let schemas = &mut doc["components"]["schemas"];
+    // Validation trims handler names and refuses blank ones.
+    let non_blank = json!({"type": "string", "pattern": "\\S"});
+    schemas["JobRequest"]["properties"]["handler"]["pattern"] = json!("\\S");
+    schemas["RegisterBody"]["properties"]["handlers"]["items"] = non_blank;
+    schemas["RegisterBody"]["properties"]["handlers"]["minItems"] = json!(1);
+    schemas["ClaimBody"]["additionalProperties"] = json!(false);
+    for bound in ["since", "until"] {
+        schemas["BulkFilter"]["properties"][bound]["format"] = json!("date-time");
+    }
+    // `{}` (or both bounds null) is 422: a limit needs a bound.
+    schemas["LimitRequest"]["minProperties"] = json!(1);
+    schemas["HeartbeatRequest"]["additionalProperties"] = json!(false);
+    schemas["PreviewRequest"]["properties"]["limit"]["minimum"] = json!(1);
+    schemas["PreviewRequest"]["properties"]["limit"]["maximum"] = json!(1000);
+    // A PATCH takes any fields of a submission, none required, and no others.
+    let mut patch = schemas["JobRequest"].clone();
+    if let Some(o) = patch.as_object_mut() {
+        o.remove("required");
+        o.insert("description".into(), json!("Any definition fields of a job; `{}` changes nothing."));
+    }
+
+    let paths = &mut doc["paths"];
+    if let Some(body) = paths.pointer_mut("/~1v1~1jobs~1{id}/patch/requestBody/content/application~1json/schema") {
+        *body = patch;
+    }
+    if let Some(ps) = paths.pointer_mut("/~1v1~1runs/get/parameters").and_then(Value::as_array_mut) {
+        for p in ps.iter_mut().filter(|p| p["name"] == "state") {
+            p["schema"] = json!({"$ref": "#/components/schemas/RunState"});
+        }
+    }
+    let key = json!({"type": "string", "pattern": "^([A-Za-z0-9._:/-]{1,200}\\*?|\\*)$"});
+    if let Some(ops) = paths.pointer_mut("/~1v1~1limits~1{key}").and_then(Value::as_object_mut) {
+        for op in ops.values_mut() {
+            for p in op.get_mut("parameters").and_then(Value::as_array_mut).into_iter().flatten() {
+                if p["name"] == "key" {
+                    p["schema"] = key.clone();
+                }
+            }
+        }
+    }
+    // An empty body reads as `{}`, so a body whose fields are all optional may be left out.
+    let schemas = doc["components"]["schemas"].clone();
+    let paths = &mut doc["paths"];
+    for item in paths.as_object_mut().into_iter().flat_map(|m| m.values_mut()) {
+        for op in item.as_object_mut().into_iter().flat_map(|m| m.values_mut()) {
+            let Some(body) = op.get_mut("requestBody") else { continue };
+            let mut schema = &body["content"]["application/json"]["schema"];
+            if let Some(name) = schema["$ref"].as_str().and_then(|r| r.strip_prefix("#/components/schemas/")) {
+                schema = &schemas[name];
+            }
+            let all_optional = schema["type"] == "object"
+                && schema.get("minProperties").is_none()
+                && schema.get("required").and_then(Value::as_array).is_none_or(|r| r.is_empty());
+            if all_optional {
+                body["required"] = json!(false);
+            }
+        }
+    }
+    // Query parameters: an empty value counts as absent (`?until=` is no `until`).
+    for item in paths.as_object_mut().into_iter().flat_map(|m| m.values_mut()) {
+        for op in item.as_object_mut().into_iter().flat_map(|m| m.values_mut()) {
+            for p in op.get_mut("parameters").and_then(Value::as_array_mut).into_iter().flatten() {
+                if p["in"] == "query" && p["schema"] != json!({"type": "string"}) {
+                    let typed = p["schema"].take();
+                    p["schema"] = json!({"anyOf": [typed, {"type": "string", "maxLength": 0}]});
+                }
+            }
+        }
+    }
+}
+
+/// Gives unsigned integer schemas (`minimum: 0` with an `int32`/`int64` format) their real range.
+fn uints(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            let unsigned = map.get("minimum").and_then(Value::as_i64).is_some_and(|m| m >= 0);
+            if unsigned && map.get("maximum").is_none() {
+                match map.get("format").and_then(Value::as_str) {
+                    Some("int32") => {
+                        map.insert("format".into(), json!("uint32"));
+                        map.insert("maximum".into(), json!(u32::MAX));
+                    }
+                    Some("int64") => {
+                        map.insert("format".into(), json!("uint64"));
+                        map.insert("maximum".into(), json!(u64::MAX));
+                    }
+                    _ => {}
+                }
+            }
+            map.values_mut().for_each(uints);
+        }
+        Value::Array(items) => items.iter_mut().for_each(uints),
+        _ => {}
+    }
 }
 
 /// Marks every property of an object schema `required`.
@@ -316,5 +421,42 @@ mod tests {
         assert!(claim.contains("60s") && claim.contains("1000"), "{claim}");
         let batch = doc["paths"]["/v1/jobs/batch"]["post"]["description"].as_str().unwrap();
         assert!(batch.contains("10,000"), "{batch}");
+    }
+
+    /// What Schemathesis found the document and the server disagreeing on, stated as the server
+    /// behaves (each bound here is one the server enforces, or the lack of one).
+    #[test]
+    fn the_document_states_bounds_the_server_enforces() {
+        let doc = document();
+        let s = &doc["components"]["schemas"];
+        // u32 fields take all of u32, not only int32.
+        assert_eq!(s["LimitRequest"]["properties"]["max_running"]["maximum"], json!(u32::MAX));
+        assert_eq!(s["LimitRequest"]["minProperties"], json!(1));
+        assert_eq!(s["RegisterBody"]["properties"]["handlers"]["minItems"], json!(1));
+        assert_eq!(s["JobRequest"]["properties"]["handler"]["pattern"], json!("\\S"));
+        assert_eq!(s["ClaimBody"]["additionalProperties"], json!(false));
+        assert_eq!(s["BulkFilter"]["properties"]["until"]["format"], json!("date-time"));
+        assert_eq!(s["PreviewRequest"]["properties"]["limit"]["minimum"], json!(1));
+        let patch = &doc["paths"]["/v1/jobs/{id}"]["patch"]["requestBody"];
+        assert_eq!(patch["required"], json!(false), "an empty PATCH body is `{{}}`");
+        assert_eq!(patch["content"]["application/json"]["schema"]["additionalProperties"], json!(false));
+        assert!(patch["content"]["application/json"]["schema"].get("required").is_none());
+        assert_eq!(doc["paths"]["/v1/jobs"]["post"]["requestBody"]["required"], json!(true));
+        let param = |path: &str, name: &str| {
+            doc["paths"][path]["get"]["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap_or_else(|| panic!("{path} {name}"))["schema"]
+                .clone()
+        };
+        // An empty query value is no value; list limits over 1000 count as 1000.
+        let until = param("/v1/runs", "until");
+        assert_eq!(until["anyOf"][1], json!({"type": "string", "maxLength": 0}));
+        assert_eq!(param("/v1/runs", "state")["anyOf"][0]["$ref"], json!("#/components/schemas/RunState"));
+        assert!(param("/v1/jobs", "limit")["anyOf"][0].get("maximum") != Some(&json!(1000)));
+        assert_eq!(param("/v1/jobs/{id}/fires", "limit")["anyOf"][0]["maximum"], json!(1000));
+        assert!(param("/v1/limits/{key}", "key")["pattern"].as_str().unwrap().contains("A-Za-z0-9._:/-"));
     }
 }

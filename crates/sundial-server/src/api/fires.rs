@@ -40,7 +40,7 @@ fn answer(items: Vec<PreviewFire>) -> Json<ListResponse<PreviewFire>> {
     params(
         ("id" = String, Path, description = "Job id, or namespace/name"),
         ("after" = Option<String>, Query, description = "RFC 3339; due times strictly after it (default now)"),
-        ("limit" = Option<u32>, Query, description = "1 to 1000, default 10"),
+        ("limit" = Option<u32>, Query, description = "1 to 1000, default 10", minimum = 1, maximum = 1000),
     ),
     responses((status = 200, body = ListResponse<PreviewFire>), (status = 404), (status = 422)))]
 pub async fn job_fires(

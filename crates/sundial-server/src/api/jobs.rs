@@ -169,7 +169,7 @@ pub async fn batch(
         ("name" = Option<String>, Query, description = "Only the job of this name"),
         ("handler" = Option<String>, Query, description = "Only this handler"),
         ("paused" = Option<bool>, Query, description = "Only paused (true) or unpaused (false) jobs"),
-        ("limit" = Option<u32>, Query, description = "Page size, default 100, at most 1000", minimum = 1, maximum = 1000),
+        ("limit" = Option<u32>, Query, description = "Page size, default 100; more than 1000 counts as 1000", minimum = 1),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
     responses((status = 200, description = "Jobs, newest first", body = ListResponse<Job>), (status = 422, description = "Bad query parameter", body = crate::error::ErrorBody)))]
 pub async fn list(State(state): State<AppState>, access: Access, p: Params) -> ApiResult<Json<ListResponse<Job>>> {

@@ -21,7 +21,7 @@ use sundial_core::store::{RunFilter, StoreError};
         ("until" = Option<String>, Query, format = DateTime, description = "scheduled_for before (RFC 3339)"),
         ("namespace" = Option<String>, Query, description = "Only this namespace (narrowed to the token's)"),
         ("handler" = Option<String>, Query, description = "Only this handler"),
-        ("limit" = Option<u32>, Query, description = "Page size, default 100, at most 1000", minimum = 1, maximum = 1000),
+        ("limit" = Option<u32>, Query, description = "Page size, default 100; more than 1000 counts as 1000", minimum = 1),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
     responses((status = 200, description = "Runs, newest scheduled_for first", body = ListResponse<Run>), (status = 422, description = "Bad query parameter", body = crate::error::ErrorBody)))]
 pub async fn list(State(state): State<AppState>, access: Access, p: Params) -> ApiResult<Json<ListResponse<Run>>> {

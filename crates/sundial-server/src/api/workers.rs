@@ -131,9 +131,8 @@ pub(crate) async fn do_claim(state: &AppState, worker_id: &str, req: ClaimReques
 /// `POST /v1/workers/{id}/claim` body (`max` default 1, `wait` default none).
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 pub struct ClaimBody {
-    /// At most this many runs (default 1; more than 1000 counts as 1000).
+    /// At most this many runs (default 1; 0 counts as 1, more than 1000 as 1000).
     #[serde(default)]
-    #[schema(minimum = 1, maximum = 1000)]
     max: Option<u32>,
     /// Long-poll up to this long when nothing is due (humantime, at most 60s); absent = answer at once.
     #[serde(default)]
