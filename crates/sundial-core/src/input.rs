@@ -4,9 +4,11 @@
 //! field error or a store error becomes. The HTTP server turns a rejection into its response;
 //! the ingest puts it on a dead-lettered message's headers.
 
-use crate::domain::FieldError;
+use crate::domain::job::JobRequest;
+use crate::domain::{FieldError, JobSpec, Timestamp};
 use crate::store::StoreError;
 use serde::de::DeserializeOwned;
+use std::time::Duration;
 
 /// Most jobs accepted in one batch (`POST /v1/jobs/batch`, a `{"jobs": [...]}` message).
 pub const MAX_BATCH: usize = 10_000;
@@ -42,6 +44,48 @@ impl Rejection {
     /// 413 `batch_too_large`, when a batch holds more than [`MAX_BATCH`] jobs.
     pub fn batch_too_large(count: usize) -> Self {
         Self::new(413, "batch_too_large", format!("jobs: at most {MAX_BATCH} jobs per batch, got {count}"))
+    }
+}
+
+/// Default `--max-payload`: 1 MiB of payload JSON per job.
+pub const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
+/// Default `--min-interval`.
+pub const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The job-shape limits a node enforces on top of the domain's validation (`serve` flags), the
+/// same for every entry point: the HTTP API and the Kafka ingest, so no path admits what the
+/// other refuses (a `1ns` interval through Kafka would burn a core as it would through HTTP).
+#[derive(Debug, Clone, Copy)]
+pub struct JobLimits {
+    /// Largest payload, measured as its JSON text.
+    pub max_payload: usize,
+    /// Shortest interval period.
+    pub min_interval: Duration,
+}
+
+impl Default for JobLimits {
+    fn default() -> Self {
+        Self { max_payload: DEFAULT_MAX_PAYLOAD, min_interval: DEFAULT_MIN_INTERVAL }
+    }
+}
+
+impl JobLimits {
+    /// Validates a submission at `now`: payload size (413 `payload_too_large`), the domain's
+    /// rules and the minimum interval (422, with the field's path).
+    pub fn validate(&self, req: JobRequest, now: Timestamp) -> Result<JobSpec, Rejection> {
+        if let Some(payload) = &req.payload {
+            let size = serde_json::to_string(payload).map_or(0, |s| s.len());
+            if size > self.max_payload {
+                return Err(Rejection::new(
+                    413,
+                    "payload_too_large",
+                    format!("payload: {size} bytes of JSON is over the server's --max-payload of {}", self.max_payload),
+                ));
+            }
+        }
+        let spec = crate::schedule::validate_job(req, now)?;
+        spec.check_min_interval(self.min_interval)?;
+        Ok(spec)
     }
 }
 
@@ -123,5 +167,29 @@ fn join(path: &str, field: &str) -> String {
         field.to_string()
     } else {
         format!("{path}.{field}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_over_the_limit_is_413_and_short_intervals_are_422() {
+        let limits = JobLimits { max_payload: 10, min_interval: Duration::from_secs(1) };
+        let big = JobRequest {
+            handler: "echo".into(),
+            payload: Some(serde_json::json!({"x": "0123456789"})),
+            ..Default::default()
+        };
+        let e = limits.validate(big, Timestamp::from_timestamp(1_800_000_000, 0).unwrap()).unwrap_err();
+        assert_eq!((e.status, e.code), (413, "payload_too_large"));
+        let fast: JobRequest = serde_json::from_value(serde_json::json!({
+            "handler": "echo", "triggers": [{"kind": "cron", "expr": "* * * * *"}, {"kind": "interval", "every": "999ms"}]
+        }))
+        .unwrap();
+        let e = limits.validate(fast, Timestamp::from_timestamp(1_800_000_000, 0).unwrap()).unwrap_err();
+        assert_eq!(e.status, 422);
+        assert!(e.message.starts_with("triggers[1].every: must be at least 1s"), "{}", e.message);
     }
 }

@@ -8,8 +8,7 @@
 use serde::Deserialize;
 use sundial_core::domain::job::JobRequest;
 use sundial_core::domain::{JobSpec, Timestamp};
-use sundial_core::input::{self, Rejection, MAX_BATCH};
-use sundial_core::schedule::validate_job;
+use sundial_core::input::{self, JobLimits, Rejection, MAX_BATCH};
 use sundial_core::store::JobCreate;
 
 /// `{"jobs": [...]}`.
@@ -50,14 +49,14 @@ pub struct Decoded {
     pub batch: bool,
 }
 
-/// Parses and validates a message value at `now` (the node clock's reading). `None` (a
-/// tombstone) reads as an empty body.
-pub fn decode(source: &Source, value: Option<&[u8]>, now: Timestamp) -> Result<Decoded, Rejection> {
+/// Parses and validates a message value at `now` (the node clock's reading) under the node's
+/// `limits` (as the HTTP API applies them). `None` (a tombstone) reads as an empty body.
+pub fn decode(source: &Source, value: Option<&[u8]>, now: Timestamp, limits: &JobLimits) -> Result<Decoded, Rejection> {
     let value: serde_json::Value = input::parse(value.unwrap_or_default())?;
     let is_batch = value.as_object().is_some_and(|o| o.contains_key("jobs"));
     if !is_batch {
         let req: JobRequest = input::typed(value)?;
-        let spec = validate_job(req, now)?;
+        let spec = limits.validate(req, now)?;
         return Ok(Decoded { jobs: vec![create(source, spec, None)], batch: false });
     }
     let count = value["jobs"].as_array().map_or(0, Vec::len);
@@ -67,7 +66,7 @@ pub fn decode(source: &Source, value: Option<&[u8]>, now: Timestamp) -> Result<D
     let batch: Batch = input::typed(value)?;
     let mut jobs = Vec::with_capacity(batch.jobs.len());
     for (i, req) in batch.jobs.into_iter().enumerate() {
-        let spec = validate_job(req, now).map_err(|e| Rejection::from(e.within(&format!("jobs[{i}]"))))?;
+        let spec = limits.validate(req, now).map_err(|e| Rejection { message: within_item(i, &e.message), ..e })?;
         jobs.push(create(source, spec, Some(i)));
     }
     Ok(Decoded { jobs, batch: true })
@@ -102,7 +101,7 @@ mod tests {
     }
 
     fn decode(source: &Source, value: Option<&[u8]>) -> Result<Decoded, Rejection> {
-        super::decode(source, value, Timestamp::from_timestamp(1_800_000_000, 0).unwrap())
+        super::decode(source, value, Timestamp::from_timestamp(1_800_000_000, 0).unwrap(), &JobLimits::default())
     }
 
     #[test]
@@ -144,6 +143,23 @@ mod tests {
         assert!(e.message.starts_with("triggers[0].expr"), "{}", e.message);
         let e = decode(&src(), None).unwrap_err();
         assert_eq!((e.code, e.message.as_str()), ("invalid_value", "handler: is required"));
+    }
+
+    #[test]
+    fn the_nodes_limits_apply_as_over_http() {
+        let e = decode(&src(), Some(br#"{"handler": "x", "triggers": [{"kind": "interval", "every": "1ns"}]}"#))
+            .unwrap_err();
+        assert_eq!(e.status, 422);
+        assert!(e.message.starts_with("triggers[0].every"), "{}", e.message);
+        let tight = JobLimits { max_payload: 10, ..JobLimits::default() };
+        let at = Timestamp::from_timestamp(1_800_000_000, 0).unwrap();
+        let big = br#"{"handler": "x", "payload": {"text": "more than ten bytes"}}"#;
+        let e = super::decode(&src(), Some(big), at, &tight).unwrap_err();
+        assert_eq!((e.status, e.code), (413, "payload_too_large"));
+        let batch = br#"{"jobs": [{"handler": "x"}, {"handler": "x", "payload": {"text": "more than ten bytes"}}]}"#;
+        let e = super::decode(&src(), Some(batch), at, &tight).unwrap_err();
+        assert_eq!((e.status, e.code), (413, "payload_too_large"));
+        assert!(e.message.starts_with("jobs[1].payload"), "{}", e.message);
     }
 
     #[test]

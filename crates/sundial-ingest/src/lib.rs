@@ -88,6 +88,8 @@ pub struct IngestConfig {
     pub max_backoff: Duration,
     /// Extra librdkafka settings (`security.protocol`, …), applied last.
     pub extra: Vec<(String, String)>,
+    /// The node's limits on a job (`--max-payload`, `--min-interval`), as the HTTP API applies them.
+    pub job_limits: sundial_core::input::JobLimits,
 }
 
 impl IngestConfig {
@@ -105,6 +107,7 @@ impl IngestConfig {
             session_timeout: Duration::from_secs(10),
             max_backoff: Duration::from_secs(5),
             extra: Vec::new(),
+            job_limits: Default::default(),
         }
     }
 

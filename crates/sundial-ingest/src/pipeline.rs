@@ -146,7 +146,7 @@ impl Pipeline {
         let now = self.target.clock.now();
         for msg in batch {
             let source = Source { topic: msg.topic().to_string(), partition: msg.partition(), offset: msg.offset() };
-            let outcome = match decode(&source, msg.payload(), now) {
+            let outcome = match decode(&source, msg.payload(), now, &self.config.job_limits) {
                 Ok(d) => {
                     let start = creates.len();
                     creates.extend(d.jobs);

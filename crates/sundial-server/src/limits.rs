@@ -9,48 +9,8 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use std::num::NonZeroU32;
 use std::time::Duration;
-use sundial_core::domain::job::JobRequest;
-use sundial_core::domain::{JobSpec, Timestamp};
 
-/// Default `--max-payload`: 1 MiB of payload JSON per job.
-pub const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
-/// Default `--min-interval`.
-pub const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(1);
-
-/// The job-shape limits the API enforces on top of the domain's validation.
-#[derive(Debug, Clone, Copy)]
-pub struct JobLimits {
-    /// Largest payload, measured as its JSON text.
-    pub max_payload: usize,
-    /// Shortest interval period.
-    pub min_interval: Duration,
-}
-
-impl Default for JobLimits {
-    fn default() -> Self {
-        Self { max_payload: DEFAULT_MAX_PAYLOAD, min_interval: DEFAULT_MIN_INTERVAL }
-    }
-}
-
-impl JobLimits {
-    /// Validates a submission: payload size (413 `payload_too_large`), the domain's rules and
-    /// the minimum interval (422, with the field's path).
-    pub fn validate(&self, req: JobRequest, now: Timestamp) -> Result<JobSpec, ApiError> {
-        if let Some(payload) = &req.payload {
-            let size = serde_json::to_string(payload).map_or(0, |s| s.len());
-            if size > self.max_payload {
-                return Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    format!("payload: {size} bytes of JSON is over the server's --max-payload of {}", self.max_payload),
-                ));
-            }
-        }
-        let spec = sundial_core::schedule::validate_job(req, now)?;
-        spec.check_min_interval(self.min_interval)?;
-        Ok(spec)
-    }
-}
+pub use sundial_core::input::{JobLimits, DEFAULT_MAX_PAYLOAD, DEFAULT_MIN_INTERVAL};
 
 /// `--rate-limit N/s`: a token bucket of `N` per second with a burst of `N`, per token.
 pub struct RateLimiter {
@@ -116,24 +76,5 @@ mod tests {
         let wait = l.check("a").expect_err("over the burst");
         assert!(wait <= Duration::from_secs(1));
         assert!(l.check("b").is_ok(), "another token has its own bucket");
-    }
-
-    #[test]
-    fn payload_over_the_limit_is_413_and_short_intervals_are_422() {
-        let limits = JobLimits { max_payload: 10, min_interval: Duration::from_secs(1) };
-        let big = JobRequest {
-            handler: "echo".into(),
-            payload: Some(serde_json::json!({"x": "0123456789"})),
-            ..Default::default()
-        };
-        let e = limits.validate(big, chrono::Utc::now()).unwrap_err();
-        assert_eq!((e.status.as_u16(), e.code), (413, "payload_too_large"));
-        let fast: JobRequest = serde_json::from_value(serde_json::json!({
-            "handler": "echo", "triggers": [{"kind": "cron", "expr": "* * * * *"}, {"kind": "interval", "every": "999ms"}]
-        }))
-        .unwrap();
-        let e = limits.validate(fast, chrono::Utc::now()).unwrap_err();
-        assert_eq!(e.status.as_u16(), 422);
-        assert!(e.message.starts_with("triggers[1].every: must be at least 1s"), "{}", e.message);
     }
 }

@@ -119,7 +119,7 @@ pub async fn batch(
     for (i, raw) in req.jobs.into_iter().enumerate() {
         // Each item is judged alone: its shape, its limits, its namespace (403 per item).
         let judged = typed::<JobRequest>(raw)
-            .and_then(|r| state.config.job_limits.validate(r, now))
+            .and_then(|r| state.config.job_limits.validate(r, now).map_err(ApiError::from))
             .and_then(|spec| access.create(&spec.namespace).map(|()| spec));
         match judged {
             Ok(spec) => {

@@ -157,6 +157,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let mut config = sundial_ingest::IngestConfig::new(brokers, args.kafka_topic);
             config.group = args.kafka_group;
             config.extra = args.kafka_config;
+            config.job_limits = node.state.config.job_limits;
             if let Some(dlq) = args.kafka_dlq_topic.filter(|d| !d.is_empty()) {
                 config.dlq_topic = dlq;
             }
