@@ -180,12 +180,15 @@ async fn bad_messages_go_to_the_dead_letter_topic_with_reasons_and_good_ones_are
     produce(&f.topic, good(90..150)).await;
     produce_with_headers(&f.topic, None, br#"{"payload": {"no": "handler"}}"#, &origin).await;
     produce(&f.topic, good(150..200)).await;
+    // Under the node's --min-interval (default 1s), as over HTTP.
+    let too_fast = json!({"handler": "echo", "triggers": [{"kind": "interval", "every": "1ns"}]});
+    produce_with_headers(&f.topic, None, &serde_json::to_vec(&too_fast).unwrap(), &origin).await;
     let ingest = f.ingest();
     let jobs = f.wait_jobs(200, 60).await;
-    let dead = read_topic(&f.dlq, 3, Duration::from_secs(30)).await;
+    let dead = read_topic(&f.dlq, 4, Duration::from_secs(30)).await;
     ingest.stop().await;
     assert_eq!(jobs.len(), 200, "every good message stored");
-    assert_eq!(dead.len(), 3, "three dead letters");
+    assert_eq!(dead.len(), 4, "four dead letters");
     let mut by_code: Vec<(String, String, String)> = dead
         .iter()
         .map(|m| {
@@ -203,10 +206,11 @@ async fn bad_messages_go_to_the_dead_letter_topic_with_reasons_and_good_ones_are
     let key = dead.iter().find(|m| header(m, headers::ERROR_CODE).as_deref() == Some("malformed_json")).unwrap();
     assert_eq!(rdkafka::Message::key(key), Some(&b"k-malformed"[..]), "original key");
     let invalid: Vec<&String> = by_code.iter().filter(|(c, _, _)| c == "invalid_value").map(|(_, m, _)| m).collect();
-    assert_eq!(invalid.len(), 2, "{by_code:?}");
+    assert_eq!(invalid.len(), 3, "{by_code:?}");
+    assert!(invalid.iter().any(|m| m.starts_with("triggers[0].every")), "{invalid:?}");
     assert!(invalid.iter().any(|m| m.starts_with("triggers[0].expr")), "{invalid:?}");
     assert!(invalid.iter().any(|m| m.as_str() == "handler: is required"), "{invalid:?}");
-    assert_eq!(f.committed(2), 203, "dead-lettered offsets move on too");
+    assert_eq!(f.committed(2), 204, "dead-lettered offsets move on too");
     f.node.stop().await;
 }
 
