@@ -4,8 +4,10 @@
 //! `listing`.
 
 use super::plan::StatCounts;
-use super::rows::{ts, us, JobRow, RunRow, WorkerRow, JOB_SELECT, RUN_COLUMNS, WORKER_SELECT};
-use super::{Result, Run, Stats, StoreError, Timestamp, Worker};
+use super::rows::{
+    ts, us, CalendarRow, JobRow, RunRow, WorkerRow, CALENDAR_COLUMNS, JOB_SELECT, RUN_COLUMNS, WORKER_SELECT,
+};
+use super::{CalendarDef, Result, Run, Stats, StoreError, Timestamp, Worker};
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
 /// Where a backend reads from and how its dialect differs.
@@ -29,6 +31,7 @@ where
     for<'r> JobRow: FromRow<'r, DB::Row>,
     for<'r> RunRow: FromRow<'r, DB::Row>,
     for<'r> WorkerRow: FromRow<'r, DB::Row>,
+    for<'r> CalendarRow: FromRow<'r, DB::Row>,
     for<'r> (String, i64): FromRow<'r, DB::Row>,
     for<'r> (i64, Option<i64>): FromRow<'r, DB::Row>,
     for<'r> (Option<i64>,): FromRow<'r, DB::Row>,
@@ -65,6 +68,21 @@ where
         let sql = format!("{WORKER_SELECT} ORDER BY w.created_at DESC, w.id DESC");
         let rows: Vec<WorkerRow> = sqlx::query_as(&sql).fetch_all(self.pool).await.map_err(self.err)?;
         rows.into_iter().map(WorkerRow::into_worker).collect()
+    }
+
+    /// [`Store::calendar_get`](super::Store::calendar_get).
+    pub(crate) async fn calendar(&self, name: &str) -> Result<CalendarDef> {
+        let sql = format!("SELECT {CALENDAR_COLUMNS} FROM calendars WHERE name = {}", self.param1);
+        let q = sqlx::query_as(&sql).bind(name.to_string());
+        let row: Option<CalendarRow> = q.fetch_optional(self.pool).await.map_err(self.err)?;
+        row.ok_or_else(|| StoreError::NotFound(format!("calendar {name}")))?.into_def()
+    }
+
+    /// [`Store::calendar_list`](super::Store::calendar_list).
+    pub(crate) async fn calendars(&self) -> Result<Vec<CalendarDef>> {
+        let sql = format!("SELECT {CALENDAR_COLUMNS} FROM calendars ORDER BY name");
+        let rows: Vec<CalendarRow> = sqlx::query_as(&sql).fetch_all(self.pool).await.map_err(self.err)?;
+        rows.into_iter().map(CalendarRow::into_def).collect()
     }
 
     /// [`Store::trigger_next_due`](super::Store::trigger_next_due).

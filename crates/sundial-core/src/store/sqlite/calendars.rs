@@ -72,21 +72,12 @@ pub(super) async fn put(
 
 /// [`Store::calendar_get`].
 pub(super) async fn get(s: &SqliteStore, name: &str) -> Result<CalendarDef> {
-    let row: Option<CalendarRow> = sqlx::query_as(&format!("SELECT {CALENDAR_COLUMNS} FROM calendars WHERE name = ?"))
-        .bind(name)
-        .fetch_optional(&s.read)
-        .await
-        .map_err(db_err)?;
-    row.ok_or_else(|| StoreError::NotFound(format!("calendar {name}")))?.into_def()
+    s.reader(&s.read).calendar(name).await
 }
 
 /// [`Store::calendar_list`].
 pub(super) async fn list(s: &SqliteStore) -> Result<Vec<CalendarDef>> {
-    let rows: Vec<CalendarRow> = sqlx::query_as(&format!("SELECT {CALENDAR_COLUMNS} FROM calendars ORDER BY name"))
-        .fetch_all(&s.read)
-        .await
-        .map_err(db_err)?;
-    rows.into_iter().map(CalendarRow::into_def).collect()
+    s.reader(&s.read).calendars().await
 }
 
 /// [`Store::calendar_delete`].
