@@ -511,6 +511,12 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
+/// The one outcome of a batch of one: a single-run cancel or retry is the batch version on one
+/// id, so each rule is written once per backend.
+pub(crate) fn only_item(batch: Result<Vec<Result<Run>>>) -> Result<Run> {
+    batch?.pop().unwrap_or_else(|| Err(StoreError::Internal("a batch of one answered nothing".into())))
+}
+
 /// A backend's `impl Store`: the methods it writes itself (`capabilities`, `ping`, and for
 /// PostgreSQL `wakeups`), then every other method delegated to the per-noun module of its
 /// folder (`jobs`, `triggers`, `runs`, `leases`, `workers`, `limits`, `calendars`). The table of contents is written
@@ -566,11 +572,11 @@ macro_rules! store_by_noun {
             }
 
             async fn run_cancel(&self, id: &str, now: Timestamp) -> Result<Run> {
-                runs::cancel(self, id, now).await
+                $crate::store::only_item(runs::cancel_many(self, &[id.to_string()], now).await)
             }
 
             async fn run_retry(&self, id: &str, now: Timestamp) -> Result<Run> {
-                runs::retry(self, id, now).await
+                $crate::store::only_item(runs::retry_many(self, &[id.to_string()], now).await)
             }
 
             async fn run_attempts(&self, id: &str) -> Result<Vec<Attempt>> {

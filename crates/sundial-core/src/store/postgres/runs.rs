@@ -225,64 +225,9 @@ pub(super) async fn list(s: &PostgresStore, f: &RunFilter) -> Result<Page<Run>> 
     Ok(Page { items: rows.into_iter().map(RunRow::into_run).collect::<Result<_>>()?, next_cursor })
 }
 
-/// [`Store::run_cancel`].
-pub(super) async fn cancel(s: &PostgresStore, id: &str, now: Timestamp) -> Result<Run> {
-    let mut tx = s.begin().await?;
-    let peek = run_row(&mut tx, id, false).await?.ok_or_else(|| StoreError::NotFound(format!("run {id}")))?;
-    if peek.overlap == Overlap::BufferOne.as_str() {
-        // Job before run: the lock order every transaction keeps.
-        lock_jobs(&mut tx, std::slice::from_ref(&peek.job_id)).await?;
-    }
-    let row = run_row(&mut tx, id, true).await?.ok_or_else(|| StoreError::NotFound(format!("run {id}")))?;
-    match row.state()? {
-        RunState::Pending => {
-            cancel_pending(&mut tx, &[(id.to_string(), "cancelled by request".to_string())], us(now)).await?;
-            if row.overlap == Overlap::BufferOne.as_str() {
-                unblock_next(&mut tx, &row.job_id).await?;
-            }
-        }
-        RunState::Running => request_cancel(&mut tx, &[id.to_string()]).await?,
-        _ => return Err(StoreError::AlreadyFinished(id.to_string())),
-    }
-    let row = run_row(&mut tx, id, false).await?.ok_or_else(|| StoreError::NotFound(format!("run {id}")))?;
-    tx.commit().await.map_err(db_err)?;
-    row.into_run()
-}
-
 /// [`Store::run_next_pending`].
 pub(super) async fn next_pending(s: &PostgresStore) -> Result<Option<Timestamp>> {
     s.reader().next_pending().await
-}
-
-/// [`Store::run_retry`].
-pub(super) async fn retry(s: &PostgresStore, id: &str, now: Timestamp) -> Result<Run> {
-    let mut tx = s.begin().await?;
-    let peek = run_row(&mut tx, id, false).await?.ok_or_else(|| StoreError::NotFound(format!("run {id}")))?;
-    // Job before run (the lock order): the retry reads `paused` and `max_attempts`.
-    lock_jobs(&mut tx, std::slice::from_ref(&peek.job_id)).await?;
-    let row = run_row(&mut tx, id, true).await?.ok_or_else(|| StoreError::NotFound(format!("run {id}")))?;
-    let job_max: Option<i64> = sqlx::query_scalar("SELECT max_attempts FROM jobs WHERE id = $1")
-        .bind(&row.job_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_err)?;
-    let w = operator_retry(&row, job_max)?;
-    // A paused job's retried run waits for resume like its other pending runs.
-    let row: RunRow = sqlx::query_as(&format!(
-        "UPDATE runs SET state = 'pending', scheduled_for = $1, max_attempts = $2, reason = $3, note = $5, finished_at = NULL, \
-         lease_expires_at = NULL, cancel_requested = FALSE, blocked = FALSE, held = NOT manual AND \
-         COALESCE((SELECT j.paused FROM jobs j WHERE j.id = runs.job_id), FALSE) WHERE id = $4 RETURNING {RUN_COLUMNS}"
-    ))
-    .bind(us(now))
-    .bind(w.max_attempts)
-    .bind(&w.reason)
-    .bind(id)
-    .bind(&w.note)
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(db_err)?;
-    tx.commit().await.map_err(db_err)?;
-    row.into_run()
 }
 
 /// The runs `ids` names, locked in the lock order (their jobs first, sorted, when `lock_job`

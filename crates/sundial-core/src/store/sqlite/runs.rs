@@ -155,14 +155,6 @@ pub(super) async fn list(s: &SqliteStore, f: &RunFilter) -> Result<Page<Run>> {
     Ok(Page { items: rows.into_iter().map(RunRow::into_run).collect::<Result<_>>()?, next_cursor })
 }
 
-/// [`Store::run_cancel`].
-pub(super) async fn cancel(s: &SqliteStore, id: &str, now: Timestamp) -> Result<Run> {
-    let mut tx = s.begin().await?;
-    let row = cancel_in(&mut tx, id, now).await?;
-    tx.commit().await.map_err(db_err)?;
-    row.into_run()
-}
-
 /// [`Store::run_cancel_many`]: one transaction for the batch.
 pub(super) async fn cancel_many(s: &SqliteStore, ids: &[String], now: Timestamp) -> Result<Vec<Result<Run>>> {
     let mut tx = s.begin().await?;
@@ -199,14 +191,6 @@ async fn cancel_in(tx: &mut Tx, id: &str, now: Timestamp) -> Result<RunRow> {
         _ => return Err(StoreError::AlreadyFinished(id.to_string())),
     }
     run_row(tx, id).await?.ok_or_else(|| StoreError::NotFound(format!("run {id}")))
-}
-
-/// [`Store::run_retry`].
-pub(super) async fn retry(s: &SqliteStore, id: &str, now: Timestamp) -> Result<Run> {
-    let mut tx = s.begin().await?;
-    let row = retry_in(&mut tx, id, now).await?;
-    tx.commit().await.map_err(db_err)?;
-    row.into_run()
 }
 
 /// [`Store::run_retry_many`]: one transaction for the batch.
