@@ -9,7 +9,7 @@ use sundial_core::signals::{Event, Signals};
 use sundial_core::testing::eventually;
 use sundial_server::node::{Node, NodeConfig};
 
-pub struct TestServer {
+pub(crate) struct TestServer {
     pub node: Option<Node>,
     pub base: String,
     pub http: reqwest::Client,
@@ -17,13 +17,13 @@ pub struct TestServer {
     _dir: tempfile::TempDir,
 }
 
-pub struct Resp {
+pub(crate) struct Resp {
     pub status: u16,
     pub body: Value,
 }
 
 impl TestServer {
-    pub async fn start(f: impl FnOnce(&mut NodeConfig)) -> TestServer {
+    pub(crate) async fn start(f: impl FnOnce(&mut NodeConfig)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = NodeConfig {
             db: format!("sqlite://{}/t.db", dir.path().display()),
@@ -38,19 +38,19 @@ impl TestServer {
         TestServer { node: Some(node), base, http: reqwest::Client::new(), token, _dir: dir }
     }
 
-    pub async fn with_workers(n: u32) -> TestServer {
+    pub(crate) async fn with_workers(n: u32) -> TestServer {
         Self::start(|c| c.workers = n).await
     }
 
-    pub fn clock(&self) -> SharedClock {
+    pub(crate) fn clock(&self) -> SharedClock {
         self.node.as_ref().unwrap().state.clock.clone()
     }
 
-    pub async fn req(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
+    pub(crate) async fn req(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
         self.raw(method, path, body.map(|b| b.to_string().into_bytes())).await
     }
 
-    pub async fn raw(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Resp {
+    pub(crate) async fn raw(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Resp {
         let mut r = self.http.request(method.parse().unwrap(), format!("{}{path}", self.base));
         if let Some(t) = &self.token {
             r = r.bearer_auth(t);
@@ -66,16 +66,16 @@ impl TestServer {
         Resp { status, body }
     }
 
-    pub async fn post(&self, path: &str, body: Value) -> Resp {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> Resp {
         self.req("POST", path, Some(body)).await
     }
 
-    pub async fn get(&self, path: &str) -> Resp {
+    pub(crate) async fn get(&self, path: &str) -> Resp {
         self.req("GET", path, None).await
     }
 
     /// Polls `GET path` until `pred` holds (bounded wait for asynchronous execution).
-    pub async fn wait_for(&self, path: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn wait_for(&self, path: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let pred = &pred;
         eventually(what, Duration::from_secs(20), move || async move {
             let r = self.get(path).await;
@@ -85,13 +85,13 @@ impl TestServer {
     }
 
     /// The node's wake-ups and test events.
-    pub fn signals(&self) -> Arc<Signals> {
+    pub(crate) fn signals(&self) -> Arc<Signals> {
         self.node.as_ref().unwrap().state.signals.clone()
     }
 
     /// Waits until a claim that started after this call (so after every commit before it)
     /// found nothing due and parked: whatever is pending now was passed over by it.
-    pub async fn claim_passed_over_pending_runs(&self) {
+    pub(crate) async fn claim_passed_over_pending_runs(&self) {
         let signals = self.signals();
         let mut events = signals.events();
         let after = signals.claims_started();
@@ -106,20 +106,20 @@ impl TestServer {
             .await;
     }
 
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(n) = self.node.take() {
             n.stop().await;
         }
     }
 }
 
-pub fn assert_error(r: &Resp, status: u16, code: &str) {
+pub(crate) fn assert_error(r: &Resp, status: u16, code: &str) {
     assert_eq!(r.status, status, "body: {}", r.body);
     assert_eq!(r.body["error"]["code"], code, "body: {}", r.body);
     assert!(r.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "body: {}", r.body);
 }
 
-pub fn manual_clock() -> (Arc<sundial_core::clock::ManualClock>, SharedClock) {
+pub(crate) fn manual_clock() -> (Arc<sundial_core::clock::ManualClock>, SharedClock) {
     let c = Arc::new(sundial_core::clock::ManualClock::new(
         chrono::DateTime::parse_from_rfc3339("2026-11-24T08:00:00Z").unwrap().with_timezone(&chrono::Utc),
     ));

@@ -18,6 +18,7 @@ pub struct Cli {
     /// Output format of client commands.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = cli::client::Output::Table)]
     pub output: cli::client::Output,
+    /// The subcommand to run.
     #[command(subcommand)]
     pub command: Command,
 }

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 /// The jobs of a file: a list of job bodies, `{jobs: [...]}`, or one job. YAML is a superset
 /// of JSON, so JSON files work too.
-pub fn parse(text: &str) -> anyhow::Result<Vec<Value>> {
+pub(crate) fn parse(text: &str) -> anyhow::Result<Vec<Value>> {
     let doc: Value = serde_yaml_ng::from_str(text).context("not valid YAML")?;
     let jobs = match doc {
         Value::Array(items) => items,
@@ -29,7 +29,7 @@ pub fn parse(text: &str) -> anyhow::Result<Vec<Value>> {
 }
 
 /// `namespace/name` of a job body (`default` when it has no namespace).
-pub fn label(job: &Value) -> String {
+pub(crate) fn label(job: &Value) -> String {
     let ns = job.get("namespace").and_then(Value::as_str).unwrap_or("default");
     format!("{ns}/{}", job.get("name").and_then(Value::as_str).unwrap_or_default())
 }
@@ -38,7 +38,7 @@ pub fn label(job: &Value) -> String {
 /// none (triggers are replaced as a whole, so the file is what the job ends up with). Fields
 /// the file leaves out keep their values; `idempotency_key` is not sent (it names a submission,
 /// not the job).
-pub fn patch_body(job: &Value) -> Value {
+pub(crate) fn patch_body(job: &Value) -> Value {
     let mut body = job.clone();
     let o = body.as_object_mut().expect("checked by parse");
     o.remove("idempotency_key");

@@ -63,7 +63,7 @@ fn set_body(timezone: Option<String>, dates: &[String], ranges: &[String], crons
 
 impl Client {
     /// `sundial calendar …`
-    pub async fn calendar(&self, cmd: CalendarCmd) -> anyhow::Result<()> {
+    pub(crate) async fn calendar(&self, cmd: CalendarCmd) -> anyhow::Result<()> {
         match cmd {
             CalendarCmd::Set { name, timezone, dates, ranges, crons, json } => {
                 let body = match json {

@@ -189,7 +189,7 @@ pub struct ApplyArgs {
 }
 
 /// An API client.
-pub struct Client {
+pub(crate) struct Client {
     base: String,
     http: reqwest::Client,
     token: Option<String>,
@@ -198,7 +198,7 @@ pub struct Client {
 
 /// An API answer that was not 2xx.
 #[derive(Debug)]
-pub struct ApiFailure {
+pub(crate) struct ApiFailure {
     /// HTTP status.
     pub status: u16,
     /// `error.code`.
@@ -221,7 +221,7 @@ const RUN_COLS: &[&str] = &["id", "job_id", "handler", "scheduled_for", "state",
 impl Client {
     /// A client of `server`; a URL that is not `http(s)://host[:port]` is refused here, with
     /// the flag named, rather than as a connection error later.
-    pub fn new(server: &str, token: Option<String>, output: Output) -> anyhow::Result<Self> {
+    pub(crate) fn new(server: &str, token: Option<String>, output: Output) -> anyhow::Result<Self> {
         let url = reqwest::Url::parse(server).map_err(|e| {
             anyhow::anyhow!("--server: {server:?} is not a URL ({e}); expected e.g. http://127.0.0.1:7070")
         })?;
@@ -301,7 +301,7 @@ impl Client {
     ///
     /// A name is sent as `namespace%2Fname` (API.md round 2); a server that does not take names
     /// yet answers 404, and the name is then looked up in the namespace's job list.
-    pub async fn job_ref(&self, job: &str) -> anyhow::Result<String> {
+    pub(crate) async fn job_ref(&self, job: &str) -> anyhow::Result<String> {
         if uuid_like(job) {
             return Ok(job.to_string());
         }
@@ -331,7 +331,7 @@ impl Client {
     }
 
     /// `sundial job …`
-    pub async fn job(&self, cmd: JobCmd) -> anyhow::Result<()> {
+    pub(crate) async fn job(&self, cmd: JobCmd) -> anyhow::Result<()> {
         match cmd {
             JobCmd::Add(a) => {
                 let body = add_body(*a)?;
@@ -437,7 +437,7 @@ impl Client {
     }
 
     /// `sundial run …`
-    pub async fn run(&self, cmd: RunCmd) -> anyhow::Result<()> {
+    pub(crate) async fn run(&self, cmd: RunCmd) -> anyhow::Result<()> {
         match cmd {
             RunCmd::List { job, state, since, until, limit, cursor, watch } => {
                 let job_id = match job {
@@ -560,14 +560,14 @@ impl Client {
     }
 
     /// `sundial workers`
-    pub async fn workers(&self) -> anyhow::Result<()> {
+    pub(crate) async fn workers(&self) -> anyhow::Result<()> {
         let v = self.get("/v1/workers").await?;
         self.print(&v, &["id", "name", "state", "handlers", "capacity", "running", "last_heartbeat"])
     }
 
     /// `sundial apply -f FILE`: creates each job, or updates it by `namespace/name`; prints
     /// `created`, `updated` or `unchanged` per job.
-    pub async fn apply(&self, args: ApplyArgs) -> anyhow::Result<()> {
+    pub(crate) async fn apply(&self, args: ApplyArgs) -> anyhow::Result<()> {
         let text = std::fs::read_to_string(&args.file).with_context(|| format!("-f {}", args.file.display()))?;
         let jobs = super::apply::parse(&text).with_context(|| format!("-f {}", args.file.display()))?;
         let mut failed = 0;

@@ -29,7 +29,7 @@ fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
 }
 
 /// Runs a cron subcommand.
-pub fn run(cmd: CronCmd) -> anyhow::Result<()> {
+pub(crate) fn run(cmd: CronCmd) -> anyhow::Result<()> {
     match cmd {
         CronCmd::Next { expr, timezone, after, n } => {
             let after = after.unwrap_or_else(chrono::Utc::now);

@@ -46,7 +46,7 @@ fn rate_body(s: &str) -> anyhow::Result<Value> {
 
 impl Client {
     /// `sundial limit …`
-    pub async fn limit(&self, cmd: LimitCmd) -> anyhow::Result<()> {
+    pub(crate) async fn limit(&self, cmd: LimitCmd) -> anyhow::Result<()> {
         match cmd {
             LimitCmd::Set { key, max_running, rate } => {
                 let rate = rate.as_deref().map(rate_body).transpose()?;

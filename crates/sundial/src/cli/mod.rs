@@ -1,14 +1,14 @@
 //! One module per subcommand.
 
-pub mod apply;
-pub mod bench;
-pub mod calendar;
-pub mod client;
-pub mod cron;
-pub mod limit;
-pub mod openapi;
-pub mod serve;
-pub mod worker;
+pub(crate) mod apply;
+pub(crate) mod bench;
+pub(crate) mod calendar;
+pub(crate) mod client;
+pub(crate) mod cron;
+pub(crate) mod limit;
+pub(crate) mod openapi;
+pub(crate) mod serve;
+pub(crate) mod worker;
 
 /// How `serve` and `worker` write their logs.
 #[derive(Clone, Copy, Debug, Default, clap::ValueEnum, PartialEq, Eq)]
@@ -21,7 +21,7 @@ pub enum LogFormat {
 }
 
 /// Tracing to stderr in `format`; `RUST_LOG` overrides the default level.
-pub fn init_logging(format: LogFormat) {
+pub(crate) fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
@@ -36,12 +36,12 @@ pub fn init_logging(format: LogFormat) {
 }
 
 /// Parses a duration flag (`30s`, `1h 30m`).
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     sundial_core::domain::duration::parse(s)
 }
 
 /// Waits for SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = term.recv() => {}

@@ -14,7 +14,7 @@ pub struct OpenapiArgs {
 }
 
 /// Prints the document.
-pub fn run(args: OpenapiArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: OpenapiArgs) -> anyhow::Result<()> {
     let doc = sundial_server::openapi::document();
     if args.markdown {
         print!("{}", markdown(&doc));
@@ -27,7 +27,7 @@ pub fn run(args: OpenapiArgs) -> anyhow::Result<()> {
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
 
 /// The Markdown reference of an OpenAPI document (as JSON).
-pub fn markdown(doc: &Value) -> String {
+pub(crate) fn markdown(doc: &Value) -> String {
     let mut out = String::new();
     let title = doc.pointer("/info/title").and_then(Value::as_str).unwrap_or("API");
     let _ = writeln!(out, "# {title} HTTP API reference\n");

@@ -96,7 +96,7 @@ impl ShellArgs {
 }
 
 /// `KEY=VALUE`.
-pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
         _ => Err(format!("expected KEY=VALUE, got {s:?}")),
@@ -104,7 +104,7 @@ pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
 }
 
 /// `true`/`false`/`1`/`0`.
-pub fn parse_bool(s: &str) -> Result<bool, String> {
+pub(crate) fn parse_bool(s: &str) -> Result<bool, String> {
     match s.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" | "" => Ok(false),
@@ -113,7 +113,7 @@ pub fn parse_bool(s: &str) -> Result<bool, String> {
 }
 
 /// `10MiB`, `512KiB`, `1GiB`, `1000B`, `1000`.
-pub fn parse_size(s: &str) -> Result<usize, String> {
+pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
@@ -129,7 +129,7 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
 }
 
 /// Runs a node until SIGTERM, then drains and exits 0.
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     super::init_logging(args.log_format);
     let config = NodeConfig {
         db: args.db.clone(),

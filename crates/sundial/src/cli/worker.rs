@@ -29,7 +29,7 @@ pub struct WorkerArgs {
 }
 
 /// Runs until SIGTERM, then drains and deregisters.
-pub async fn run(args: WorkerArgs, server: String, token: Option<String>) -> anyhow::Result<()> {
+pub(crate) async fn run(args: WorkerArgs, server: String, token: Option<String>) -> anyhow::Result<()> {
     super::init_logging(args.log_format);
     let name = args.name.unwrap_or_else(|| {
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "worker".into());

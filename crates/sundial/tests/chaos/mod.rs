@@ -18,7 +18,7 @@ use sundial_core::testing::eventually;
 
 /// Driver settings.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     /// The `sundial` binary.
     pub bin: PathBuf,
     /// Admin URL of the PostgreSQL server (database `postgres`).
@@ -44,7 +44,7 @@ impl Config {
     /// PostgreSQL of `SUNDIAL_TEST_PG_URL`, a kill every 4 s on average, for `SUNDIAL_CHAOS_SECS`
     /// (else `default_secs`) seconds; the caller sets the load.
     #[allow(dead_code)] // the example builds its own
-    pub fn cluster(bin: &str, default_secs: u64) -> Config {
+    pub(crate) fn cluster(bin: &str, default_secs: u64) -> Config {
         let pg = std::env::var("SUNDIAL_TEST_PG_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/sundial_test".into());
         let secs = std::env::var("SUNDIAL_CHAOS_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(default_secs);
@@ -66,7 +66,7 @@ impl Config {
 /// with `max_running`, and run `shell` `sleep` for `hold`, so runs of a key overlap unless the
 /// limit keeps them apart.
 #[derive(Debug, Clone)]
-pub struct LimitChaos {
+pub(crate) struct LimitChaos {
     /// Distinct keys.
     pub keys: usize,
     /// The pattern's `max_running`.
@@ -77,7 +77,7 @@ pub struct LimitChaos {
 
 /// What the run found.
 #[derive(Debug, Default, Clone)]
-pub struct Report {
+pub(crate) struct Report {
     pub accepted_jobs: usize,
     pub cron_fires_expected: u64,
     pub cron_runs_found: u64,
@@ -192,7 +192,7 @@ fn ts(v: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
 }
 
 /// Runs the scenario and returns what it found.
-pub async fn run(cfg: Config) -> Report {
+pub(crate) async fn run(cfg: Config) -> Report {
     let db = format!("sundial_chaos_{}_{}", std::process::id(), rand::random::<u32>());
     psql(&cfg.pg_admin_url, &format!("CREATE DATABASE {db}"));
     let db_url = format!("{}/{db}", cfg.pg_admin_url.rsplit_once('/').unwrap().0);
@@ -430,7 +430,7 @@ pub async fn run(cfg: Config) -> Report {
 /// The most runs naming one key that were running at the same instant, over every key: each
 /// run counts over `[started_at, finished_at)` of its last attempt (an attempt lost with a
 /// killed worker ended before the next one started).
-pub fn max_overlap_per_key(runs: &[Value]) -> usize {
+pub(crate) fn max_overlap_per_key(runs: &[Value]) -> usize {
     let mut by_key: HashMap<&str, Vec<(chrono::DateTime<chrono::Utc>, i32)>> = HashMap::new();
     for r in runs {
         let (Some(s), Some(f)) = (ts(&r["started_at"]), ts(&r["finished_at"])) else { continue };

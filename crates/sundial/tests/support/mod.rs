@@ -7,19 +7,19 @@ use std::time::Duration;
 use sundial_core::testing::eventually;
 
 /// The binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_sundial");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_sundial");
 
 /// A port nobody listens on right now.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A child process, SIGKILLed when dropped.
-pub struct Proc(pub Child);
+pub(crate) struct Proc(pub Child);
 
 impl Proc {
     /// SIGKILL: no drain, no cleanup — a crash.
-    pub fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -32,13 +32,13 @@ impl Drop for Proc {
 }
 
 /// `sundial <args>` with quiet logs and stdout discarded.
-pub fn sundial(args: &[&str]) -> Proc {
+pub(crate) fn sundial(args: &[&str]) -> Proc {
     Proc(Command::new(BIN).args(args).env("RUST_LOG", "warn").stdout(Stdio::null()).spawn().unwrap())
 }
 
 /// `sundial serve` on `port` over `db` (given as `SUNDIAL_DB`, so the environment form of the
 /// flags is exercised too), with extra flags.
-pub fn serve(db: &str, port: u16, extra: &[&str]) -> Proc {
+pub(crate) fn serve(db: &str, port: u16, extra: &[&str]) -> Proc {
     let child = Command::new(BIN)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(extra)
@@ -51,14 +51,14 @@ pub fn serve(db: &str, port: u16, extra: &[&str]) -> Proc {
 }
 
 /// `sundial worker` against `server`, with extra flags.
-pub fn worker(server: &str, extra: &[&str]) -> Proc {
+pub(crate) fn worker(server: &str, extra: &[&str]) -> Proc {
     let mut args = vec!["worker", "--server", server];
     args.extend_from_slice(extra);
     sundial(&args)
 }
 
 /// Waits (bounded) until `GET {base}/readyz` answers 200.
-pub async fn wait_ready(base: &str) {
+pub(crate) async fn wait_ready(base: &str) {
     let what = format!("server at {base} to be ready");
     eventually(&what, Duration::from_secs(60), move || async move {
         let status = reqwest::get(format!("{base}/readyz")).await.map(|r| r.status().as_u16()).unwrap_or(0);
@@ -68,18 +68,18 @@ pub async fn wait_ready(base: &str) {
 }
 
 /// `POST {base}{path}` with a JSON body; the JSON answer, whatever its status.
-pub async fn post_json(base: &str, path: &str, body: &serde_json::Value) -> serde_json::Value {
+pub(crate) async fn post_json(base: &str, path: &str, body: &serde_json::Value) -> serde_json::Value {
     let r = reqwest::Client::new().post(format!("{base}{path}")).json(body).send().await.unwrap();
     r.json().await.unwrap()
 }
 
 /// `GET {base}{path}`; the JSON answer, whatever its status.
-pub async fn get_json(base: &str, path: &str) -> serde_json::Value {
+pub(crate) async fn get_json(base: &str, path: &str) -> serde_json::Value {
     reqwest::get(format!("{base}{path}")).await.unwrap().json().await.unwrap()
 }
 
 /// Waits (bounded) until run `id` is in `state`; returns the run.
-pub async fn wait_run(base: &str, id: &str, state: &str) -> serde_json::Value {
+pub(crate) async fn wait_run(base: &str, id: &str, state: &str) -> serde_json::Value {
     let what = format!("run {id} to be {state}");
     eventually(&what, Duration::from_secs(30), || async {
         let r = get_json(base, &format!("/v1/runs/{id}")).await;
@@ -89,7 +89,7 @@ pub async fn wait_run(base: &str, id: &str, state: &str) -> serde_json::Value {
 }
 
 /// Waits (bounded) until job `job_id`'s newest run is in `state`; returns the run.
-pub async fn wait_job_run(base: &str, job_id: &str, state: &str) -> serde_json::Value {
+pub(crate) async fn wait_job_run(base: &str, job_id: &str, state: &str) -> serde_json::Value {
     let what = format!("a run of job {job_id} to be {state}");
     eventually(&what, Duration::from_secs(30), || async {
         let runs = get_json(base, &format!("/v1/runs?job_id={job_id}")).await;
@@ -100,11 +100,11 @@ pub async fn wait_job_run(base: &str, job_id: &str, state: &str) -> serde_json::
 
 /// The lines a child writes to one of its pipes, collected as they come by a reader thread.
 #[derive(Clone, Default)]
-pub struct Lines(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+pub(crate) struct Lines(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
 
 impl Lines {
     /// Starts collecting from `pipe` (a child's `stdout` or `stderr`, taken from it).
-    pub fn collect(pipe: impl std::io::Read + Send + 'static) -> Lines {
+    pub(crate) fn collect(pipe: impl std::io::Read + Send + 'static) -> Lines {
         let lines = Lines::default();
         let sink = lines.0.clone();
         std::thread::spawn(move || {
@@ -117,19 +117,19 @@ impl Lines {
     }
 
     /// Everything collected so far.
-    pub fn all(&self) -> Vec<String> {
+    pub(crate) fn all(&self) -> Vec<String> {
         self.0.lock().unwrap().clone()
     }
 
     /// Waits (bounded) for a line that `pred` accepts; returns it.
-    pub async fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    pub(crate) async fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
         let what = format!("a line {what}");
         eventually(&what, Duration::from_secs(30), || async { self.all().into_iter().find(|l| pred(l)) }).await
     }
 }
 
 /// Waits (bounded, off the async runtime) for `proc` to exit on its own; its exit status.
-pub async fn wait_exit(mut proc: Proc, timeout: Duration) -> std::process::ExitStatus {
+pub(crate) async fn wait_exit(mut proc: Proc, timeout: Duration) -> std::process::ExitStatus {
     tokio::task::spawn_blocking(move || {
         let deadline = std::time::Instant::now() + timeout;
         loop {

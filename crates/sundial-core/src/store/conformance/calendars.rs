@@ -43,6 +43,7 @@ fn assert_invalid<T: std::fmt::Debug>(r: Result<T, StoreError>, field: &str) {
     }
 }
 
+/// A calendar written is read back, listed and deleted as written.
 pub async fn calendar_put_get_list_delete_round_trip(h: Harness) {
     let exclude = json!([{"date": "2026-12-25"}, {"cron": "* * * * SAT,SUN"}]);
     let c = put(&h, "holidays", exclude.clone(), h.now).await;
@@ -64,6 +65,7 @@ pub async fn calendar_put_get_list_delete_round_trip(h: Harness) {
     assert_not_found(h.store.calendar_delete("holidays").await, "second delete");
 }
 
+/// A calendar a trigger names cannot be deleted until no trigger names it.
 pub async fn calendar_in_use_cannot_be_deleted_until_no_trigger_names_it(h: Harness) {
     put(&h, "hol", json!([]), h.now).await;
     let j = h.create(JobRequest { triggers: Some(vec![naming(every(60), &["hol"])]), ..job("echo") }, h.now).await;
@@ -165,6 +167,7 @@ pub async fn backfill_follows_window_and_calendars_not_max_fires(h: Harness) {
     assert_eq!(out, BackfillOutcome { created: 10, existing: 4 });
 }
 
+/// Backfill refuses a range that is empty, in the future or too long, and a trigger of another job.
 pub async fn backfill_refuses_bad_ranges_and_foreign_triggers(h: Harness) {
     let j = h.create(JobRequest { triggers: Some(vec![every(1)]), ..job("echo") }, h.now).await;
     let k = h.create(JobRequest { triggers: Some(vec![every(1)]), ..job("echo") }, h.now).await;

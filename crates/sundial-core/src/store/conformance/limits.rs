@@ -28,6 +28,7 @@ async fn running(h: &Harness, k: &str) -> u64 {
     h.store.limit_running(&[k.to_string()]).await.expect("limit_running").get(k).copied().unwrap_or(0)
 }
 
+/// A limit written is read back, listed and deleted as written.
 pub async fn limit_put_get_list_delete_round_trip(h: Harness) {
     let t = h.store.limit_put(&key("tenant:*"), max_running(2), h.now).await.expect("put");
     assert_eq!((t.key.as_string(), t.bounds.max_running, t.created_at), ("tenant:*".into(), Some(2), h.now));
@@ -51,6 +52,7 @@ pub async fn limit_put_get_list_delete_round_trip(h: Harness) {
     assert_eq!(h.store.limit_defs().await.expect("defs").len(), 1);
 }
 
+/// Runs keep the keys their job had when they were created.
 pub async fn runs_keep_their_jobs_keys_from_when_they_were_created(h: Harness) {
     let j = h.create(keyed(&["tenant:1", "smtp"]), h.now).await;
     assert_eq!(j.limits, vec!["tenant:1".to_string(), "smtp".to_string()]);
@@ -63,6 +65,7 @@ pub async fn runs_keep_their_jobs_keys_from_when_they_were_created(h: Harness) {
     assert_eq!(runs[0].limits, vec!["tenant:1".to_string(), "smtp".to_string()]);
 }
 
+/// A claim leaves runs past `max_running` pending, with a reason naming the limit.
 pub async fn claim_holds_runs_past_max_running_and_says_why(h: Harness) {
     h.store.limit_put(&key("a"), max_running(2), h.now).await.expect("put");
     due(&h, &["a"], 3, h.now).await;
@@ -90,6 +93,7 @@ pub async fn claim_holds_runs_past_max_running_and_says_why(h: Harness) {
     assert_eq!(running(&h, "a").await, 2);
 }
 
+/// Lowering `max_running` stops new claims of the key until its running count is below it.
 pub async fn lowering_max_running_stops_new_claims_until_below(h: Harness) {
     h.store.limit_put(&key("a"), max_running(3), h.now).await.expect("put");
     due(&h, &["a"], 5, h.now).await;
@@ -104,6 +108,7 @@ pub async fn lowering_max_running_stops_new_claims_until_below(h: Harness) {
     assert_eq!(h.claim(&w.id, 10, h.t(2.0)).await.len(), 1);
 }
 
+/// A pattern governs each matching key on its own, and an exact limit wins over it.
 pub async fn a_pattern_governs_each_key_separately_and_an_exact_limit_wins(h: Harness) {
     h.store.limit_put(&key("tenant:*"), max_running(1), h.now).await.expect("put");
     h.store.limit_put(&key("tenant:vip"), max_running(3), h.now).await.expect("put");
@@ -117,6 +122,7 @@ pub async fn a_pattern_governs_each_key_separately_and_an_exact_limit_wins(h: Ha
     assert_eq!(counts, HashMap::from([("tenant:1".into(), 1), ("tenant:2".into(), 1), ("tenant:vip".into(), 3)]));
 }
 
+/// A run is claimed only when every governed key it names has room.
 pub async fn every_governed_key_of_a_run_must_have_room(h: Harness) {
     h.store.limit_put(&key("smtp"), max_running(1), h.now).await.expect("put");
     due(&h, &["tenant:1", "smtp"], 1, h.now).await;

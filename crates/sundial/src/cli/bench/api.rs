@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 /// A run as the API lists it (the fields the benchmark reads).
 #[derive(Debug, Clone, Deserialize)]
-pub struct RunRow {
+pub(super) struct RunRow {
     /// Its job.
     pub job_id: String,
     /// State.
@@ -48,19 +48,19 @@ struct BatchResponse {
 
 /// A client of one server.
 #[derive(Clone)]
-pub struct Api {
+pub(super) struct Api {
     http: reqwest::Client,
     base: String,
 }
 
 impl Api {
     /// A client of the server at `base`.
-    pub fn new(http: &reqwest::Client, base: &str) -> Self {
+    pub(super) fn new(http: &reqwest::Client, base: &str) -> Self {
         Self { http: http.clone(), base: base.trim_end_matches('/').to_string() }
     }
 
     /// `POST /v1/jobs` with a prebuilt body; the new job's id (anything but 201 is an error).
-    pub async fn submit(&self, body: String) -> anyhow::Result<String> {
+    pub(super) async fn submit(&self, body: String) -> anyhow::Result<String> {
         let bytes = self.post_json("/v1/jobs", body, 201).await?;
         Ok(serde_json::from_slice::<JobRef>(&bytes).context("POST /v1/jobs response")?.id)
     }
@@ -84,7 +84,7 @@ impl Api {
 
     /// `POST /v1/jobs/batch` with a prebuilt body; the new jobs' ids, in order (any item but
     /// 201 is an error).
-    pub async fn submit_batch(&self, body: Vec<u8>) -> anyhow::Result<Vec<String>> {
+    pub(super) async fn submit_batch(&self, body: Vec<u8>) -> anyhow::Result<Vec<String>> {
         let bytes = self.post_json("/v1/jobs/batch", body, 200).await?;
         let parsed: BatchResponse = serde_json::from_slice(&bytes).context("POST /v1/jobs/batch response")?;
         let mut ids = Vec::with_capacity(parsed.items.len());
@@ -98,17 +98,17 @@ impl Api {
     }
 
     /// Every run in `state` (all pages).
-    pub async fn runs(&self, state: &str) -> anyhow::Result<Vec<RunRow>> {
+    pub(super) async fn runs(&self, state: &str) -> anyhow::Result<Vec<RunRow>> {
         self.list_runs(Some(state), None).await
     }
 
     /// Every run, whatever its state (all pages).
-    pub async fn all_runs(&self) -> anyhow::Result<Vec<RunRow>> {
+    pub(super) async fn all_runs(&self) -> anyhow::Result<Vec<RunRow>> {
         self.list_runs(None, None).await
     }
 
     /// Whether any run is in `state` (one row asked for).
-    pub async fn any_run(&self, state: &str) -> anyhow::Result<bool> {
+    pub(super) async fn any_run(&self, state: &str) -> anyhow::Result<bool> {
         Ok(!self.list_runs(Some(state), Some(1)).await?.is_empty())
     }
 
@@ -140,13 +140,13 @@ impl Api {
     }
 
     /// `/metrics`, parsed into `name{labels}` → value (unlabelled: `name`).
-    pub async fn metrics(&self) -> anyhow::Result<HashMap<String, f64>> {
+    pub(super) async fn metrics(&self) -> anyhow::Result<HashMap<String, f64>> {
         let text = self.http.get(format!("{}/metrics", self.base)).send().await?.error_for_status()?.text().await?;
         Ok(parse_metrics(&text))
     }
 
     /// Runs per state, from `/metrics` (counted in the store at scrape time).
-    pub async fn run_counts(&self) -> anyhow::Result<RunCounts> {
+    pub(super) async fn run_counts(&self) -> anyhow::Result<RunCounts> {
         let m = self.metrics().await?;
         let mut by_state = HashMap::new();
         for (k, v) in &m {
@@ -159,7 +159,7 @@ impl Api {
 
     /// Polls until `target` runs have succeeded. Fails when a run fails, when more than
     /// `target` runs exist, or when nothing finishes for `stall`.
-    pub async fn wait_succeeded(
+    pub(super) async fn wait_succeeded(
         &self,
         target: u64,
         poll: Duration,
@@ -191,7 +191,7 @@ impl Api {
 }
 
 /// Runs per state.
-pub struct RunCounts {
+pub(super) struct RunCounts {
     by_state: HashMap<String, u64>,
     /// Every metric of the scrape.
     pub metrics: HashMap<String, f64>,
@@ -199,7 +199,7 @@ pub struct RunCounts {
 
 impl RunCounts {
     /// Counts of listed runs (when a `/metrics` scrape would cost the server too much).
-    pub fn from_runs(runs: &[RunRow]) -> Self {
+    pub(super) fn from_runs(runs: &[RunRow]) -> Self {
         let mut by_state = HashMap::new();
         for r in runs {
             *by_state.entry(r.state.clone()).or_insert(0) += 1;
@@ -208,17 +208,17 @@ impl RunCounts {
     }
 
     /// Runs in `state`.
-    pub fn get(&self, state: &str) -> u64 {
+    pub(super) fn get(&self, state: &str) -> u64 {
         self.by_state.get(state).copied().unwrap_or(0)
     }
 
     /// Runs in any state.
-    pub fn total(&self) -> u64 {
+    pub(super) fn total(&self) -> u64 {
         self.by_state.values().sum()
     }
 
     /// Mean of a histogram/summary metric (`_sum` / `_count`).
-    pub fn mean(&self, name: &str) -> Option<f64> {
+    pub(super) fn mean(&self, name: &str) -> Option<f64> {
         let sum = self.metrics.get(&format!("{name}_sum"))?;
         let count = self.metrics.get(&format!("{name}_count"))?;
         (*count > 0.0).then(|| sum / count)
@@ -242,7 +242,7 @@ fn parse_metrics(text: &str) -> HashMap<String, f64> {
 
 /// What every listed run should look like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expect {
+pub(super) enum Expect {
     /// Stored, never claimed.
     Pending,
     /// Claimed once and succeeded.
@@ -252,7 +252,12 @@ pub enum Expect {
 /// Checks that `runs` (everything the server holds in the expected state, listed) are exactly
 /// one run for each job in `expected`, all in the expected state (succeeded: claimed exactly
 /// once), and that the server counts no other runs.
-pub fn check_runs(runs: &[RunRow], expected: &HashSet<String>, counts: &RunCounts, want: Expect) -> Result<(), String> {
+pub(super) fn check_runs(
+    runs: &[RunRow],
+    expected: &HashSet<String>,
+    counts: &RunCounts,
+    want: Expect,
+) -> Result<(), String> {
     let mut problems = Vec::new();
     let mut seen: HashSet<&str> = HashSet::with_capacity(runs.len());
     let (mut dup, mut unknown, mut bad_attempt, mut bad_state) = (0usize, 0usize, 0usize, 0usize);
@@ -309,7 +314,7 @@ pub fn check_runs(runs: &[RunRow], expected: &HashSet<String>, counts: &RunCount
 }
 
 /// Milliseconds from `a` to `b`.
-pub fn ms_between(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
+pub(super) fn ms_between(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
     (b - a).num_microseconds().map_or(f64::NAN, |us| us as f64 / 1000.0)
 }
 

@@ -36,7 +36,7 @@ enum Kind {
 }
 
 /// The database under test.
-pub struct BenchDb {
+pub(super) struct BenchDb {
     kind: Kind,
     durability: Vec<(String, Value)>,
 }
@@ -44,7 +44,7 @@ pub struct BenchDb {
 impl BenchDb {
     /// Parses `--db` (default: a SQLite file in a new temporary directory) and reads the
     /// durability settings.
-    pub async fn new(url: Option<&str>) -> anyhow::Result<Self> {
+    pub(super) async fn new(url: Option<&str>) -> anyhow::Result<Self> {
         let url = url.map(str::trim).filter(|u| !u.is_empty());
         match url {
             None => {
@@ -106,7 +106,7 @@ impl BenchDb {
     }
 
     /// `sqlite` or `postgres`.
-    pub fn kind(&self) -> &'static str {
+    pub(super) fn kind(&self) -> &'static str {
         match self.kind {
             Kind::Sqlite { .. } => "sqlite",
             Kind::Postgres { .. } => "postgres",
@@ -114,7 +114,7 @@ impl BenchDb {
     }
 
     /// The URL the server is started with.
-    pub fn url(&self) -> String {
+    pub(super) fn url(&self) -> String {
         match &self.kind {
             Kind::Sqlite { path, .. } => format!("sqlite://{}", path.display()),
             Kind::Postgres { url, .. } => url.clone(),
@@ -122,17 +122,17 @@ impl BenchDb {
     }
 
     /// The URL without a password.
-    pub fn display(&self) -> String {
+    pub(super) fn display(&self) -> String {
         mask(&self.url())
     }
 
     /// Durability settings in force.
-    pub fn durability(&self) -> &[(String, Value)] {
+    pub(super) fn durability(&self) -> &[(String, Value)] {
         &self.durability
     }
 
     /// A new, empty database for the next phase.
-    pub async fn fresh(&self) -> anyhow::Result<()> {
+    pub(super) async fn fresh(&self) -> anyhow::Result<()> {
         match &self.kind {
             Kind::Sqlite { path, .. } => {
                 for suffix in ["", "-wal", "-shm", "-journal"] {
@@ -167,7 +167,7 @@ impl BenchDb {
 
     /// After bulk inserts, before a timed phase: fresh planner statistics and a checkpoint
     /// (PostgreSQL; as the peer benchmarks do), or a WAL checkpoint (SQLite).
-    pub async fn settle(&self) {
+    pub(super) async fn settle(&self) {
         match &self.kind {
             Kind::Sqlite { path, .. } => {
                 let opts = SqliteConnectOptions::new().filename(path);
@@ -187,7 +187,7 @@ impl BenchDb {
     }
 
     /// Fills in what can only be read once a phase has run (SQLite's journal mode).
-    pub async fn annotate(&self, report: &mut Report) {
+    pub(super) async fn annotate(&self, report: &mut Report) {
         if let Kind::Sqlite { path, .. } = &self.kind {
             if !path.exists() {
                 return;
@@ -205,7 +205,7 @@ impl BenchDb {
     /// Stores `count` jobs directly through the store (chunks of 1,000, one transaction each;
     /// several in flight on PostgreSQL), job `i` built by `make(i)` as `POST /v1/jobs` JSON.
     /// Returns the job ids in order when `keep_ids`.
-    pub async fn insert<F>(
+    pub(super) async fn insert<F>(
         &self,
         count: u64,
         keep_ids: bool,

@@ -29,7 +29,7 @@ struct Phase {
 }
 
 /// Runs both phases.
-pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
+pub(super) async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     report.set("n", ctx.args.n);
     report.set("workers", ctx.args.workers);
     let local = phase(ctx, report, Mode::InProcess).await?;
@@ -57,7 +57,7 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
 
 /// How often completion is polled (each poll counts runs in the store, so not too often; the
 /// end time comes from the stored `finished_at`, not from the poll).
-pub fn poll_interval(n: u64) -> Duration {
+pub(super) fn poll_interval(n: u64) -> Duration {
     Duration::from_millis((n / 100).clamp(100, 1000))
 }
 

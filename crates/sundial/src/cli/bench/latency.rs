@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 const WARMUP: u64 = 50;
 
 /// Runs the scenario.
-pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
+pub(super) async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     ctx.db.fresh().await?;
     let server = ServerProc::start(&ctx.db.url(), ctx.args.workers).await?;
     let result = server.explain(measure(ctx, report, &server).await);

@@ -34,7 +34,7 @@ struct Page {
 }
 
 /// Runs the scenario.
-pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
+pub(super) async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     let n = ctx.args.n;
     report.set("n", n);
     report.set("keys", KEYS);

@@ -133,7 +133,7 @@ impl BenchArgs {
 }
 
 /// What every scenario shares: the database, the HTTP client, the settings.
-pub struct Ctx {
+pub(crate) struct Ctx {
     args: BenchArgs,
     db: db::BenchDb,
     git_rev: String,
@@ -141,7 +141,7 @@ pub struct Ctx {
 }
 
 /// Runs the benchmark; fails when a scenario could not run or its check failed.
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.n > 0, "--n: must be at least 1");
     anyhow::ensure!(args.concurrency > 0, "--concurrency: must be at least 1");
     anyhow::ensure!(args.batch_size > 0 && args.batch_size <= 10_000, "--batch-size: must be 1..=10000");

@@ -17,7 +17,7 @@ const LOG_TAIL: usize = 200;
 type Log = Arc<Mutex<VecDeque<String>>>;
 
 /// A `sundial serve` child on a random port.
-pub struct ServerProc {
+pub(super) struct ServerProc {
     child: Child,
     /// Its process id.
     pub pid: u32,
@@ -32,7 +32,7 @@ pub struct ServerProc {
 
 impl ServerProc {
     /// Starts `sundial serve --db URL --workers W` and waits for its ready line.
-    pub async fn start(db_url: &str, workers: u32) -> anyhow::Result<Self> {
+    pub(super) async fn start(db_url: &str, workers: u32) -> anyhow::Result<Self> {
         let mut cmd = sundial_command();
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--db", db_url, "--retention", "0s"])
             .args(["--workers", &workers.to_string()])
@@ -56,17 +56,17 @@ impl ServerProc {
     }
 
     /// Peak resident set (VmHWM), MB.
-    pub fn rss_mb(&self) -> Option<f64> {
+    pub(super) fn rss_mb(&self) -> Option<f64> {
         peak_rss_mb(self.pid)
     }
 
     /// CPU time used so far (user + system, all threads), seconds.
-    pub fn cpu_secs(&self) -> Option<f64> {
+    pub(super) fn cpu_secs(&self) -> Option<f64> {
         cpu_secs(self.pid)
     }
 
     /// Adds its last log lines (warnings and errors) to an error.
-    pub fn explain<T>(&self, r: anyhow::Result<T>) -> anyhow::Result<T> {
+    pub(super) fn explain<T>(&self, r: anyhow::Result<T>) -> anyhow::Result<T> {
         r.map_err(|e| {
             let log = tail(&self.log);
             if log.is_empty() {
@@ -78,18 +78,18 @@ impl ServerProc {
     }
 
     /// Warning or error lines it logged.
-    pub fn problems(&self) -> Vec<String> {
+    pub(super) fn problems(&self) -> Vec<String> {
         problems(&self.log)
     }
 
     /// SIGTERM, then waits for it to drain and exit (SIGKILL after 30 s).
-    pub async fn stop(self) -> anyhow::Result<()> {
+    pub(super) async fn stop(self) -> anyhow::Result<()> {
         terminate(self.child, self.pid, "server", &self.log).await
     }
 }
 
 /// A `sundial worker` child.
-pub struct WorkerProc {
+pub(super) struct WorkerProc {
     child: Child,
     pid: u32,
     log: Log,
@@ -97,7 +97,7 @@ pub struct WorkerProc {
 
 impl WorkerProc {
     /// Starts `sundial worker --server BASE --handlers echo --capacity C`.
-    pub fn start(base: &str, capacity: u32, name: &str) -> anyhow::Result<Self> {
+    pub(super) fn start(base: &str, capacity: u32, name: &str) -> anyhow::Result<Self> {
         let mut cmd = sundial_command();
         cmd.args(["worker", "--server", base, "--handlers", "echo", "--name", name])
             .args(["--capacity", &capacity.to_string()])
@@ -108,12 +108,12 @@ impl WorkerProc {
     }
 
     /// Warning or error lines it logged.
-    pub fn problems(&self) -> Vec<String> {
+    pub(super) fn problems(&self) -> Vec<String> {
         problems(&self.log)
     }
 
     /// SIGTERM, then waits for it to drain, deregister and exit.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    pub(super) async fn stop(self) -> anyhow::Result<()> {
         terminate(self.child, self.pid, "worker", &self.log).await
     }
 }
@@ -217,7 +217,7 @@ fn strip_ansi(s: &str) -> String {
 }
 
 /// Peak resident set of a process (VmHWM), MB.
-pub fn peak_rss_mb(pid: u32) -> Option<f64> {
+pub(super) fn peak_rss_mb(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -237,7 +237,7 @@ fn clock_ticks() -> f64 {
 }
 
 /// User + system CPU time of a process (all its threads, live and exited), seconds.
-pub fn cpu_secs(pid: u32) -> Option<f64> {
+pub(super) fn cpu_secs(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 1..];
     let f: Vec<&str> = after.split_whitespace().collect();
@@ -247,19 +247,19 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
 }
 
 /// CPU time of the server and of this process over a timed window.
-pub struct CpuWindow {
+pub(super) struct CpuWindow {
     server: Option<f64>,
     client: Option<f64>,
 }
 
 impl CpuWindow {
     /// Starts the window.
-    pub fn start(server: &ServerProc) -> Self {
+    pub(super) fn start(server: &ServerProc) -> Self {
         Self { server: server.cpu_secs(), client: cpu_secs(std::process::id()) }
     }
 
     /// Sets `server_cpu_pct` and `client_cpu_pct` (100 = one core busy for the whole window).
-    pub fn finish(self, server: &ServerProc, report: &mut super::report::Report, elapsed_s: f64) {
+    pub(super) fn finish(self, server: &ServerProc, report: &mut super::report::Report, elapsed_s: f64) {
         if let (Some(a), Some(b)) = (self.server, server.cpu_secs()) {
             report.set_f("server_cpu_pct", 100.0 * (b - a) / elapsed_s, 0);
         }
@@ -270,12 +270,12 @@ impl CpuWindow {
 }
 
 /// 1-minute load average.
-pub fn loadavg() -> Option<f64> {
+pub(super) fn loadavg() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
 }
 
 /// Whole-machine CPU busy share over an interval, from `/proc/stat`.
-pub struct CpuBusy(Option<(u64, u64)>);
+pub(super) struct CpuBusy(Option<(u64, u64)>);
 
 impl CpuBusy {
     fn sample() -> Option<(u64, u64)> {
@@ -288,12 +288,12 @@ impl CpuBusy {
     }
 
     /// Starts measuring.
-    pub fn start() -> Self {
+    pub(super) fn start() -> Self {
         Self(Self::sample())
     }
 
     /// Busy share of all cores since `start`, percent.
-    pub fn finish(self) -> Option<f64> {
+    pub(super) fn finish(self) -> Option<f64> {
         let (t0, i0) = self.0?;
         let (t1, i1) = Self::sample()?;
         let total = t1.checked_sub(t0)?;

@@ -31,13 +31,13 @@ use serde_json::Value;
 use std::fmt::Write as _;
 
 /// Rounds to `digits` decimals.
-pub fn round(v: f64, digits: i32) -> f64 {
+pub(super) fn round(v: f64, digits: i32) -> f64 {
     let m = 10f64.powi(digits);
     (v * m).round() / m
 }
 
 /// Nearest-rank percentile of sorted values (`p` in 0..=100).
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(super) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -46,7 +46,7 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Sorts `values` (milliseconds) and returns (p50, p95, p99, max), rounded to µs.
-pub fn latency_summary(values: &mut [f64]) -> [f64; 4] {
+pub(super) fn latency_summary(values: &mut [f64]) -> [f64; 4] {
     values.sort_by(|a, b| a.total_cmp(b));
     [
         round(percentile(values, 50.0), 3),
@@ -57,7 +57,7 @@ pub fn latency_summary(values: &mut [f64]) -> [f64; 4] {
 }
 
 /// A scenario's result.
-pub struct Report {
+pub(super) struct Report {
     scenario: &'static str,
     fields: Vec<(String, Value)>,
     failures: Vec<String>,
@@ -66,7 +66,7 @@ pub struct Report {
 
 impl Report {
     /// The common fields first, in a fixed order.
-    pub fn new(scenario: &'static str, ctx: &Ctx) -> Self {
+    pub(super) fn new(scenario: &'static str, ctx: &Ctx) -> Self {
         let mut r = Self { scenario, fields: Vec::new(), failures: Vec::new(), error: None };
         r.set("scenario", scenario);
         r.set("db", ctx.db.kind());
@@ -81,7 +81,7 @@ impl Report {
     }
 
     /// Sets a field (replacing it in place when present).
-    pub fn set(&mut self, key: &str, value: impl Into<Value>) {
+    pub(super) fn set(&mut self, key: &str, value: impl Into<Value>) {
         // (`From<f64>` already turns NaN and infinities into null.)
         let value = value.into();
         match self.fields.iter_mut().find(|(k, _)| k == key) {
@@ -91,7 +91,7 @@ impl Report {
     }
 
     /// Sets a float field, rounded; NaN becomes null.
-    pub fn set_f(&mut self, key: &str, value: f64, digits: i32) {
+    pub(super) fn set_f(&mut self, key: &str, value: f64, digits: i32) {
         if value.is_finite() {
             self.set(key, round(value, digits));
         } else {
@@ -100,13 +100,13 @@ impl Report {
     }
 
     /// Records a failed check (the scenario goes on; the benchmark exits non-zero).
-    pub fn fail(&mut self, why: impl Into<String>) {
+    pub(super) fn fail(&mut self, why: impl Into<String>) {
         self.failures.push(why.into());
     }
 
     /// Keeps (the first few of) the warnings and errors a child process logged, under
     /// `process_log`; they do not fail the check by themselves.
-    pub fn note_log(&mut self, who: &str, lines: Vec<String>) {
+    pub(super) fn note_log(&mut self, who: &str, lines: Vec<String>) {
         if lines.is_empty() {
             return;
         }
@@ -120,14 +120,14 @@ impl Report {
     }
 
     /// Sets `check` from the failures recorded.
-    pub fn finish_check(&mut self) {
+    pub(super) fn finish_check(&mut self) {
         let check =
             if self.failures.is_empty() { "ok".to_string() } else { format!("FAILED: {}", self.failures.join("; ")) };
         self.set("check", check);
     }
 
     /// The scenario could not run.
-    pub fn set_error(&mut self, error: String) {
+    pub(super) fn set_error(&mut self, error: String) {
         self.finish_check();
         if self.failures.is_empty() {
             self.set("check", "FAILED: did not complete");
@@ -137,7 +137,7 @@ impl Report {
     }
 
     /// Why this scenario failed, if it did.
-    pub fn problem(&self) -> Option<String> {
+    pub(super) fn problem(&self) -> Option<String> {
         let mut p: Vec<String> = self.failures.clone();
         if let Some(e) = &self.error {
             p.push(e.clone());
@@ -150,7 +150,7 @@ impl Report {
     }
 
     /// One JSON object, fields in insertion order.
-    pub fn to_json(&self) -> String {
+    pub(super) fn to_json(&self) -> String {
         let mut out = String::from("{");
         for (i, (k, v)) in self.fields.iter().enumerate() {
             if i > 0 {
@@ -204,7 +204,7 @@ impl Report {
     }
 
     /// One line for stderr as each scenario ends.
-    pub fn summary_line(&self) -> String {
+    pub(super) fn summary_line(&self) -> String {
         format!("{}: {} ({})", self.scenario, self.headline(), self.check_text())
     }
 
@@ -217,7 +217,7 @@ impl Report {
 }
 
 /// The human table of all scenarios.
-pub fn table(ctx: &Ctx, reports: &[Report]) -> String {
+pub(super) fn table(ctx: &Ctx, reports: &[Report]) -> String {
     let mut out = String::new();
     // Values as the last scenario read them (some are only readable once a server ran).
     let durability: Vec<String> = ctx

@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 /// Runs the scenario.
-pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
+pub(super) async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     let m = ctx.args.triggers();
     let k = ctx.args.due();
     let far = m - k;

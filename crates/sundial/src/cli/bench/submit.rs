@@ -16,7 +16,7 @@ fn job_json(i: u64) -> String {
 }
 
 /// `submit`: N single-job `POST /v1/jobs` from C concurrent clients (after C warm-up calls).
-pub async fn single(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
+pub(super) async fn single(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     ctx.db.fresh().await?;
     let server = ServerProc::start(&ctx.db.url(), 0).await?;
     let result = server.explain(single_on(ctx, report, &server).await);
@@ -93,7 +93,7 @@ async fn single_on(ctx: &Ctx, report: &mut Report, server: &ServerProc) -> anyho
 }
 
 /// `submit_batch`: N jobs via `POST /v1/jobs/batch`, `--batch-size` per request.
-pub async fn batch(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
+pub(super) async fn batch(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     ctx.db.fresh().await?;
     let server = ServerProc::start(&ctx.db.url(), 0).await?;
     let result = server.explain(batch_on(ctx, report, &server).await);
