@@ -86,7 +86,7 @@ pub(super) async fn settle_rows(tx: &mut Tx, items: &[Settle<'_>], now: Timestam
     unblock.sort_unstable();
     unblock.dedup();
     for job_id in unblock {
-        unblock_next(tx, job_id).await?;
+        Shared::unblock_next(tx, job_id).await?;
     }
     Ok(rows.into_iter().map(|r| (r.id.clone(), r)).collect())
 }
@@ -255,7 +255,7 @@ pub(super) async fn heartbeat(
     now: Timestamp,
 ) -> Result<HeartbeatOutcome> {
     let mut tx = s.begin().await?;
-    touch_worker(&mut tx, worker_id, now).await?;
+    Shared::touch_worker(&mut tx, worker_id, now).await?;
     let expires = us(now) + dur_us(lease);
     let mut out = HeartbeatOutcome { lease_expires_at: Some(ts(expires)), ..Default::default() };
     if !held.is_empty() {
@@ -396,37 +396,10 @@ pub(super) async fn complete_many(
 pub(super) async fn reap(s: &PostgresStore, p: &ReapParams) -> Result<ReapReport> {
     let mut tx = s.begin().await?;
     let now = us(p.now);
-    let mut report = ReapReport::default();
     // Every pick skips rows another node's reaper holds.
-    let dead: Vec<(String,)> = sqlx::query_as(
-        "UPDATE workers SET state = 'dead' WHERE id IN (SELECT id FROM workers WHERE state = 'active' \
-         AND last_heartbeat < $1 FOR UPDATE SKIP LOCKED) RETURNING id",
-    )
-    .bind(now - dur_us(p.dead_after))
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(db_err)?;
-    report.workers_dead = dead.len() as u64;
-    // A deregistered worker that holds nothing any more is forgotten.
-    sqlx::query(
-        "DELETE FROM workers WHERE id IN (SELECT w.id FROM workers w WHERE w.state = 'draining' \
-         AND w.last_heartbeat < $1 AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.worker_id = w.id \
-         AND r.state = 'running') FOR UPDATE SKIP LOCKED)",
-    )
-    .bind(now - dur_us(p.dead_after))
-    .execute(&mut *tx)
-    .await
-    .map_err(db_err)?;
-    let mut expired: Vec<RunRow> = sqlx::query_as(&format!(
-        "SELECT {RUN_COLUMNS} FROM runs WHERE state = 'running' AND (lease_expires_at < $1 OR worker_id IN \
-         (SELECT id FROM workers WHERE state = 'dead')) ORDER BY lease_expires_at LIMIT $2 \
-         FOR UPDATE OF runs SKIP LOCKED"
-    ))
-    .bind(now)
-    .bind(p.limit as i64)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(db_err)?;
+    let workers_dead = Shared::reap_workers(&mut tx, now - dur_us(p.dead_after)).await?;
+    let mut report = ReapReport { workers_dead, ..Default::default() };
+    let mut expired = Shared::expired_runs(&mut tx, now, p.limit).await?;
     let streaks = lock_jobs_or_skip(&mut tx, &mut expired, Ended::LeaseExpired).await?;
     let order: Vec<String> = expired.iter().map(|r| r.id.clone()).collect();
     let items: Vec<Settle> =
@@ -439,16 +412,7 @@ pub(super) async fn reap(s: &PostgresStore, p: &ReapParams) -> Result<ReapReport
             report.expired.push((r.id.clone(), r.state()?));
         }
     }
-    let mut overrun: Vec<RunRow> = sqlx::query_as(&format!(
-        "SELECT {RUN_COLUMNS} FROM runs WHERE state = 'running' AND timeout_us IS NOT NULL \
-         AND started_at + timeout_us + $1 < $2 LIMIT $3 FOR UPDATE SKIP LOCKED"
-    ))
-    .bind(dur_us(p.timeout_grace))
-    .bind(now)
-    .bind(p.limit as i64)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(db_err)?;
+    let mut overrun = Shared::overrun_runs(&mut tx, dur_us(p.timeout_grace), now, p.limit).await?;
     let streaks = lock_jobs_or_skip(&mut tx, &mut overrun, Ended::TimeoutOverrun).await?;
     let order: Vec<String> = overrun.iter().map(|r| r.id.clone()).collect();
     let items: Vec<Settle> = overrun
