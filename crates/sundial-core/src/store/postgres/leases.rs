@@ -106,19 +106,11 @@ async fn settle_attempts(tx: &mut Tx, items: &[Settle<'_>], settled: &[RunRow], 
     if ids.is_empty() {
         return Ok(());
     }
-    sqlx::query(
-        "UPDATE run_attempts SET finished_at = $1, state = u_state, error = u_error \
-         FROM UNNEST($2::text[], $3::int8[], $4::text[], $5::text[]) AS u(u_id, u_attempt, u_state, u_error) \
-         WHERE run_id = u_id AND attempt = u_attempt",
-    )
-    .bind(us(now))
-    .bind(ids)
-    .bind(attempts)
-    .bind(states)
-    .bind(errors)
-    .execute(&mut **tx)
-    .await
-    .map_err(db_err)?;
+    let sql = "UPDATE run_attempts SET finished_at = $1, state = u_state, error = u_error \
+               FROM UNNEST($2::text[], $3::int8[], $4::text[], $5::text[]) AS u(u_id, u_attempt, u_state, u_error) \
+               WHERE run_id = u_id AND attempt = u_attempt";
+    let q = sqlx::query(sql).bind(us(now)).bind(ids).bind(attempts).bind(states).bind(errors);
+    q.execute(&mut **tx).await.map_err(db_err)?;
     Ok(())
 }
 
