@@ -384,41 +384,40 @@ pub(super) async fn complete_many(
     Ok(out.into_iter().map(|o| o.expect("every completion answered")).collect())
 }
 
+/// Settles the runs the reaper picked, ended so: their jobs locked first, or the rows passed
+/// over ([`lock_jobs_or_skip`]), then counted toward `pause_after_failures`. Returns each settled
+/// run's id and new state, in pick order.
+async fn settle_picked(
+    tx: &mut Tx,
+    mut picked: Vec<RunRow>,
+    ended: Ended,
+    now: Timestamp,
+) -> Result<Vec<(String, RunState)>> {
+    let streaks = lock_jobs_or_skip(tx, &mut picked, ended).await?;
+    let order: Vec<String> = picked.iter().map(|r| r.id.clone()).collect();
+    let items: Vec<Settle> = picked.into_iter().map(|row| Settle { row, ended, output: None, error: None }).collect();
+    let mut done = settle_rows(tx, &items, now).await?;
+    let finished: Vec<&RunRow> = order.iter().filter_map(|id| done.get(id)).collect();
+    jobs::count_settled(tx, &streaks, &finished, now).await?;
+    let mut out = Vec::with_capacity(order.len());
+    for id in order {
+        if let Some(r) = done.remove(&id) {
+            out.push((r.id.clone(), r.state()?));
+        }
+    }
+    Ok(out)
+}
+
 /// [`Store::run_reap`].
 pub(super) async fn reap(s: &PostgresStore, p: &ReapParams) -> Result<ReapReport> {
     let mut tx = s.begin().await?;
     let now = us(p.now);
     // Every pick skips rows another node's reaper holds.
     let workers_dead = Shared::reap_workers(&mut tx, now - dur_us(p.dead_after)).await?;
-    let mut report = ReapReport { workers_dead, ..Default::default() };
-    let mut expired = Shared::expired_runs(&mut tx, now, p.limit).await?;
-    let streaks = lock_jobs_or_skip(&mut tx, &mut expired, Ended::LeaseExpired).await?;
-    let order: Vec<String> = expired.iter().map(|r| r.id.clone()).collect();
-    let items: Vec<Settle> =
-        expired.into_iter().map(|row| Settle { row, ended: Ended::LeaseExpired, output: None, error: None }).collect();
-    let mut done = settle_rows(&mut tx, &items, p.now).await?;
-    let finished: Vec<&RunRow> = order.iter().filter_map(|id| done.get(id)).collect();
-    jobs::count_settled(&mut tx, &streaks, &finished, p.now).await?;
-    for id in order {
-        if let Some(r) = done.remove(&id) {
-            report.expired.push((r.id.clone(), r.state()?));
-        }
-    }
-    let mut overrun = Shared::overrun_runs(&mut tx, dur_us(p.timeout_grace), now, p.limit).await?;
-    let streaks = lock_jobs_or_skip(&mut tx, &mut overrun, Ended::TimeoutOverrun).await?;
-    let order: Vec<String> = overrun.iter().map(|r| r.id.clone()).collect();
-    let items: Vec<Settle> = overrun
-        .into_iter()
-        .map(|row| Settle { row, ended: Ended::TimeoutOverrun, output: None, error: None })
-        .collect();
-    let mut done = settle_rows(&mut tx, &items, p.now).await?;
-    let finished: Vec<&RunRow> = order.iter().filter_map(|id| done.get(id)).collect();
-    jobs::count_settled(&mut tx, &streaks, &finished, p.now).await?;
-    for id in order {
-        if let Some(r) = done.remove(&id) {
-            report.timed_out.push((r.id.clone(), r.state()?));
-        }
-    }
+    let picked = Shared::expired_runs(&mut tx, now, p.limit).await?;
+    let expired = settle_picked(&mut tx, picked, Ended::LeaseExpired, p.now).await?;
+    let picked = Shared::overrun_runs(&mut tx, dur_us(p.timeout_grace), now, p.limit).await?;
+    let timed_out = settle_picked(&mut tx, picked, Ended::TimeoutOverrun, p.now).await?;
     tx.commit().await.map_err(db_err)?;
-    Ok(report)
+    Ok(ReapReport { expired, timed_out, workers_dead })
 }
