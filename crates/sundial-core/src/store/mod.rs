@@ -683,7 +683,8 @@ macro_rules! store_by_noun {
                 now: Timestamp,
             ) -> Result<Worker> {
                 let mut w = self.one_write().await?;
-                let id = Shared::insert_worker(&mut w, name, handlers, capacity, namespaces, now).await?;
+                let scope = WorkerScope { handlers: handlers.to_vec(), namespaces: namespaces.map(<[String]>::to_vec) };
+                let id = Shared::insert_worker(&mut w, name, capacity, &scope, now).await?;
                 w.done().await?;
                 self.worker_get(&id).await
             }

@@ -270,12 +270,6 @@ where
         Ok((triggers, job_ids))
     }
 
-    /// A job's triggers, by position.
-    pub(crate) async fn triggers_of(conn: &mut DB::Connection, job_id: &str) -> Result<Vec<TriggerRow>> {
-        let sql = format!("SELECT {TRIGGER_COLUMNS} FROM triggers WHERE job_id = $1 ORDER BY position");
-        sqlx::query_as(&sql).bind(job_id.to_string()).fetch_all(&mut *conn).await.map_err(DB::err)
-    }
-
     /// What a backfill of the job `id` does ([`backfill_actions`]), whether the job is paused, and
     /// how many due times the request covers. Reads in the lock order: the triggers (not locked),
     /// then the job, whose row is locked only when overlap decisions need its active runs, as on
@@ -309,6 +303,12 @@ where
         };
         let (actions, _) = backfill_actions(&job, paused, &due, &existing, policy, active, now);
         Ok((actions, paused, due.len() as u64))
+    }
+
+    /// A job's triggers, by position.
+    pub(crate) async fn triggers_of(conn: &mut DB::Connection, job_id: &str) -> Result<Vec<TriggerRow>> {
+        let sql = format!("SELECT {TRIGGER_COLUMNS} FROM triggers WHERE job_id = $1 ORDER BY position");
+        sqlx::query_as(&sql).bind(job_id.to_string()).fetch_all(&mut *conn).await.map_err(DB::err)
     }
 
     // ---- runs ----------------------------------------------------------------------------
@@ -468,26 +468,26 @@ where
         WorkerScope::parse(&handlers, namespaces.as_deref())
     }
 
-    /// Stores a new worker; returns its id.
+    /// Stores a new worker serving `scope`; returns its id.
     pub(crate) async fn insert_worker(
         conn: &mut DB::Connection,
         name: &str,
-        handlers: &[String],
         capacity: u32,
-        namespaces: Option<&[String]>,
+        scope: &WorkerScope,
         now: Timestamp,
     ) -> Result<String> {
         let id = crate::domain::new_id();
+        let json = |v: &[String]| serde_json::to_string(v).expect("names serialize");
         sqlx::query(
             "INSERT INTO workers (id, name, handlers, capacity, last_heartbeat, state, created_at, namespaces) \
              VALUES ($1, $2, $3, $4, $5, 'active', $5, $6)",
         )
         .bind(id.clone())
         .bind(name.to_string())
-        .bind(serde_json::to_string(handlers).expect("handlers serialize"))
+        .bind(json(&scope.handlers))
         .bind(i64::from(capacity))
         .bind(us(now))
-        .bind(namespaces.map(|n| serde_json::to_string(n).expect("namespaces serialize")))
+        .bind(scope.namespaces.as_deref().map(json))
         .execute(&mut *conn)
         .await
         .map_err(DB::err)?;
