@@ -1,5 +1,6 @@
 //! PostgreSQL: job definitions (group-committed submissions racing other nodes on names and keys,
-//! reads, updates, pauses, deletes, manual runs).
+//! storing an updated job's triggers, counting settled runs toward `pause_after_failures`). The
+//! other job writes are `store_by_noun!`'s, from `store::writes`.
 
 use super::*;
 use crate::store::fire::{calendar_names, unknown_calendar};

@@ -1,6 +1,6 @@
-//! PostgreSQL: limits as stored objects, the claim under flow control, and the fair turns of
-//! new runs. The rules are in [`crate::store::limits`]; why the claim's count is exact across
-//! nodes is written there too.
+//! PostgreSQL: limits: the claim under flow control, and the fair turns of new runs (storing
+//! limits is shared, in `store::writes`). The rules are in [`crate::store::limits`]; why the
+//! claim's count is exact across nodes is written there too.
 
 use super::*;
 use crate::domain::limit::LimitBounds;

@@ -1,4 +1,5 @@
-//! PostgreSQL: runs (batched inserts with overlap applied, reads, cancels, prunes, counts).
+//! PostgreSQL: runs (batched inserts, batched cancels, operator cancels and retries in the lock
+//! order, prunes).
 
 use super::*;
 

@@ -1,4 +1,4 @@
-//! PostgreSQL: triggers (storing them, firing the due ones with `SKIP LOCKED`, the next wake-up).
+//! PostgreSQL: triggers (storing them, firing the due ones with `SKIP LOCKED`).
 
 use super::*;
 use crate::store::fire::{calendar_names, calendars_of, unknown_calendar};

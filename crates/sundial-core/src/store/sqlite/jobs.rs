@@ -1,5 +1,6 @@
-//! SQLite: job definitions (submissions with their idempotency and name decisions, reads, updates,
-//! pauses, deletes, manual runs).
+//! SQLite: job definitions (submissions with their idempotency and name decisions, storing an
+//! updated job's triggers, counting settled runs toward `pause_after_failures`). The other job
+//! writes are `store_by_noun!`'s, from `store::writes`.
 
 use super::*;
 

@@ -1,6 +1,7 @@
-//! SQLite: limits as stored objects, the claim under flow control, and the fair turns of new
-//! runs. The rules are in [`crate::store::limits`]. SQLite has one writer (`BEGIN IMMEDIATE`),
-//! so the claim's counts cannot change under it: no per-key lock is needed.
+//! SQLite: limits: the claim under flow control, and the fair turns of new runs (storing limits
+//! is shared, in `store::writes`). The rules are in [`crate::store::limits`]. SQLite has one
+//! writer (`BEGIN IMMEDIATE`), so the claim's counts cannot change under it: no per-key lock is
+//! needed.
 
 use super::*;
 use crate::flow::KeyUse;

@@ -1,4 +1,4 @@
-//! SQLite: runs (inserts with overlap applied, reads, cancels, prunes, counts).
+//! SQLite: runs (multi-row inserts, cancels, operator cancels and retries, prunes).
 
 use super::*;
 

@@ -1,4 +1,4 @@
-//! SQLite: triggers (storing them, firing the due ones, the scheduler's next wake-up).
+//! SQLite: triggers (storing them, firing the due ones).
 
 use super::*;
 use crate::store::fire::{calendar_names, calendars_of, unknown_calendar};
