@@ -25,29 +25,25 @@ use std::marker::PhantomData;
 /// What differs between the two dialects in the SQL written once (implemented by each backend
 /// for its database).
 pub(crate) trait Dialect: Database {
-    /// A list of strings bound as one parameter (see [`Dialect::in_list`]).
-    type List<'a>: for<'q> Encode<'q, Self> + Type<Self> + 'a;
-    /// Locks the rows a read decides a write on. PostgreSQL: ` FOR UPDATE`; SQLite: nothing, its
-    /// one writer (`BEGIN IMMEDIATE`) already keeps others out.
-    const FOR_UPDATE: &'static str;
-    /// Like [`Dialect::FOR_UPDATE`], shared (PostgreSQL ` FOR SHARE`).
-    const FOR_SHARE: &'static str;
-    /// `(handler, live workers serving it)`: a worker's `handlers` is a JSON array.
-    const WORKER_HANDLERS: &'static str;
     /// Maps driver errors to domain errors.
     fn err(e: sqlx::Error) -> StoreError;
     /// How many rows a statement changed (the drivers' results share no trait for it).
     fn changed(done: Self::QueryResult) -> u64;
+    /// A list of strings bound as one parameter (see [`Dialect::in_list`]).
+    type List<'a>: for<'q> Encode<'q, Self> + Type<Self> + 'a;
+    /// Whether reads that decide writes lock rows (PostgreSQL: `FOR UPDATE`, `FOR SHARE`, picks
+    /// that pass over rows other nodes hold with `SKIP LOCKED`). SQLite does not: its one writer
+    /// (`BEGIN IMMEDIATE`) already keeps everyone else out.
+    const ROW_LOCKS: bool;
+    /// `(handler, live workers serving it)`: a worker's `handlers` is a JSON array.
+    const WORKER_HANDLERS: &'static str;
     /// "This boolean column is false", written as the backend's partial indexes are (SQLite
     /// `c = 0`, PostgreSQL `NOT c`) so the planner uses them.
     fn is_false(column: &str) -> String;
-    /// "`column` is one of the list bound at `param`" ([`Dialect::list`]).
-    fn in_list(column: &str, param: &str) -> String;
     /// A list as [`Dialect::in_list`] binds it (PostgreSQL an array, SQLite a JSON array).
     fn list(items: &[String]) -> Self::List<'_>;
-    /// Locks the rows of `table` (a name or alias) a pick takes, passing over those another
-    /// node holds (PostgreSQL ` FOR UPDATE OF table SKIP LOCKED`; SQLite nothing).
-    fn skip_locked(table: &str) -> String;
+    /// "`column` is one of the list bound at `param`" ([`Dialect::list`]).
+    fn in_list(column: &str, param: &str) -> String;
     /// "The trigger's `spec` names the calendar bound at `param`".
     fn names_calendar(param: &str) -> String;
 }
@@ -116,6 +112,25 @@ where
     for<'r> (String, Option<String>): FromRow<'r, DB::Row>,
     for<'r> (String, String, String, bool): FromRow<'r, DB::Row>,
 {
+    /// ` FOR UPDATE` where the dialect locks rows.
+    fn for_update() -> &'static str {
+        if DB::ROW_LOCKS {
+            " FOR UPDATE"
+        } else {
+            ""
+        }
+    }
+
+    /// Locks the rows of `table` (a name or alias) a pick takes, passing over those another node
+    /// holds, where the dialect locks rows.
+    fn skip_locked(table: &str) -> String {
+        if DB::ROW_LOCKS {
+            format!(" FOR UPDATE OF {table} SKIP LOCKED")
+        } else {
+            String::new()
+        }
+    }
+
     // ---- jobs ----------------------------------------------------------------------------
 
     /// The first half of [`Store::job_update`](super::Store::job_update): checks the new name and
@@ -129,7 +144,7 @@ where
         spec: &JobSpec,
         now: Timestamp,
     ) -> Result<bool> {
-        let sql = format!("SELECT name, paused FROM jobs WHERE id = $1{}", DB::FOR_UPDATE);
+        let sql = format!("SELECT name, paused FROM jobs WHERE id = $1{}", Self::for_update());
         let current: Option<(String, bool)> =
             sqlx::query_as(&sql).bind(id.to_string()).fetch_optional(&mut *conn).await.map_err(DB::err)?;
         let (old_name, was_paused) = current.ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
@@ -240,7 +255,7 @@ where
 
     /// What a run of the job `id` snapshots; its row locked when `lock` (an overlap decision).
     pub(crate) async fn job_snapshot(conn: &mut DB::Connection, id: &str, lock: bool) -> Result<JobSnapshot> {
-        let lock = if lock { DB::FOR_UPDATE } else { "" };
+        let lock = if lock { Self::for_update() } else { "" };
         let sql = format!("SELECT {JOB_SNAPSHOT_COLUMNS} FROM jobs WHERE id = $1{lock}");
         let snap: Option<JobSnapshot> =
             sqlx::query_as(&sql).bind(id.to_string()).fetch_optional(&mut *conn).await.map_err(DB::err)?;
@@ -260,7 +275,7 @@ where
             "SELECT {TRIGGER_COLUMNS} FROM triggers WHERE {} AND next_fire_at IS NOT NULL \
              AND next_fire_at <= $1 ORDER BY next_fire_at LIMIT $2{}",
             DB::is_false("paused"),
-            DB::skip_locked("triggers")
+            Self::skip_locked("triggers")
         );
         let q = sqlx::query_as(&sql).bind(us(now)).bind(i64::from(limit));
         let triggers: Vec<TriggerRow> = q.fetch_all(&mut *conn).await.map_err(DB::err)?;
@@ -395,7 +410,7 @@ where
 
     /// One run's row, locked when `lock`.
     pub(crate) async fn run_row(conn: &mut DB::Connection, id: &str, lock: bool) -> Result<Option<RunRow>> {
-        let lock = if lock { DB::FOR_UPDATE } else { "" };
+        let lock = if lock { Self::for_update() } else { "" };
         let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1{lock}");
         sqlx::query_as(&sql).bind(id.to_string()).fetch_optional(&mut *conn).await.map_err(DB::err)
     }
@@ -432,7 +447,7 @@ where
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE state = 'running' AND (lease_expires_at < $1 OR worker_id IN \
              (SELECT id FROM workers WHERE state = 'dead')) ORDER BY lease_expires_at LIMIT $2{}",
-            DB::skip_locked("runs")
+            Self::skip_locked("runs")
         );
         sqlx::query_as(&sql).bind(now).bind(i64::from(limit)).fetch_all(&mut *conn).await.map_err(DB::err)
     }
@@ -447,7 +462,7 @@ where
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE state = 'running' AND timeout_us IS NOT NULL \
              AND started_at + timeout_us + $1 < $2 LIMIT $3{}",
-            DB::skip_locked("runs")
+            Self::skip_locked("runs")
         );
         let q = sqlx::query_as(&sql).bind(grace).bind(now).bind(i64::from(limit));
         q.fetch_all(&mut *conn).await.map_err(DB::err)
@@ -520,14 +535,14 @@ where
         let sql = format!(
             "UPDATE workers SET state = 'dead' WHERE id IN (SELECT id FROM workers WHERE state = 'active' \
              AND last_heartbeat < $1{}) RETURNING id",
-            DB::skip_locked("workers")
+            Self::skip_locked("workers")
         );
         let dead: Vec<(String,)> = sqlx::query_as(&sql).bind(before).fetch_all(&mut *conn).await.map_err(DB::err)?;
         let sql = format!(
             "DELETE FROM workers WHERE id IN (SELECT w.id FROM workers w WHERE w.state = 'draining' \
              AND w.last_heartbeat < $1 AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.worker_id = w.id \
              AND r.state = 'running'){})",
-            DB::skip_locked("w")
+            Self::skip_locked("w")
         );
         sqlx::query(&sql).bind(before).execute(&mut *conn).await.map_err(DB::err)?;
         Ok(dead.len() as u64)
@@ -535,7 +550,7 @@ where
 
     // ---- calendars -----------------------------------------------------------------------
 
-    /// The calendars among `names` that exist, compiled; read [`Dialect::FOR_SHARE`] (in name
+    /// The calendars among `names` that exist, compiled; read `FOR SHARE` (in name
     /// order) when `share`: the caller is about to store triggers naming them.
     pub(crate) async fn calendars(
         conn: &mut DB::Connection,
@@ -545,8 +560,7 @@ where
         if names.is_empty() {
             return Ok(HashMap::new());
         }
-        let lock =
-            if share && !DB::FOR_SHARE.is_empty() { format!(" ORDER BY name{}", DB::FOR_SHARE) } else { String::new() };
+        let lock = if share && DB::ROW_LOCKS { " ORDER BY name FOR SHARE" } else { "" };
         let sql = format!("SELECT {CALENDAR_COLUMNS} FROM calendars WHERE {}{lock}", DB::in_list("name", "$1"));
         let rows: Vec<CalendarRow> =
             sqlx::query_as(&sql).bind(DB::list(names)).fetch_all(&mut *conn).await.map_err(DB::err)?;
@@ -563,7 +577,7 @@ where
         let sql = format!(
             "SELECT {TRIGGER_COLUMNS} FROM triggers WHERE next_fire_at > $1 AND {} ORDER BY id{}",
             DB::names_calendar("$2"),
-            DB::FOR_UPDATE
+            Self::for_update()
         );
         let q = sqlx::query_as(&sql).bind(us(now)).bind(name.to_string());
         q.fetch_all(&mut *conn).await.map_err(DB::err)
@@ -614,7 +628,7 @@ where
     /// [`Store::calendar_delete`](super::Store::calendar_delete): the calendar is locked before
     /// the triggers are looked at, so none can come to name it meanwhile.
     pub(crate) async fn delete_calendar(conn: &mut DB::Connection, name: &str) -> Result<()> {
-        let sql = format!("SELECT name FROM calendars WHERE name = $1{}", DB::FOR_UPDATE);
+        let sql = format!("SELECT name FROM calendars WHERE name = $1{}", Self::for_update());
         let found: Option<(String,)> =
             sqlx::query_as(&sql).bind(name.to_string()).fetch_optional(&mut *conn).await.map_err(DB::err)?;
         if found.is_none() {

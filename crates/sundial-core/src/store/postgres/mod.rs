@@ -105,43 +105,6 @@ fn db_err(e: sqlx::Error) -> StoreError {
     }
 }
 
-/// PostgreSQL's side of the SQL written once (`store::writes`, `store::reads`).
-impl Dialect for Postgres {
-    type List<'a> = &'a [String];
-    const FOR_UPDATE: &'static str = " FOR UPDATE";
-    const FOR_SHARE: &'static str = " FOR SHARE";
-    const WORKER_HANDLERS: &'static str = "SELECT h, COUNT(*) FROM workers w, \
-         json_array_elements_text(w.handlers::json) AS h WHERE w.state = 'active' GROUP BY h";
-
-    fn err(e: sqlx::Error) -> StoreError {
-        db_err(e)
-    }
-
-    fn changed(done: Self::QueryResult) -> u64 {
-        done.rows_affected()
-    }
-
-    fn is_false(column: &str) -> String {
-        format!("NOT {column}")
-    }
-
-    fn in_list(column: &str, param: &str) -> String {
-        format!("{column} = ANY({param})")
-    }
-
-    fn list(items: &[String]) -> &[String] {
-        items
-    }
-
-    fn skip_locked(table: &str) -> String {
-        format!(" FOR UPDATE OF {table} SKIP LOCKED")
-    }
-
-    fn names_calendar(param: &str) -> String {
-        format!("spec::jsonb -> 'calendars' ? {param}")
-    }
-}
-
 fn is_retryable(e: &StoreError) -> bool {
     matches!(e, StoreError::Unavailable(m) if m.starts_with(RETRYABLE))
 }
@@ -311,6 +274,38 @@ fn sorted_unique(mut v: Vec<String>) -> Vec<String> {
     v.sort_unstable();
     v.dedup();
     v
+}
+
+/// PostgreSQL's side of the SQL written once (`store::writes`, `store::reads`).
+impl Dialect for Postgres {
+    fn err(e: sqlx::Error) -> StoreError {
+        db_err(e)
+    }
+
+    fn changed(done: Self::QueryResult) -> u64 {
+        done.rows_affected()
+    }
+
+    type List<'a> = &'a [String];
+    const ROW_LOCKS: bool = true;
+    const WORKER_HANDLERS: &'static str = "SELECT h, COUNT(*) FROM workers w, \
+         json_array_elements_text(w.handlers::json) AS h WHERE w.state = 'active' GROUP BY h";
+
+    fn is_false(column: &str) -> String {
+        format!("NOT {column}")
+    }
+
+    fn list(items: &[String]) -> &[String] {
+        items
+    }
+
+    fn in_list(column: &str, param: &str) -> String {
+        format!("{column} = ANY({param})")
+    }
+
+    fn names_calendar(param: &str) -> String {
+        format!("spec::jsonb -> 'calendars' ? {param}")
+    }
 }
 
 store_by_noun!(PostgresStore, Postgres {

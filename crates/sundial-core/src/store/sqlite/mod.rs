@@ -58,44 +58,6 @@ fn db_err(e: sqlx::Error) -> StoreError {
     }
 }
 
-/// SQLite's side of the SQL written once (`store::writes`, `store::reads`).
-impl Dialect for Sqlite {
-    type List<'a> = String;
-    // One writer (`BEGIN IMMEDIATE`): nothing else can change what a write transaction read.
-    const FOR_UPDATE: &'static str = "";
-    const FOR_SHARE: &'static str = "";
-    const WORKER_HANDLERS: &'static str =
-        "SELECT h.value, COUNT(*) FROM workers w, json_each(w.handlers) h WHERE w.state = 'active' GROUP BY h.value";
-
-    fn err(e: sqlx::Error) -> StoreError {
-        db_err(e)
-    }
-
-    fn changed(done: Self::QueryResult) -> u64 {
-        done.rows_affected()
-    }
-
-    fn is_false(column: &str) -> String {
-        format!("{column} = 0")
-    }
-
-    fn in_list(column: &str, param: &str) -> String {
-        format!("{column} IN (SELECT value FROM json_each({param}))")
-    }
-
-    fn list(items: &[String]) -> String {
-        serde_json::to_string(items).expect("strings serialize")
-    }
-
-    fn skip_locked(_table: &str) -> String {
-        String::new()
-    }
-
-    fn names_calendar(param: &str) -> String {
-        format!("EXISTS (SELECT 1 FROM json_each(triggers.spec, '$.calendars') WHERE value = {param})")
-    }
-}
-
 impl SqliteStore {
     /// Opens (creating if missing) the database at `sqlite://path`, and migrates it.
     pub async fn open(url: &str) -> Result<Self> {
@@ -154,6 +116,38 @@ impl SqliteStore {
 /// The lock order's first step on PostgreSQL; SQLite's one writer needs no row locks.
 async fn lock_triggers_of(_tx: &mut Tx, _job_id: &str) -> Result<()> {
     Ok(())
+}
+
+/// SQLite's side of the SQL written once (`store::writes`, `store::reads`).
+impl Dialect for Sqlite {
+    fn err(e: sqlx::Error) -> StoreError {
+        db_err(e)
+    }
+
+    fn changed(done: Self::QueryResult) -> u64 {
+        done.rows_affected()
+    }
+
+    type List<'a> = String;
+    const ROW_LOCKS: bool = false;
+    const WORKER_HANDLERS: &'static str =
+        "SELECT h.value, COUNT(*) FROM workers w, json_each(w.handlers) h WHERE w.state = 'active' GROUP BY h.value";
+
+    fn is_false(column: &str) -> String {
+        format!("{column} = 0")
+    }
+
+    fn list(items: &[String]) -> String {
+        serde_json::to_string(items).expect("strings serialize")
+    }
+
+    fn in_list(column: &str, param: &str) -> String {
+        format!("{column} IN (SELECT value FROM json_each({param}))")
+    }
+
+    fn names_calendar(param: &str) -> String {
+        format!("EXISTS (SELECT 1 FROM json_each(triggers.spec, '$.calendars') WHERE value = {param})")
+    }
 }
 
 store_by_noun!(SqliteStore, Sqlite {
