@@ -417,12 +417,7 @@ where
 
     /// Writes an operator's retry ([`super::plan::operator_retry`]): the run goes back to
     /// `pending`, due now. A paused job's retried run waits for resume like its other pending runs.
-    pub(crate) async fn retry_run(
-        conn: &mut DB::Connection,
-        id: &str,
-        w: &RetryWrite,
-        now: Timestamp,
-    ) -> Result<RunRow> {
+    pub(crate) async fn retry(conn: &mut DB::Connection, id: &str, w: &RetryWrite, now: Timestamp) -> Result<RunRow> {
         let sql = format!(
             "UPDATE runs SET state = 'pending', scheduled_for = $1, max_attempts = $2, reason = $3, note = $5, \
              finished_at = NULL, lease_expires_at = NULL, cancel_requested = FALSE, blocked = FALSE, \

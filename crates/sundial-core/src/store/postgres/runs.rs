@@ -221,7 +221,7 @@ pub(super) async fn retry_many(s: &PostgresStore, ids: &[String], now: Timestamp
                 continue;
             }
         };
-        let row = Shared::retry_run(&mut tx, id, &w, now).await?;
+        let row = Shared::retry(&mut tx, id, &w, now).await?;
         out.push(row.into_run());
     }
     tx.commit().await.map_err(db_err)?;

@@ -127,7 +127,7 @@ async fn retry_in(tx: &mut Tx, id: &str, now: Timestamp) -> Result<RunRow> {
     let row = run_row(tx, id).await?;
     let q = sqlx::query_scalar("SELECT max_attempts FROM jobs WHERE id = ?").bind(&row.job_id);
     let job_max: Option<i64> = q.fetch_optional(&mut **tx).await.map_err(db_err)?;
-    Shared::retry_run(tx, id, &operator_retry(&row, job_max)?, now).await
+    Shared::retry(tx, id, &operator_retry(&row, job_max)?, now).await
 }
 
 /// [`Store::run_prune`].
