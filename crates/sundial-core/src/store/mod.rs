@@ -10,15 +10,16 @@
 //! * `plan` and `fire`: the decisions both backends share, as pure functions with their unit
 //!   tests (submissions and conflicts, run reasons, the fencing check, settlements, stats; turning
 //!   due triggers into runs). A backend reads, calls one, and writes the answer;
-//! * `rows` (row shapes and their domain conversion), `listing` (list queries) and `reads` (the
-//!   simple reads by id, next due times, stats; generic over the database, given the dialect's
-//!   differences): SQL and decoding written once for both;
+//! * `rows` (row shapes and their domain conversion), `listing` (list queries), `reads` (the
+//!   simple reads: by id, lists, next due times, stats) and `writes` (the statements inside write
+//!   transactions whose SQL both dialects share), generic over the database given the dialect's
+//!   differences (`writes::Dialect`): SQL and decoding written once for both;
 //! * [`sqlite`] and [`postgres`]: `mod.rs` (connecting, the transaction type, error mapping, and for
 //!   PostgreSQL the lock order) with the few `Store` methods of its own, the rest delegated by
 //!   `store_by_noun!` (the one table of contents, in this file), plus one
 //!   file of SQL per noun (`jobs.rs`, `triggers.rs` (with backfills), `runs.rs`, `leases.rs`,
 //!   `workers.rs`, `limits.rs`, `calendars.rs`, PostgreSQL's `listener.rs`), named as the
-//!   [`conformance`] suite's files are.
+//!   [`conformance`] suite's files are, holding what the dialect writes differently.
 //!
 //! Methods take `now` from the caller's [`Clock`](crate::clock::Clock) rather than reading the
 //! database clock, so every time-dependent behaviour is testable with a manual clock.
@@ -41,6 +42,7 @@ pub mod postgres;
 mod reads;
 pub(crate) mod rows;
 pub mod sqlite;
+mod writes;
 
 use crate::domain::{Attempt, Job, JobSpec, Lease, Run, RunState, Timestamp, Worker};
 use crate::domain::{
@@ -517,12 +519,23 @@ pub(crate) fn only_item(batch: Result<Vec<Result<Run>>>) -> Result<Run> {
     batch?.pop().unwrap_or_else(|| Err(StoreError::Internal("a batch of one answered nothing".into())))
 }
 
-/// A backend's `impl Store`: the methods it writes itself (`capabilities`, `ping`, and for
-/// PostgreSQL `wakeups`), then every other method delegated to the per-noun module of its
-/// folder (`jobs`, `triggers`, `runs`, `leases`, `workers`, `limits`, `calendars`). The table of contents is written
-/// once here, so the two backends cannot list different things.
+/// A backend's `impl Store` (`$db` is its database): the methods it writes itself
+/// (`capabilities`, `ping`, and for PostgreSQL `wakeups`), then every other method. The table of
+/// contents is written once here, so the two backends cannot list different things; so are the
+/// methods whose steps are the same on both:
+/// * the simple reads, on the shared [`reads::Reader`] (the backend's `reader()`, and
+///   `fresh_reader()` for a read that must see the last commit at once), and the paged lists and
+///   stats series on its pool;
+/// * the single-statement writes, the job writes other than submissions, the backfill and the
+///   calendar writes: the shared statements (`writes::Writes`, as `Shared`) in the backend's
+///   transaction (`begin()`, or `one_write()`), with its few hooks of the same name for what
+///   differs (`lock_triggers_of`, `notify_ready`, `cancel_pending`, `jobs::store_triggers`,
+///   `runs::insert_all`, `calendars::move_triggers`; SQLite's locks and notices are no-ops).
+///
+/// The rest is delegated to the per-noun module of the backend's folder (`jobs`, `triggers`,
+/// `runs`, `leases`, `limits`).
 macro_rules! store_by_noun {
-    ($store:ty { $($own:tt)* }) => {
+    ($store:ty, $db:ty { $($own:tt)* }) => {
         #[async_trait::async_trait]
         impl Store for $store {
             $($own)*
@@ -532,27 +545,63 @@ macro_rules! store_by_noun {
             }
 
             async fn job_get(&self, id: &str, now: Timestamp) -> Result<Job> {
-                jobs::get(self, id, now).await
+                self.reader().job(id, now).await
             }
 
             async fn job_list(&self, f: &JobFilter, now: Timestamp) -> Result<Page<Job>> {
-                jobs::list(self, f, now).await
+                use $crate::store::listing::{job_query, split_page};
+                let reads = self.reader();
+                let mut q = job_query::<$db>(f)?;
+                let mut rows: Vec<JobRow> = q.build_query_as().fetch_all(reads.pool).await.map_err(db_err)?;
+                let next_cursor = split_page(&mut rows, f.limit, |r| (r.created_at, r.id.as_str()));
+                Ok(Page { items: reads.with_triggers(rows, now).await?, next_cursor })
             }
 
             async fn job_update(&self, id: &str, spec: JobSpec, now: Timestamp) -> Result<Job> {
-                jobs::update(self, id, spec, now).await
+                let mut tx = self.begin().await?;
+                lock_triggers_of(&mut tx, id).await?;
+                let was_paused = Shared::replace_job(&mut tx, id, &spec, now).await?;
+                jobs::store_triggers(&mut tx, id, &spec, now).await?;
+                if was_paused != spec.paused {
+                    Shared::hold_runs(&mut tx, &[id.to_string()], spec.paused).await?;
+                }
+                tx.commit().await.map_err(db_err)?;
+                self.job_get(id, now).await
             }
 
             async fn job_delete(&self, id: &str, now: Timestamp) -> Result<()> {
-                jobs::delete(self, id, now).await
+                let mut tx = self.begin().await?;
+                lock_triggers_of(&mut tx, id).await?;
+                Shared::delete_job(&mut tx, id, now).await?;
+                tx.commit().await.map_err(db_err)
             }
 
             async fn job_set_paused(&self, id: &str, paused: bool, now: Timestamp) -> Result<Job> {
-                jobs::set_paused(self, id, paused, now).await
+                let mut tx = self.begin().await?;
+                lock_triggers_of(&mut tx, id).await?;
+                Shared::set_paused(&mut tx, id, paused, now).await?;
+                if !paused {
+                    self.notify_ready(&mut tx).await?;
+                }
+                tx.commit().await.map_err(db_err)?;
+                self.job_get(id, now).await
             }
 
             async fn job_run_now(&self, id: &str, now: Timestamp) -> Result<Run> {
-                jobs::run_now(self, id, now).await
+                let mut tx = self.begin().await?;
+                // The row lock serialises this overlap decision with the schedulers'.
+                let snap = Shared::job_snapshot(&mut tx, id, true).await?;
+                let mut run = NewRun::untriggered(snap, now, false, true);
+                let (pending, running) = Shared::place_untriggered(&mut tx, &mut run).await?;
+                cancel_pending(&mut tx, &pending, us(now)).await?;
+                Shared::request_cancel(&mut tx, &running).await?;
+                runs::insert_all(&mut tx, std::slice::from_ref(&run)).await?;
+                if run.state == RunState::Pending && !run.blocked {
+                    self.notify_ready(&mut tx).await?;
+                }
+                let row = Shared::run_row(&mut tx, &run.id, false).await?;
+                tx.commit().await.map_err(db_err)?;
+                row.ok_or_else(|| StoreError::Internal("run vanished".into()))?.into_run()
             }
 
             async fn trigger_fire_due(&self, now: Timestamp, limit: u32, misfire_threshold: Duration) -> Result<FireReport> {
@@ -560,15 +609,19 @@ macro_rules! store_by_noun {
             }
 
             async fn trigger_next_due(&self) -> Result<Option<Timestamp>> {
-                triggers::next_due(self).await
+                self.reader().next_due().await
             }
 
             async fn run_get(&self, id: &str) -> Result<Run> {
-                runs::get(self, id).await
+                self.reader().run(id).await
             }
 
             async fn run_list(&self, f: &RunFilter) -> Result<Page<Run>> {
-                runs::list(self, f).await
+                use $crate::store::listing::{run_query, split_page};
+                let mut q = run_query::<$db>(f)?;
+                let mut rows: Vec<RunRow> = q.build_query_as().fetch_all(self.reader().pool).await.map_err(db_err)?;
+                let next_cursor = split_page(&mut rows, f.limit, |r| (r.scheduled_for, r.id.as_str()));
+                Ok(Page { items: rows.into_iter().map(RunRow::into_run).collect::<Result<_>>()?, next_cursor })
             }
 
             async fn run_cancel(&self, id: &str, now: Timestamp) -> Result<Run> {
@@ -580,7 +633,7 @@ macro_rules! store_by_noun {
             }
 
             async fn run_attempts(&self, id: &str) -> Result<Vec<Attempt>> {
-                runs::attempts(self, id).await
+                self.reader().attempts(id).await
             }
 
             async fn run_cancel_many(&self, ids: &[String], now: Timestamp) -> Result<Vec<Result<Run>>> {
@@ -614,7 +667,7 @@ macro_rules! store_by_noun {
             }
 
             async fn run_next_pending(&self) -> Result<Option<Timestamp>> {
-                runs::next_pending(self).await
+                self.reader().next_pending().await
             }
 
             async fn run_prune(&self, before: Timestamp, limit: u32) -> Result<u64> {
@@ -629,51 +682,74 @@ macro_rules! store_by_noun {
                 namespaces: Option<&[String]>,
                 now: Timestamp,
             ) -> Result<Worker> {
-                workers::register(self, name, handlers, capacity, namespaces, now).await
+                let mut w = self.one_write().await?;
+                let scope = WorkerScope { handlers: handlers.to_vec(), namespaces: namespaces.map(<[String]>::to_vec) };
+                let id = Shared::insert_worker(&mut w, name, capacity, &scope, now).await?;
+                w.done().await?;
+                self.worker_get(&id).await
             }
 
             async fn worker_get(&self, id: &str) -> Result<Worker> {
-                workers::get(self, id).await
+                self.fresh_reader().worker(id).await
             }
 
             async fn worker_list(&self) -> Result<Vec<Worker>> {
-                workers::list(self).await
+                self.reader().workers().await
             }
 
             async fn worker_deregister(&self, id: &str, now: Timestamp) -> Result<()> {
-                workers::deregister(self, id, now).await
+                let mut w = self.one_write().await?;
+                Shared::drain_worker(&mut w, id, now).await?;
+                w.done().await
             }
 
             async fn worker_forget_dead(&self, before: Timestamp, limit: u32) -> Result<u64> {
-                workers::forget_dead(self, before, limit).await
+                let mut w = self.one_write().await?;
+                let forgotten = Shared::forget_dead(&mut w, before, limit).await?;
+                w.done().await?;
+                Ok(forgotten)
             }
 
             async fn stats(&self, now: Timestamp) -> Result<Stats> {
-                runs::stats(self, now).await
+                self.reader().stats(now).await
             }
 
             async fn stats_runs(&self, q: &RunStatsQuery) -> Result<Vec<RunBucket>> {
-                stats::runs(self, q).await
+                use $crate::store::counts::{finished_query, started_query};
+                let pool = self.reader().pool;
+                let finished = finished_query::<$db>(q).build_query_as().fetch_all(pool).await.map_err(db_err)?;
+                let started = started_query::<$db>(q).build_query_as().fetch_all(pool).await.map_err(db_err)?;
+                Ok($crate::store::plan::run_buckets(q, finished, started))
             }
 
             async fn stats_handlers(&self, namespaces: Option<&[String]>, now: Timestamp) -> Result<Vec<HandlerQueue>> {
-                stats::handlers(self, namespaces, now).await
+                use $crate::store::counts::handler_runs_query;
+                let pool = self.reader().pool;
+                let mut q = handler_runs_query::<$db>(<$db as Dialect>::is_false, namespaces, now);
+                let runs = q.build_query_as().fetch_all(pool).await.map_err(db_err)?;
+                let workers = sqlx::query_as(<$db as Dialect>::WORKER_HANDLERS).fetch_all(pool).await.map_err(db_err)?;
+                Ok($crate::store::plan::handler_queues(runs, workers))
             }
 
             async fn limit_put(&self, key: &LimitKey, bounds: LimitBounds, now: Timestamp) -> Result<LimitDef> {
-                limits::put(self, key, bounds, now).await
+                let mut w = self.one_write().await?;
+                let def = Shared::upsert_limit(&mut w, key, bounds, now).await?;
+                w.done().await?;
+                Ok(def)
             }
 
             async fn limit_defs(&self) -> Result<Vec<LimitDef>> {
-                limits::defs(self).await
+                self.reader().limit_defs().await
             }
 
             async fn limit_delete(&self, key: &LimitKey) -> Result<()> {
-                limits::delete(self, key).await
+                let mut w = self.one_write().await?;
+                Shared::delete_limit(&mut w, key).await?;
+                w.done().await
             }
 
             async fn limit_running(&self, keys: &[String]) -> Result<HashMap<String, u64>> {
-                limits::running(self, keys).await
+                self.reader().limit_running(keys).await
             }
 
             async fn calendar_put(
@@ -682,23 +758,42 @@ macro_rules! store_by_noun {
                 exclude: &[serde_json::Value],
                 now: Timestamp,
             ) -> Result<CalendarDef> {
-                calendars::put(self, calendar, exclude, now).await
+                let mut tx = self.begin().await?;
+                // Triggers first (the lock order).
+                let triggers = Shared::triggers_naming(&mut tx, &calendar.name, now).await?;
+                let row = Shared::upsert_calendar(&mut tx, calendar, exclude, now).await?;
+                let moved = Shared::moved_triggers(&mut tx, &triggers, now).await?;
+                calendars::move_triggers(&mut tx, moved).await?;
+                tx.commit().await.map_err(db_err)?;
+                row.into_def()
             }
 
             async fn calendar_get(&self, name: &str) -> Result<CalendarDef> {
-                calendars::get(self, name).await
+                self.reader().calendar(name).await
             }
 
             async fn calendar_list(&self) -> Result<Vec<CalendarDef>> {
-                calendars::list(self).await
+                self.reader().calendars().await
             }
 
             async fn calendar_delete(&self, name: &str) -> Result<()> {
-                calendars::delete(self, name).await
+                let mut tx = self.begin().await?;
+                Shared::delete_calendar(&mut tx, name).await?;
+                tx.commit().await.map_err(db_err)
             }
 
             async fn job_backfill(&self, id: &str, req: &BackfillRequest, now: Timestamp) -> Result<BackfillOutcome> {
-                triggers::backfill(self, id, req, now).await
+                let mut tx = self.begin().await?;
+                let (actions, paused, due) = Shared::backfill_plan(&mut tx, id, req, now).await?;
+                let created = runs::insert_all(&mut tx, &actions.inserts).await?;
+                cancel_pending(&mut tx, &actions.cancel_pending, us(now)).await?;
+                Shared::request_cancel(&mut tx, &actions.cancel_running).await?;
+                // A paused job's runs are held: nothing to claim yet.
+                if !paused && actions.inserts.iter().any(|r| r.state == RunState::Pending && !r.blocked) {
+                    self.notify_ready(&mut tx).await?;
+                }
+                tx.commit().await.map_err(db_err)?;
+                Ok(BackfillOutcome { created, existing: due - created })
             }
         }
     };

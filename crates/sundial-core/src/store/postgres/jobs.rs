@@ -1,5 +1,6 @@
 //! PostgreSQL: job definitions (group-committed submissions racing other nodes on names and keys,
-//! reads, updates, pauses, deletes, manual runs).
+//! storing an updated job's triggers, counting settled runs toward `pause_after_failures`). The
+//! other job writes are `store_by_noun!`'s, from `store::writes`.
 
 use super::*;
 use crate::store::fire::{calendar_names, unknown_calendar};
@@ -14,7 +15,7 @@ impl PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;
-        Ok(self.jobs_from_rows(rows, now).await?.into_iter().map(|j| (j.id.clone(), j)).collect())
+        Ok(self.reader().with_triggers(rows, now).await?.into_iter().map(|j| (j.id.clone(), j)).collect())
     }
 
     /// One group-commit attempt of [`Store::job_create_many`].
@@ -330,183 +331,9 @@ pub(super) async fn create_many(
         .collect())
 }
 
-/// [`Store::job_get`].
-pub(super) async fn get(s: &PostgresStore, id: &str, now: Timestamp) -> Result<Job> {
-    let row = s.reader().job_row(id).await?;
-    Ok(s.jobs_from_rows(vec![row], now).await?.remove(0))
-}
-
-/// [`Store::job_list`].
-pub(super) async fn list(s: &PostgresStore, f: &JobFilter, now: Timestamp) -> Result<Page<Job>> {
-    let mut q = crate::store::listing::job_query::<Postgres>(f)?;
-    let mut rows: Vec<JobRow> = q.build_query_as().fetch_all(&s.pool).await.map_err(db_err)?;
-    let next_cursor = crate::store::listing::split_page(&mut rows, f.limit, |r| (r.created_at, r.id.as_str()));
-    Ok(Page { items: s.jobs_from_rows(rows, now).await?, next_cursor })
-}
-
-/// [`Store::job_update`].
-pub(super) async fn update(s: &PostgresStore, id: &str, spec: JobSpec, now: Timestamp) -> Result<Job> {
-    let mut tx = s.begin().await?;
-    lock_triggers_of(&mut tx, id).await?;
-    let current: Option<(String, bool)> = sqlx::query_as("SELECT name, paused FROM jobs WHERE id = $1 FOR UPDATE")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_err)?;
-    let (old_name, was_paused) = current.ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
-    let name = spec.name.clone().unwrap_or(old_name);
-    let taken: Option<(String,)> =
-        sqlx::query_as("SELECT id FROM jobs WHERE namespace = $1 AND name = $2 AND id <> $3")
-            .bind(&spec.namespace)
-            .bind(&name)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?;
-    if taken.is_some() {
-        return Err(update_conflict(Taken::Name { name: &name, namespace: &spec.namespace }));
-    }
-    if let Some(key) = &spec.idempotency_key {
-        let taken: Option<(String,)> =
-            sqlx::query_as("SELECT id FROM jobs WHERE namespace = $1 AND idempotency_key = $2 AND id <> $3")
-                .bind(&spec.namespace)
-                .bind(key)
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        if taken.is_some() {
-            return Err(update_conflict(Taken::Key(key)));
-        }
-    }
-    let snap = JobSnapshot::from_spec(id, &spec);
-    sqlx::query(
-        "UPDATE jobs SET namespace = $1, name = $2, handler = $3, payload = $4, priority = $5, \
-         max_attempts = $6, initial_delay_us = $7, max_delay_us = $8, timeout_us = $9, overlap = $10, \
-         paused = $11, idempotency_key = $12, fingerprint = $13, updated_at = $14, limits = $16, \
-         pause_after_failures = $17, paused_reason = CASE WHEN $11 THEN paused_reason END, \
-         failure_streak = CASE WHEN $18 THEN 0 ELSE failure_streak END WHERE id = $15",
-    )
-    .bind(&spec.namespace)
-    .bind(&name)
-    .bind(&snap.handler)
-    .bind(&snap.payload)
-    .bind(snap.priority)
-    .bind(snap.max_attempts)
-    .bind(snap.initial_delay_us)
-    .bind(snap.max_delay_us)
-    .bind(snap.timeout_us)
-    .bind(&snap.overlap)
-    .bind(spec.paused)
-    .bind(&spec.idempotency_key)
-    .bind(spec.fingerprint())
-    .bind(us(now))
-    .bind(id)
-    .bind(&snap.limits)
-    .bind(spec.pause_after_failures.map(i64::from))
-    // A resume clears the server's reason and the count; so does dropping the threshold, as
-    // the count is kept only while one is set.
-    .bind((was_paused && !spec.paused) || spec.pause_after_failures.is_none())
-    .execute(&mut *tx)
-    .await
-    .map_err(db_err)?;
-    sqlx::query("DELETE FROM triggers WHERE job_id = $1").bind(id).execute(&mut *tx).await.map_err(db_err)?;
-    insert_triggers(&mut tx, &[(id, &spec)], now).await?;
-    if was_paused != spec.paused {
-        sqlx::query("UPDATE runs SET held = $1 WHERE job_id = $2 AND state = 'pending' AND NOT manual")
-            .bind(spec.paused)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-    }
-    tx.commit().await.map_err(db_err)?;
-    s.job_get(id, now).await
-}
-
-/// [`Store::job_delete`].
-pub(super) async fn delete(s: &PostgresStore, id: &str, now: Timestamp) -> Result<()> {
-    let mut tx = s.begin().await?;
-    lock_triggers_of(&mut tx, id).await?;
-    let done = sqlx::query("DELETE FROM jobs WHERE id = $1").bind(id).execute(&mut *tx).await.map_err(db_err)?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::NotFound(format!("job {id}")));
-    }
-    sqlx::query("DELETE FROM triggers WHERE job_id = $1").bind(id).execute(&mut *tx).await.map_err(db_err)?;
-    sqlx::query(&format!(
-        "UPDATE runs SET state = 'cancelled', reason = {NOTE_THEN} 'job deleted', finished_at = $1 \
-         WHERE job_id = $2 AND state = 'pending'"
-    ))
-    .bind(us(now))
-    .bind(id)
-    .execute(&mut *tx)
-    .await
-    .map_err(db_err)?;
-    tx.commit().await.map_err(db_err)
-}
-
-/// [`Store::job_set_paused`].
-pub(super) async fn set_paused(s: &PostgresStore, id: &str, paused: bool, now: Timestamp) -> Result<Job> {
-    let mut tx = s.begin().await?;
-    lock_triggers_of(&mut tx, id).await?;
-    // A resume clears the server's reason and resets the count of failed runs in a row.
-    let done = sqlx::query(
-        "UPDATE jobs SET paused = $1, updated_at = $2, paused_reason = CASE WHEN $1 THEN paused_reason END, \
-         failure_streak = CASE WHEN $1 THEN failure_streak ELSE 0 END WHERE id = $3",
-    )
-    .bind(paused)
-    .bind(us(now))
-    .bind(id)
-    .execute(&mut *tx)
-    .await
-    .map_err(db_err)?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::NotFound(format!("job {id}")));
-    }
-    hold_jobs(&mut tx, &[id.to_string()], paused).await?;
-    if !paused {
-        s.notify_ready(&mut tx).await?;
-    }
-    tx.commit().await.map_err(db_err)?;
-    s.job_get(id, now).await
-}
-
-/// [`Store::job_run_now`].
-pub(super) async fn run_now(s: &PostgresStore, id: &str, now: Timestamp) -> Result<Run> {
-    let mut tx = s.begin().await?;
-    // The row lock serialises this overlap decision with the schedulers'.
-    let snap: Option<JobSnapshot> =
-        sqlx::query_as(&format!("SELECT {JOB_SNAPSHOT_COLUMNS} FROM jobs WHERE id = $1 FOR UPDATE"))
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?;
-    let snap = snap.ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
-    let run = insert_untriggered(&mut tx, NewRun::untriggered(snap, now, false, true), us(now)).await?;
-    if run.state == RunState::Pending && !run.blocked {
-        s.notify_ready(&mut tx).await?;
-    }
-    let row = run_row(&mut tx, &run.id, false).await?.ok_or_else(|| StoreError::Internal("run vanished".into()))?;
-    tx.commit().await.map_err(db_err)?;
-    row.into_run()
-}
-
-/// Stops (or restarts) paused (or resumed) jobs' triggers, and holds (or releases) their
-/// pending runs. Manual runs of a paused job still run; everything else waits for resume. The
-/// caller holds the jobs' triggers' and rows' locks.
-async fn hold_jobs(tx: &mut Tx, ids: &[String], paused: bool) -> Result<()> {
-    sqlx::query("UPDATE triggers SET paused = $1 WHERE job_id = ANY($2)")
-        .bind(paused)
-        .bind(ids)
-        .execute(&mut **tx)
-        .await
-        .map_err(db_err)?;
-    sqlx::query("UPDATE runs SET held = $1 WHERE job_id = ANY($2) AND state = 'pending' AND NOT manual")
-        .bind(paused)
-        .bind(ids)
-        .execute(&mut **tx)
-        .await
-        .map_err(db_err)?;
+/// Stores a job's new triggers ([`Store::job_update`]).
+pub(super) async fn store_triggers(tx: &mut Tx, id: &str, spec: &JobSpec, now: Timestamp) -> Result<()> {
+    insert_triggers(tx, &[(id, spec)], now).await?;
     Ok(())
 }
 
@@ -564,7 +391,7 @@ pub(super) async fn count_settled(
     .map_err(db_err)?;
     let paused: Vec<String> = writes.into_iter().filter(|w| w.pause.is_some()).map(|w| w.job_id).collect();
     if !paused.is_empty() {
-        hold_jobs(tx, &paused, true).await?;
+        Shared::hold_jobs(tx, &paused, true).await?;
     }
     Ok(())
 }

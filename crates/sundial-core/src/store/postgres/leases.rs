@@ -86,7 +86,7 @@ pub(super) async fn settle_rows(tx: &mut Tx, items: &[Settle<'_>], now: Timestam
     unblock.sort_unstable();
     unblock.dedup();
     for job_id in unblock {
-        unblock_next(tx, job_id).await?;
+        Shared::unblock_next(tx, job_id).await?;
     }
     Ok(rows.into_iter().map(|r| (r.id.clone(), r)).collect())
 }
@@ -106,19 +106,11 @@ async fn settle_attempts(tx: &mut Tx, items: &[Settle<'_>], settled: &[RunRow], 
     if ids.is_empty() {
         return Ok(());
     }
-    sqlx::query(
-        "UPDATE run_attempts SET finished_at = $1, state = u_state, error = u_error \
-         FROM UNNEST($2::text[], $3::int8[], $4::text[], $5::text[]) AS u(u_id, u_attempt, u_state, u_error) \
-         WHERE run_id = u_id AND attempt = u_attempt",
-    )
-    .bind(us(now))
-    .bind(ids)
-    .bind(attempts)
-    .bind(states)
-    .bind(errors)
-    .execute(&mut **tx)
-    .await
-    .map_err(db_err)?;
+    let sql = "UPDATE run_attempts SET finished_at = $1, state = u_state, error = u_error \
+               FROM UNNEST($2::text[], $3::int8[], $4::text[], $5::text[]) AS u(u_id, u_attempt, u_state, u_error) \
+               WHERE run_id = u_id AND attempt = u_attempt";
+    let q = sqlx::query(sql).bind(us(now)).bind(ids).bind(attempts).bind(states).bind(errors);
+    q.execute(&mut **tx).await.map_err(db_err)?;
     Ok(())
 }
 
@@ -255,7 +247,7 @@ pub(super) async fn heartbeat(
     now: Timestamp,
 ) -> Result<HeartbeatOutcome> {
     let mut tx = s.begin().await?;
-    touch_worker(&mut tx, worker_id, now).await?;
+    Shared::touch_worker(&mut tx, worker_id, now).await?;
     let expires = us(now) + dur_us(lease);
     let mut out = HeartbeatOutcome { lease_expires_at: Some(ts(expires)), ..Default::default() };
     if !held.is_empty() {
@@ -392,77 +384,40 @@ pub(super) async fn complete_many(
     Ok(out.into_iter().map(|o| o.expect("every completion answered")).collect())
 }
 
+/// Settles the runs the reaper picked, ended so: their jobs locked first, or the rows passed
+/// over ([`lock_jobs_or_skip`]), then counted toward `pause_after_failures`. Returns each settled
+/// run's id and new state, in pick order.
+async fn settle_picked(
+    tx: &mut Tx,
+    mut picked: Vec<RunRow>,
+    ended: Ended,
+    now: Timestamp,
+) -> Result<Vec<(String, RunState)>> {
+    let streaks = lock_jobs_or_skip(tx, &mut picked, ended).await?;
+    let order: Vec<String> = picked.iter().map(|r| r.id.clone()).collect();
+    let items: Vec<Settle> = picked.into_iter().map(|row| Settle { row, ended, output: None, error: None }).collect();
+    let mut done = settle_rows(tx, &items, now).await?;
+    let finished: Vec<&RunRow> = order.iter().filter_map(|id| done.get(id)).collect();
+    jobs::count_settled(tx, &streaks, &finished, now).await?;
+    let mut out = Vec::with_capacity(order.len());
+    for id in order {
+        if let Some(r) = done.remove(&id) {
+            out.push((r.id.clone(), r.state()?));
+        }
+    }
+    Ok(out)
+}
+
 /// [`Store::run_reap`].
 pub(super) async fn reap(s: &PostgresStore, p: &ReapParams) -> Result<ReapReport> {
     let mut tx = s.begin().await?;
     let now = us(p.now);
-    let mut report = ReapReport::default();
     // Every pick skips rows another node's reaper holds.
-    let dead: Vec<(String,)> = sqlx::query_as(
-        "UPDATE workers SET state = 'dead' WHERE id IN (SELECT id FROM workers WHERE state = 'active' \
-         AND last_heartbeat < $1 FOR UPDATE SKIP LOCKED) RETURNING id",
-    )
-    .bind(now - dur_us(p.dead_after))
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(db_err)?;
-    report.workers_dead = dead.len() as u64;
-    // A deregistered worker that holds nothing any more is forgotten.
-    sqlx::query(
-        "DELETE FROM workers WHERE id IN (SELECT w.id FROM workers w WHERE w.state = 'draining' \
-         AND w.last_heartbeat < $1 AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.worker_id = w.id \
-         AND r.state = 'running') FOR UPDATE SKIP LOCKED)",
-    )
-    .bind(now - dur_us(p.dead_after))
-    .execute(&mut *tx)
-    .await
-    .map_err(db_err)?;
-    let mut expired: Vec<RunRow> = sqlx::query_as(&format!(
-        "SELECT {RUN_COLUMNS} FROM runs WHERE state = 'running' AND (lease_expires_at < $1 OR worker_id IN \
-         (SELECT id FROM workers WHERE state = 'dead')) ORDER BY lease_expires_at LIMIT $2 \
-         FOR UPDATE OF runs SKIP LOCKED"
-    ))
-    .bind(now)
-    .bind(p.limit as i64)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(db_err)?;
-    let streaks = lock_jobs_or_skip(&mut tx, &mut expired, Ended::LeaseExpired).await?;
-    let order: Vec<String> = expired.iter().map(|r| r.id.clone()).collect();
-    let items: Vec<Settle> =
-        expired.into_iter().map(|row| Settle { row, ended: Ended::LeaseExpired, output: None, error: None }).collect();
-    let mut done = settle_rows(&mut tx, &items, p.now).await?;
-    let finished: Vec<&RunRow> = order.iter().filter_map(|id| done.get(id)).collect();
-    jobs::count_settled(&mut tx, &streaks, &finished, p.now).await?;
-    for id in order {
-        if let Some(r) = done.remove(&id) {
-            report.expired.push((r.id.clone(), r.state()?));
-        }
-    }
-    let mut overrun: Vec<RunRow> = sqlx::query_as(&format!(
-        "SELECT {RUN_COLUMNS} FROM runs WHERE state = 'running' AND timeout_us IS NOT NULL \
-         AND started_at + timeout_us + $1 < $2 LIMIT $3 FOR UPDATE SKIP LOCKED"
-    ))
-    .bind(dur_us(p.timeout_grace))
-    .bind(now)
-    .bind(p.limit as i64)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(db_err)?;
-    let streaks = lock_jobs_or_skip(&mut tx, &mut overrun, Ended::TimeoutOverrun).await?;
-    let order: Vec<String> = overrun.iter().map(|r| r.id.clone()).collect();
-    let items: Vec<Settle> = overrun
-        .into_iter()
-        .map(|row| Settle { row, ended: Ended::TimeoutOverrun, output: None, error: None })
-        .collect();
-    let mut done = settle_rows(&mut tx, &items, p.now).await?;
-    let finished: Vec<&RunRow> = order.iter().filter_map(|id| done.get(id)).collect();
-    jobs::count_settled(&mut tx, &streaks, &finished, p.now).await?;
-    for id in order {
-        if let Some(r) = done.remove(&id) {
-            report.timed_out.push((r.id.clone(), r.state()?));
-        }
-    }
+    let workers_dead = Shared::reap_workers(&mut tx, now - dur_us(p.dead_after)).await?;
+    let picked = Shared::expired_runs(&mut tx, now, p.limit).await?;
+    let expired = settle_picked(&mut tx, picked, Ended::LeaseExpired, p.now).await?;
+    let picked = Shared::overrun_runs(&mut tx, dur_us(p.timeout_grace), now, p.limit).await?;
+    let timed_out = settle_picked(&mut tx, picked, Ended::TimeoutOverrun, p.now).await?;
     tx.commit().await.map_err(db_err)?;
-    Ok(report)
+    Ok(ReapReport { expired, timed_out, workers_dead })
 }

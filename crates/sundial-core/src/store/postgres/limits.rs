@@ -1,13 +1,13 @@
-//! PostgreSQL: limits as stored objects, the claim under flow control, and the fair turns of
-//! new runs. The rules are in [`crate::store::limits`]; why the claim's count is exact across
-//! nodes is written there too.
+//! PostgreSQL: limits: the claim under flow control, and the fair turns of new runs (storing
+//! limits is shared, in `store::writes`). The rules are in [`crate::store::limits`]; why the
+//! claim's count is exact across nodes is written there too.
 
 use super::*;
-use crate::domain::limit::{LimitBounds, LimitDef, LimitKey};
+use crate::domain::limit::LimitBounds;
 use crate::flow::KeyUse;
 use crate::store::limits::{
-    bound_columns, defs_of, fair_key_of, scan_budget, turns, window_floor_us, Candidate, ClaimState, LimitRow,
-    CANDIDATE_COLUMNS, ENDED_KEPT_US, LIMIT_COLUMNS,
+    defs_of, fair_key_of, scan_budget, turns, window_floor_us, Candidate, ClaimState, LimitRow, CANDIDATE_COLUMNS,
+    ENDED_KEPT_US, LIMIT_COLUMNS,
 };
 
 /// The first key of the two-key advisory lock form: sundial's limit keys (the second is the hash
@@ -15,61 +15,6 @@ use crate::store::limits::{
 /// in: two stores in one database (the test suites' schemas) never hold each other's keys back.
 /// A hash collision only makes two keys share a lock.
 const LIMIT_LOCK_CLASS: i32 = 0x5344_4c4b;
-
-/// [`Store::limit_put`].
-pub(super) async fn put(s: &PostgresStore, key: &LimitKey, bounds: LimitBounds, now: Timestamp) -> Result<LimitDef> {
-    let (max_running, rate_count, rate_per_us) = bound_columns(&bounds);
-    let row: LimitRow = sqlx::query_as(&format!(
-        "INSERT INTO limits (key, pattern, max_running, rate_count, rate_per_us, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (key) DO UPDATE SET max_running = EXCLUDED.max_running, \
-         rate_count = EXCLUDED.rate_count, rate_per_us = EXCLUDED.rate_per_us, updated_at = EXCLUDED.updated_at \
-         RETURNING {LIMIT_COLUMNS}"
-    ))
-    .bind(key.as_string())
-    .bind(key.is_pattern())
-    .bind(max_running)
-    .bind(rate_count)
-    .bind(rate_per_us)
-    .bind(us(now))
-    .fetch_one(&s.pool)
-    .await
-    .map_err(db_err)?;
-    row.into_def()
-}
-
-/// [`Store::limit_defs`].
-pub(super) async fn defs(s: &PostgresStore) -> Result<Vec<LimitDef>> {
-    let rows =
-        sqlx::query_as(&format!("SELECT {LIMIT_COLUMNS} FROM limits")).fetch_all(&s.pool).await.map_err(db_err)?;
-    defs_of(rows)
-}
-
-/// [`Store::limit_delete`].
-pub(super) async fn delete(s: &PostgresStore, key: &LimitKey) -> Result<()> {
-    let done = sqlx::query("DELETE FROM limits WHERE key = $1")
-        .bind(key.as_string())
-        .execute(&s.pool)
-        .await
-        .map_err(db_err)?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::NotFound(format!("limit {}", key.as_string())));
-    }
-    Ok(())
-}
-
-/// [`Store::limit_running`].
-pub(super) async fn running(s: &PostgresStore, keys: &[String]) -> Result<HashMap<String, u64>> {
-    if keys.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let rows: Vec<(String, i64)> =
-        sqlx::query_as("SELECT key, COUNT(*) FROM run_limits WHERE key = ANY($1) AND ended_at IS NULL GROUP BY key")
-            .bind(keys)
-            .fetch_all(&s.pool)
-            .await
-            .map_err(db_err)?;
-    Ok(rows.into_iter().map(|(k, n)| (k, n.max(0) as u64)).collect())
-}
 
 /// Claims up to `p.max` due pending runs of `handlers` under flow control, in fair order, and
 /// leases them. Runs another claimer has locked are skipped (`SKIP LOCKED`), and so are runs of

@@ -18,18 +18,15 @@
 
 use super::fire::{fire_actions, JobSnapshot, NewRun, JOB_SNAPSHOT_COLUMNS};
 use super::plan::{
-    holds, lease_of, operator_retry, settle_row, streak_write, submission_vs_existing, update_conflict, Conflict,
-    JobStreak, Taken, NOTE_THEN,
+    holds, lease_of, operator_retry, settle_row, streak_write, submission_vs_existing, Conflict, JobStreak, Taken,
+    NOTE_THEN,
 };
 use super::reads::Reader;
-use super::rows::{
-    dur_us, fresh_job, jobs_with_triggers, trigger_spec_json, ts, us, AttemptRow, JobRow, RunRow, TriggerRow,
-    WorkerScope, ATTEMPT_COLUMNS, JOB_SELECT, RUN_COLUMNS, TRIGGER_COLUMNS,
-};
+use super::rows::{dur_us, fresh_job, trigger_spec_json, ts, us, JobRow, RunRow, WorkerScope, JOB_SELECT, RUN_COLUMNS};
+use super::writes::{Dialect, OneWrite, Writes};
 use super::*;
 use crate::attempt::{attempt_outcome, Ended};
 use crate::domain::{new_id, Lease, Overlap, Trigger};
-use crate::overlap::{decide, superseded_reason, ActiveRuns, Decision};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 use std::collections::{HashMap, HashSet};
@@ -41,17 +38,19 @@ mod leases;
 mod limits;
 mod listener;
 mod runs;
-mod stats;
 mod triggers;
 mod workers;
 
 pub use listener::RunsReadyListener;
 use listener::READY_CHANNEL;
-use runs::{active_runs, cancel_pending, insert_runs, insert_untriggered, request_cancel, run_row, unblock_next};
+use runs::{cancel_pending, insert_runs};
 use triggers::insert_triggers;
 use workers::touch_worker;
 
 type Tx = Transaction<'static, Postgres>;
+
+/// The statements written once for both dialects.
+type Shared = Writes<Postgres>;
 
 /// Connections per node.
 const POOL_SIZE: u32 = 16;
@@ -234,54 +233,40 @@ impl PostgresStore {
 
     /// The shared reads.
     fn reader(&self) -> Reader<'_, Postgres> {
-        Reader { pool: &self.pool, err: db_err, param1: "$1", is_false: |c| format!("NOT {c}") }
+        Reader { pool: &self.pool }
     }
 
-    /// Jobs from their rows, with their triggers.
-    async fn jobs_from_rows(&self, rows: Vec<JobRow>, now: Timestamp) -> Result<Vec<Job>> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-        let sql = format!("SELECT {TRIGGER_COLUMNS} FROM triggers WHERE job_id = ANY($1) ORDER BY job_id, position");
-        let triggers: Vec<TriggerRow> = sqlx::query_as(&sql).bind(ids).fetch_all(&self.pool).await.map_err(db_err)?;
-        jobs_with_triggers(rows, triggers, now)
+    /// The shared reads that must see the last commit at once: one pool serves both.
+    fn fresh_reader(&self) -> Reader<'_, Postgres> {
+        self.reader()
+    }
+
+    /// Where a write of one statement runs: a pooled connection (it commits by itself).
+    async fn one_write(&self) -> Result<OneWrite<Postgres>> {
+        Ok(OneWrite::Pooled(self.pool.acquire().await.map_err(db_err)?))
     }
 }
 
 /// Locks job rows (sorted by id, so concurrent lockers queue instead of deadlocking).
 async fn lock_jobs(tx: &mut Tx, job_ids: &[String]) -> Result<()> {
-    if job_ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query("SELECT id FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-        .bind(job_ids)
-        .execute(&mut **tx)
-        .await
-        .map_err(db_err)?;
-    Ok(())
+    lock_rows(tx, "SELECT id FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE", job_ids).await
 }
 
 /// Locks the triggers of jobs (before their rows: the lock order is triggers, jobs, runs).
 async fn lock_triggers_of_jobs(tx: &mut Tx, job_ids: &[String]) -> Result<()> {
-    if job_ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query("SELECT id FROM triggers WHERE job_id = ANY($1) ORDER BY id FOR UPDATE")
-        .bind(job_ids)
-        .execute(&mut **tx)
-        .await
-        .map_err(db_err)?;
-    Ok(())
+    lock_rows(tx, "SELECT id FROM triggers WHERE job_id = ANY($1) ORDER BY id FOR UPDATE", job_ids).await
 }
 
 /// Locks a job's triggers (before its row: the lock order is triggers, jobs, runs).
 async fn lock_triggers_of(tx: &mut Tx, job_id: &str) -> Result<()> {
-    sqlx::query("SELECT id FROM triggers WHERE job_id = $1 ORDER BY id FOR UPDATE")
-        .bind(job_id)
-        .execute(&mut **tx)
-        .await
-        .map_err(db_err)?;
+    lock_triggers_of_jobs(tx, &[job_id.to_string()]).await
+}
+
+/// Runs a locking read of the rows `sql` picks by the ids bound at `$1` (none: nothing to lock).
+async fn lock_rows(tx: &mut Tx, sql: &str, ids: &[String]) -> Result<()> {
+    if !ids.is_empty() {
+        sqlx::query(sql).bind(ids).execute(&mut **tx).await.map_err(db_err)?;
+    }
     Ok(())
 }
 
@@ -291,7 +276,39 @@ fn sorted_unique(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
-store_by_noun!(PostgresStore {
+/// PostgreSQL's side of the SQL written once (`store::writes`, `store::reads`).
+impl Dialect for Postgres {
+    fn err(e: sqlx::Error) -> StoreError {
+        db_err(e)
+    }
+
+    fn changed(done: Self::QueryResult) -> u64 {
+        done.rows_affected()
+    }
+
+    type List<'a> = &'a [String];
+    const ROW_LOCKS: bool = true;
+    const WORKER_HANDLERS: &'static str = "SELECT h, COUNT(*) FROM workers w, \
+         json_array_elements_text(w.handlers::json) AS h WHERE w.state = 'active' GROUP BY h";
+
+    fn is_false(column: &str) -> String {
+        format!("NOT {column}")
+    }
+
+    fn list(items: &[String]) -> &[String] {
+        items
+    }
+
+    fn in_list(column: &str, param: &str) -> String {
+        format!("{column} = ANY({param})")
+    }
+
+    fn names_calendar(param: &str) -> String {
+        format!("spec::jsonb -> 'calendars' ? {param}")
+    }
+}
+
+store_by_noun!(PostgresStore, Postgres {
     async fn wakeups(&self) -> Result<Option<Box<dyn Wakeups>>> {
         Ok(Some(Box::new(self.listen_runs_ready().await?)))
     }

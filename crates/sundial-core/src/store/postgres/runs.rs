@@ -1,4 +1,5 @@
-//! PostgreSQL: runs (batched inserts with overlap applied, reads, cancels, prunes, counts).
+//! PostgreSQL: runs (batched inserts, batched cancels, operator cancels and retries in the lock
+//! order, prunes).
 
 use super::*;
 
@@ -108,31 +109,6 @@ pub(super) async fn insert_runs<'a>(tx: &mut Tx, runs: impl IntoIterator<Item = 
     Ok(done.rows_affected())
 }
 
-/// The active runs of several jobs, each job's oldest first.
-pub(super) async fn active_runs(tx: &mut Tx, job_ids: &[String]) -> Result<HashMap<String, ActiveRuns>> {
-    let mut out: HashMap<String, ActiveRuns> = job_ids.iter().map(|id| (id.clone(), ActiveRuns::default())).collect();
-    if job_ids.is_empty() {
-        return Ok(out);
-    }
-    let rows: Vec<(String, String, String, bool)> = sqlx::query_as(
-        "SELECT job_id, id, state, blocked FROM runs WHERE job_id = ANY($1) AND state IN ('pending', 'running') \
-         ORDER BY scheduled_for, id",
-    )
-    .bind(job_ids)
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(db_err)?;
-    for (job_id, id, state, blocked) in rows {
-        let a = out.entry(job_id).or_default();
-        match (state.as_str(), blocked) {
-            ("running", _) => a.running.push(id),
-            (_, true) => a.blocked.push(id),
-            _ => a.pending.push(id),
-        }
-    }
-    Ok(out)
-}
-
 /// Cancels pending runs, each with its reason.
 pub(super) async fn cancel_pending(tx: &mut Tx, runs: &[(String, String)], now: i64) -> Result<u64> {
     if runs.is_empty() {
@@ -152,82 +128,9 @@ pub(super) async fn cancel_pending(tx: &mut Tx, runs: &[(String, String)], now: 
     Ok(done.rows_affected())
 }
 
-pub(super) async fn request_cancel(tx: &mut Tx, run_ids: &[String]) -> Result<()> {
-    if run_ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query("UPDATE runs SET cancel_requested = TRUE WHERE id = ANY($1) AND state = 'running'")
-        .bind(run_ids)
-        .execute(&mut **tx)
-        .await
-        .map_err(db_err)?;
-    Ok(())
-}
-
-/// `buffer_one`: when the job has nothing running or claimable left, its waiting run may go.
-/// The caller holds the job's row lock, so a scheduler cannot add a blocked run unseen.
-pub(super) async fn unblock_next(tx: &mut Tx, job_id: &str) -> Result<()> {
-    sqlx::query(
-        "UPDATE runs SET blocked = FALSE WHERE id = (SELECT id FROM runs WHERE job_id = $1 AND state = 'pending' \
-         AND blocked ORDER BY scheduled_for, id LIMIT 1) AND NOT EXISTS (SELECT 1 FROM runs WHERE job_id = $1 \
-         AND (state = 'running' OR (state = 'pending' AND NOT blocked)))",
-    )
-    .bind(job_id)
-    .execute(&mut **tx)
-    .await
-    .map_err(db_err)?;
-    Ok(())
-}
-
-/// Inserts a run that is not from a trigger, applying the job's overlap policy. The caller
-/// holds the job's row lock.
-pub(super) async fn insert_untriggered(tx: &mut Tx, mut run: NewRun, now: i64) -> Result<NewRun> {
-    if run.job.overlap() != Overlap::Allow {
-        let mut active =
-            active_runs(tx, std::slice::from_ref(&run.job.id)).await?.remove(&run.job.id).unwrap_or_default();
-        match decide(run.job.overlap(), &mut active, &run.id) {
-            Decision::Pending { blocked } => run.blocked = blocked,
-            Decision::Skipped(why) => {
-                run.state = RunState::Skipped;
-                run.reason = Some(why);
-            }
-            Decision::Supersede { cancel_pending: p, cancel_running } => {
-                let reason = superseded_reason(&run.id);
-                let p: Vec<(String, String)> = p.into_iter().map(|id| (id, reason.clone())).collect();
-                cancel_pending(tx, &p, now).await?;
-                request_cancel(tx, &cancel_running).await?;
-            }
-        }
-    }
-    insert_runs(tx, [&run]).await?;
-    Ok(run)
-}
-
-pub(super) async fn run_row(tx: &mut Tx, id: &str, lock: bool) -> Result<Option<RunRow>> {
-    let lock = if lock { " FOR UPDATE" } else { "" };
-    sqlx::query_as(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1{lock}"))
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(db_err)
-}
-
-/// [`Store::run_get`].
-pub(super) async fn get(s: &PostgresStore, id: &str) -> Result<Run> {
-    s.reader().run(id).await
-}
-
-/// [`Store::run_list`].
-pub(super) async fn list(s: &PostgresStore, f: &RunFilter) -> Result<Page<Run>> {
-    let mut q = crate::store::listing::run_query::<Postgres>(f)?;
-    let mut rows: Vec<RunRow> = q.build_query_as().fetch_all(&s.pool).await.map_err(db_err)?;
-    let next_cursor = crate::store::listing::split_page(&mut rows, f.limit, |r| (r.scheduled_for, r.id.as_str()));
-    Ok(Page { items: rows.into_iter().map(RunRow::into_run).collect::<Result<_>>()?, next_cursor })
-}
-
-/// [`Store::run_next_pending`].
-pub(super) async fn next_pending(s: &PostgresStore) -> Result<Option<Timestamp>> {
-    s.reader().next_pending().await
+/// Inserts runs (a manual run, a backfill's) as [`insert_runs`] does; returns how many.
+pub(super) async fn insert_all(tx: &mut Tx, runs: &[NewRun]) -> Result<u64> {
+    insert_runs(tx, runs.iter()).await
 }
 
 /// The runs `ids` names, locked in the lock order (their jobs first, sorted, when `lock_job`
@@ -268,12 +171,12 @@ pub(super) async fn cancel_many(s: &PostgresStore, ids: &[String], now: Timestam
             RunState::Pending => {
                 cancel_pending(&mut tx, &[(id.clone(), "cancelled by request".to_string())], us(now)).await?;
                 if row.overlap == Overlap::BufferOne.as_str() {
-                    unblock_next(&mut tx, &row.job_id).await?;
+                    Shared::unblock_next(&mut tx, &row.job_id).await?;
                 }
                 outcome.push(Ok(()));
             }
             RunState::Running => {
-                request_cancel(&mut tx, std::slice::from_ref(id)).await?;
+                Shared::request_cancel(&mut tx, std::slice::from_ref(id)).await?;
                 outcome.push(Ok(()));
             }
             _ => outcome.push(Err(StoreError::AlreadyFinished(id.clone()))),
@@ -318,38 +221,11 @@ pub(super) async fn retry_many(s: &PostgresStore, ids: &[String], now: Timestamp
                 continue;
             }
         };
-        let row: RunRow = sqlx::query_as(&format!(
-            "UPDATE runs SET state = 'pending', scheduled_for = $1, max_attempts = $2, reason = $3, note = $5, finished_at = NULL, \
-             lease_expires_at = NULL, cancel_requested = FALSE, blocked = FALSE, held = NOT manual AND \
-             COALESCE((SELECT j.paused FROM jobs j WHERE j.id = runs.job_id), FALSE) WHERE id = $4 RETURNING {RUN_COLUMNS}"
-        ))
-        .bind(us(now))
-        .bind(w.max_attempts)
-        .bind(&w.reason)
-        .bind(id)
-        .bind(&w.note)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db_err)?;
+        let row = Shared::retry(&mut tx, id, &w, now).await?;
         out.push(row.into_run());
     }
     tx.commit().await.map_err(db_err)?;
     Ok(out)
-}
-
-/// [`Store::run_attempts`].
-pub(super) async fn attempts(s: &PostgresStore, id: &str) -> Result<Vec<Attempt>> {
-    let rows: Vec<AttemptRow> =
-        sqlx::query_as(&format!("SELECT {ATTEMPT_COLUMNS} FROM run_attempts WHERE run_id = $1 ORDER BY attempt"))
-            .bind(id)
-            .fetch_all(&s.pool)
-            .await
-            .map_err(db_err)?;
-    if rows.is_empty() {
-        // Never claimed, or no such run.
-        get(s, id).await?;
-    }
-    rows.into_iter().map(AttemptRow::into_attempt).collect()
 }
 
 /// [`Store::run_prune`].
@@ -365,9 +241,4 @@ pub(super) async fn prune(s: &PostgresStore, before: Timestamp, limit: u32) -> R
     .await
     .map_err(db_err)?;
     Ok(gone as u64)
-}
-
-/// [`Store::stats`].
-pub(super) async fn stats(s: &PostgresStore, now: Timestamp) -> Result<Stats> {
-    s.reader().stats(now).await
 }

@@ -1,8 +1,7 @@
-//! PostgreSQL: triggers (storing them, firing the due ones with `SKIP LOCKED`, the next wake-up).
+//! PostgreSQL: triggers (storing them, firing the due ones with `SKIP LOCKED`).
 
 use super::*;
-use crate::domain::{BackfillOutcome, BackfillRequest};
-use crate::store::fire::{backfill_actions, backfill_due, calendar_names, calendars_of, trigger_ids, unknown_calendar};
+use crate::store::fire::{calendar_names, calendars_of, unknown_calendar};
 
 /// Inserts the triggers of several jobs in one statement; returns them per job id.
 pub(super) async fn insert_triggers(
@@ -12,7 +11,7 @@ pub(super) async fn insert_triggers(
 ) -> Result<HashMap<String, Vec<Trigger>>> {
     let mut out: HashMap<String, Vec<Trigger>> = HashMap::new();
     let names = calendar_names(jobs.iter().flat_map(|(_, spec)| spec.triggers.iter()));
-    let loaded = super::calendars::load(tx, &names, true).await?;
+    let loaded = Shared::calendars(tx, &names, true).await?;
     // The whole batch fails (a caller with several jobs, such as Kafka ingest, then stores them
     // one by one); the API checks names first, so only other entry points get here.
     if let Some(e) = jobs.iter().find_map(|(_, spec)| unknown_calendar(&spec.triggers, &loaded)) {
@@ -41,48 +40,22 @@ pub(super) async fn insert_triggers(
     if ids.is_empty() {
         return Ok(out);
     }
-    sqlx::query(
-        "INSERT INTO triggers (id, job_id, position, spec, next_fire_at, fires, paused) \
-         SELECT u.id, u.job_id, u.position, u.spec, u.next_fire_at, 0, u.paused \
-         FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], $5::int8[], $6::bool[]) \
-         AS u(id, job_id, position, spec, next_fire_at, paused)",
-    )
-    .bind(ids)
-    .bind(job_ids)
-    .bind(positions)
-    .bind(specs)
-    .bind(nexts)
-    .bind(paused)
-    .execute(&mut **tx)
-    .await
-    .map_err(db_err)?;
+    let sql = "INSERT INTO triggers (id, job_id, position, spec, next_fire_at, fires, paused) \
+               SELECT u.id, u.job_id, u.position, u.spec, u.next_fire_at, 0, u.paused \
+               FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], $5::int8[], $6::bool[]) \
+               AS u(id, job_id, position, spec, next_fire_at, paused)";
+    let q = sqlx::query(sql).bind(ids).bind(job_ids).bind(positions).bind(specs).bind(nexts).bind(paused);
+    q.execute(&mut **tx).await.map_err(db_err)?;
     Ok(out)
 }
 
 /// [`Store::trigger_fire_due`].
-pub(super) async fn fire_due(
-    s: &PostgresStore,
-    now: Timestamp,
-    limit: u32,
-    misfire_threshold: Duration,
-) -> Result<FireReport> {
+pub(super) async fn fire_due(s: &PostgresStore, now: Timestamp, limit: u32, misfire: Duration) -> Result<FireReport> {
     let mut tx = s.begin().await?;
-    // Other nodes' schedulers take other due triggers; none waits for another.
-    let triggers: Vec<TriggerRow> = sqlx::query_as(&format!(
-        "SELECT {TRIGGER_COLUMNS} FROM triggers WHERE NOT paused AND next_fire_at IS NOT NULL \
-         AND next_fire_at <= $1 ORDER BY next_fire_at LIMIT $2 FOR UPDATE SKIP LOCKED"
-    ))
-    .bind(us(now))
-    .bind(limit as i64)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(db_err)?;
+    let (triggers, job_ids) = Shared::due_triggers(&mut tx, now, limit).await?;
     if triggers.is_empty() {
         return Ok(FireReport::default());
     }
-    let mut job_ids: Vec<String> = triggers.iter().map(|t| t.job_id.clone()).collect();
-    job_ids.sort_unstable();
-    job_ids.dedup();
     // Jobs with an overlap policy: lock their rows (sorted), so overlap decisions for one job
     // are serial across nodes, and read their active runs after the lock.
     let mut snaps: Vec<JobSnapshot> = sqlx::query_as(&format!(
@@ -100,11 +73,11 @@ pub(super) async fn fire_due(
             .await
             .map_err(db_err)?;
     snaps.extend(allow);
-    let mut active = active_runs(&mut tx, &locked).await?;
+    let mut active = Shared::active_runs(&mut tx, &locked).await?;
     let jobs: HashMap<String, JobSnapshot> = snaps.into_iter().map(|s| (s.id.clone(), s)).collect();
     let specs = triggers.iter().map(|t| t.spec()).collect::<Result<Vec<_>>>()?;
-    let calendars = super::calendars::load(&mut tx, &calendar_names(&specs), false).await?;
-    let mut actions = fire_actions(&triggers, &jobs, &mut active, &calendars, now, misfire_threshold)?;
+    let calendars = Shared::calendars(&mut tx, &calendar_names(&specs), false).await?;
+    let mut actions = fire_actions(&triggers, &jobs, &mut active, &calendars, now, misfire)?;
     if !actions.advances.is_empty() {
         let (mut ids, mut old, mut new, mut added) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for a in &actions.advances {
@@ -135,74 +108,10 @@ pub(super) async fn fire_due(
         .await?;
     }
     cancel_pending(&mut tx, &actions.cancel_pending, us(now)).await?;
-    request_cancel(&mut tx, &actions.cancel_running).await?;
+    Shared::request_cancel(&mut tx, &actions.cancel_running).await?;
     if actions.inserts.iter().any(|r| r.state == RunState::Pending && !r.blocked) {
         s.notify_ready(&mut tx).await?;
     }
     tx.commit().await.map_err(db_err)?;
     Ok(actions.report())
-}
-
-/// [`Store::trigger_next_due`].
-pub(super) async fn next_due(s: &PostgresStore) -> Result<Option<Timestamp>> {
-    s.reader().next_due().await
-}
-
-/// [`Store::job_backfill`].
-pub(super) async fn backfill(
-    s: &PostgresStore,
-    id: &str,
-    req: &BackfillRequest,
-    now: Timestamp,
-) -> Result<BackfillOutcome> {
-    let mut tx = s.begin().await?;
-    let policy = req.overlap.unwrap_or_default();
-    // The lock order: triggers (read only here, not locked), then the job; its row is locked
-    // only when overlap decisions need its active runs, as on the fire path.
-    let triggers: Vec<TriggerRow> =
-        sqlx::query_as(&format!("SELECT {TRIGGER_COLUMNS} FROM triggers WHERE job_id = $1 ORDER BY position"))
-            .bind(id)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_err)?;
-    let lock = if policy == Overlap::Allow { "" } else { " FOR UPDATE" };
-    let job: Option<JobSnapshot> =
-        sqlx::query_as(&format!("SELECT {JOB_SNAPSHOT_COLUMNS} FROM jobs WHERE id = $1{lock}"))
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?;
-    let job = job.ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
-    let (paused, updated_at): (bool, i64) = sqlx::query_as("SELECT paused, updated_at FROM jobs WHERE id = $1")
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db_err)?;
-    let specs = triggers.iter().map(|t| t.spec()).collect::<Result<Vec<_>>>()?;
-    let calendars = super::calendars::load(&mut tx, &calendar_names(&specs), false).await?;
-    let due = backfill_due(&triggers, &calendars, req, ts(updated_at), now)?;
-    let existing: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT trigger_id, fire_time FROM runs WHERE trigger_id = ANY($1) AND fire_time >= $2 AND fire_time < $3",
-    )
-    .bind(trigger_ids(&due))
-    .bind(us(req.from))
-    .bind(us(req.until))
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(db_err)?;
-    let existing: HashSet<(String, i64)> = existing.into_iter().collect();
-    let active = if policy == Overlap::Allow {
-        ActiveRuns::default()
-    } else {
-        active_runs(&mut tx, &[id.to_string()]).await?.remove(id).unwrap_or_default()
-    };
-    let (actions, _) = backfill_actions(&job, paused, &due, &existing, policy, active, now);
-    let created = insert_runs(&mut tx, actions.inserts.iter()).await?;
-    cancel_pending(&mut tx, &actions.cancel_pending, us(now)).await?;
-    request_cancel(&mut tx, &actions.cancel_running).await?;
-    if !paused && actions.inserts.iter().any(|r| r.state == RunState::Pending && !r.blocked) {
-        s.notify_ready(&mut tx).await?;
-    }
-    tx.commit().await.map_err(db_err)?;
-    Ok(BackfillOutcome { created, existing: due.len() as u64 - created })
 }

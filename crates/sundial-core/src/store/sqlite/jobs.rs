@@ -1,5 +1,6 @@
-//! SQLite: job definitions (submissions with their idempotency and name decisions, reads, updates,
-//! pauses, deletes, manual runs).
+//! SQLite: job definitions (submissions with their idempotency and name decisions, storing an
+//! updated job's triggers, counting settled runs toward `pause_after_failures`). The other job
+//! writes are `store_by_noun!`'s, from `store::writes`.
 
 use super::*;
 
@@ -165,174 +166,11 @@ pub(super) async fn create_many(
     Ok(out)
 }
 
-/// [`Store::job_get`].
-pub(super) async fn get(s: &SqliteStore, id: &str, now: Timestamp) -> Result<Job> {
-    let row = s.reader(&s.read).job_row(id).await?;
-    Ok(s.jobs_from_rows(vec![row], now).await?.remove(0))
-}
-
-/// [`Store::job_list`].
-pub(super) async fn list(s: &SqliteStore, f: &JobFilter, now: Timestamp) -> Result<Page<Job>> {
-    let mut q = crate::store::listing::job_query::<Sqlite>(f)?;
-    let mut rows: Vec<JobRow> = q.build_query_as().fetch_all(&s.read).await.map_err(db_err)?;
-    let next_cursor = crate::store::listing::split_page(&mut rows, f.limit, |r| (r.created_at, r.id.as_str()));
-    Ok(Page { items: s.jobs_from_rows(rows, now).await?, next_cursor })
-}
-
-/// [`Store::job_update`].
-pub(super) async fn update(s: &SqliteStore, id: &str, spec: JobSpec, now: Timestamp) -> Result<Job> {
-    let mut tx = s.begin().await?;
-    let current: Option<(String, bool)> = sqlx::query_as("SELECT name, paused FROM jobs WHERE id = ?")
-        .bind(id)
-        .fetch_optional(&mut *tx)
+/// Stores a job's new triggers ([`Store::job_update`]).
+pub(super) async fn store_triggers(tx: &mut Tx, id: &str, spec: &JobSpec, now: Timestamp) -> Result<()> {
+    let triggers = new_triggers(tx, spec, now).await?;
+    insert_triggers(tx, &triggers.iter().enumerate().map(|(pos, t)| (id, spec.paused, pos, t)).collect::<Vec<_>>())
         .await
-        .map_err(db_err)?;
-    let (old_name, was_paused) = current.ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
-    let name = spec.name.clone().unwrap_or(old_name);
-    let taken: Option<(String,)> = sqlx::query_as("SELECT id FROM jobs WHERE namespace = ? AND name = ? AND id != ?")
-        .bind(&spec.namespace)
-        .bind(&name)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_err)?;
-    if taken.is_some() {
-        return Err(update_conflict(Taken::Name { name: &name, namespace: &spec.namespace }));
-    }
-    if let Some(key) = &spec.idempotency_key {
-        let taken: Option<(String,)> =
-            sqlx::query_as("SELECT id FROM jobs WHERE namespace = ? AND idempotency_key = ? AND id != ?")
-                .bind(&spec.namespace)
-                .bind(key)
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        if taken.is_some() {
-            return Err(update_conflict(Taken::Key(key)));
-        }
-    }
-    let snap = JobSnapshot::from_spec(id, &spec);
-    sqlx::query(
-        "UPDATE jobs SET namespace = ?, name = ?, handler = ?, payload = ?, priority = ?, max_attempts = ?, \
-         initial_delay_us = ?, max_delay_us = ?, timeout_us = ?, overlap = ?, paused = ?, idempotency_key = ?, \
-         fingerprint = ?, updated_at = ?, limits = ?, pause_after_failures = ?, \
-         paused_reason = CASE WHEN ? THEN paused_reason END, failure_streak = CASE WHEN ? THEN 0 ELSE failure_streak END \
-         WHERE id = ?",
-    )
-    .bind(&spec.namespace)
-    .bind(&name)
-    .bind(&snap.handler)
-    .bind(&snap.payload)
-    .bind(snap.priority)
-    .bind(snap.max_attempts)
-    .bind(snap.initial_delay_us)
-    .bind(snap.max_delay_us)
-    .bind(snap.timeout_us)
-    .bind(&snap.overlap)
-    .bind(spec.paused)
-    .bind(&spec.idempotency_key)
-    .bind(spec.fingerprint())
-    .bind(us(now))
-    .bind(&snap.limits)
-    .bind(spec.pause_after_failures.map(i64::from))
-    // A resume clears the server's reason and the count; so does dropping the threshold, as
-    // the count is kept only while one is set.
-    .bind(spec.paused)
-    .bind((was_paused && !spec.paused) || spec.pause_after_failures.is_none())
-    .bind(id)
-    .execute(&mut *tx)
-    .await
-    .map_err(db_err)?;
-    sqlx::query("DELETE FROM triggers WHERE job_id = ?").bind(id).execute(&mut *tx).await.map_err(db_err)?;
-    let triggers = new_triggers(&mut tx, &spec, now).await?;
-    let rows: Vec<_> = triggers.iter().enumerate().map(|(pos, t)| (id, spec.paused, pos, t)).collect();
-    insert_triggers(&mut tx, &rows).await?;
-    if was_paused != spec.paused {
-        sqlx::query("UPDATE runs SET held = ? WHERE job_id = ? AND state = 'pending' AND manual = 0")
-            .bind(spec.paused)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-    }
-    tx.commit().await.map_err(db_err)?;
-    s.job_get(id, now).await
-}
-
-/// [`Store::job_delete`].
-pub(super) async fn delete(s: &SqliteStore, id: &str, now: Timestamp) -> Result<()> {
-    let mut tx = s.begin().await?;
-    let done = sqlx::query("DELETE FROM jobs WHERE id = ?").bind(id).execute(&mut *tx).await.map_err(db_err)?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::NotFound(format!("job {id}")));
-    }
-    sqlx::query("DELETE FROM triggers WHERE job_id = ?").bind(id).execute(&mut *tx).await.map_err(db_err)?;
-    sqlx::query(&format!(
-        "UPDATE runs SET state = 'cancelled', reason = {NOTE_THEN} 'job deleted', finished_at = ? \
-         WHERE job_id = ? AND state = 'pending'"
-    ))
-    .bind(us(now))
-    .bind(id)
-    .execute(&mut *tx)
-    .await
-    .map_err(db_err)?;
-    tx.commit().await.map_err(db_err)
-}
-
-/// [`Store::job_set_paused`].
-pub(super) async fn set_paused(s: &SqliteStore, id: &str, paused: bool, now: Timestamp) -> Result<Job> {
-    let mut tx = s.begin().await?;
-    // A resume clears the server's reason and resets the count of failed runs in a row.
-    let done = sqlx::query(
-        "UPDATE jobs SET paused = ?1, updated_at = ?2, paused_reason = CASE WHEN ?1 THEN paused_reason END, \
-         failure_streak = CASE WHEN ?1 THEN failure_streak ELSE 0 END WHERE id = ?3",
-    )
-    .bind(paused)
-    .bind(us(now))
-    .bind(id)
-    .execute(&mut *tx)
-    .await
-    .map_err(db_err)?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::NotFound(format!("job {id}")));
-    }
-    hold_job(&mut tx, id, paused).await?;
-    tx.commit().await.map_err(db_err)?;
-    s.job_get(id, now).await
-}
-
-/// [`Store::job_run_now`].
-pub(super) async fn run_now(s: &SqliteStore, id: &str, now: Timestamp) -> Result<Run> {
-    let mut tx = s.begin().await?;
-    let snap: Option<JobSnapshot> = sqlx::query_as(&format!("SELECT {JOB_SNAPSHOT_COLUMNS} FROM jobs WHERE id = ?"))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_err)?;
-    let snap = snap.ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
-    let run = insert_untriggered(&mut tx, NewRun::untriggered(snap, now, false, true), us(now)).await?;
-    let row = run_row(&mut tx, &run.id).await?.ok_or_else(|| StoreError::Internal("run vanished".into()))?;
-    tx.commit().await.map_err(db_err)?;
-    row.into_run()
-}
-
-/// Stops (or restarts) a paused (or resumed) job's triggers, and holds (or releases) its
-/// pending runs. Manual runs of a paused job still run; everything else waits for resume.
-async fn hold_job(tx: &mut Tx, id: &str, paused: bool) -> Result<()> {
-    sqlx::query("UPDATE triggers SET paused = ? WHERE job_id = ?")
-        .bind(paused)
-        .bind(id)
-        .execute(&mut **tx)
-        .await
-        .map_err(db_err)?;
-    sqlx::query("UPDATE runs SET held = ? WHERE job_id = ? AND state = 'pending' AND manual = 0")
-        .bind(paused)
-        .bind(id)
-        .execute(&mut **tx)
-        .await
-        .map_err(db_err)?;
-    Ok(())
 }
 
 /// Counts a settled run toward its job's `pause_after_failures` ([`streak_write`]), pausing the
@@ -364,7 +202,7 @@ pub(super) async fn count_settled(tx: &mut Tx, run: &RunRow, now: Timestamp) -> 
     .await
     .map_err(db_err)?;
     if w.pause.is_some() {
-        hold_job(tx, &w.job_id, true).await?;
+        Shared::hold_jobs(tx, std::slice::from_ref(&w.job_id), true).await?;
     }
     Ok(())
 }

@@ -47,7 +47,7 @@ pub(super) async fn apply_settlement(
         jobs::count_settled(tx, run, now).await?;
     }
     if updated.is_some() && row.overlap == Overlap::BufferOne.as_str() {
-        unblock_next(tx, &row.job_id).await?;
+        Shared::unblock_next(tx, &row.job_id).await?;
     }
     Ok(updated)
 }
@@ -108,7 +108,7 @@ pub(super) async fn heartbeat(
     now: Timestamp,
 ) -> Result<HeartbeatOutcome> {
     let mut tx = s.begin().await?;
-    touch_worker(&mut tx, worker_id, now).await?;
+    Shared::touch_worker(&mut tx, worker_id, now).await?;
     let expires = us(now) + dur_us(lease);
     let mut out = HeartbeatOutcome { lease_expires_at: Some(ts(expires)), ..Default::default() };
     let sql = format!("UPDATE runs SET lease_expires_at = ? WHERE {FENCE} RETURNING cancel_requested");
@@ -139,7 +139,7 @@ pub(super) async fn complete_many(
     let mut tx = s.begin().await?;
     let mut out = Vec::with_capacity(completions.len());
     for c in completions {
-        let Some(row) = run_row(&mut tx, &c.lease.run_id).await? else {
+        let Some(row) = Shared::run_row(&mut tx, &c.lease.run_id, false).await? else {
             out.push(Err(StoreError::NotFound(format!("run {}", c.lease.run_id))));
             continue;
         };
@@ -161,47 +161,15 @@ pub(super) async fn complete_many(
 pub(super) async fn reap(s: &SqliteStore, p: &ReapParams) -> Result<ReapReport> {
     let mut tx = s.begin().await?;
     let now = us(p.now);
-    let mut report = ReapReport::default();
-    let dead: Vec<(String,)> =
-        sqlx::query_as("UPDATE workers SET state = 'dead' WHERE state = 'active' AND last_heartbeat < ? RETURNING id")
-            .bind(now - dur_us(p.dead_after))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_err)?;
-    report.workers_dead = dead.len() as u64;
-    // A deregistered worker that holds nothing any more is forgotten.
-    sqlx::query(
-        "DELETE FROM workers WHERE state = 'draining' AND last_heartbeat < ? AND NOT EXISTS \
-         (SELECT 1 FROM runs r WHERE r.worker_id = workers.id AND r.state = 'running')",
-    )
-    .bind(now - dur_us(p.dead_after))
-    .execute(&mut *tx)
-    .await
-    .map_err(db_err)?;
-    let expired: Vec<RunRow> = sqlx::query_as(&format!(
-        "SELECT {RUN_COLUMNS} FROM runs WHERE state = 'running' AND (lease_expires_at < ?1 OR worker_id IN \
-         (SELECT id FROM workers WHERE state = 'dead')) ORDER BY lease_expires_at LIMIT ?2"
-    ))
-    .bind(now)
-    .bind(p.limit as i64)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(db_err)?;
+    let workers_dead = Shared::reap_workers(&mut tx, now - dur_us(p.dead_after)).await?;
+    let mut report = ReapReport { workers_dead, ..Default::default() };
+    let expired = Shared::expired_runs(&mut tx, now, p.limit).await?;
     for row in &expired {
         if let Some(r) = apply_settlement(&mut tx, row, Ended::LeaseExpired, None, None, p.now).await? {
             report.expired.push((r.id.clone(), r.state()?));
         }
     }
-    let overrun: Vec<RunRow> = sqlx::query_as(&format!(
-        "SELECT {RUN_COLUMNS} FROM runs WHERE state = 'running' AND timeout_us IS NOT NULL \
-         AND started_at + timeout_us + ?1 < ?2 LIMIT ?3"
-    ))
-    .bind(dur_us(p.timeout_grace))
-    .bind(now)
-    .bind(p.limit as i64)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(db_err)?;
+    let overrun = Shared::overrun_runs(&mut tx, dur_us(p.timeout_grace), now, p.limit).await?;
     for row in &overrun {
         if let Some(r) = apply_settlement(&mut tx, row, Ended::TimeoutOverrun, None, None, p.now).await? {
             report.timed_out.push((r.id.clone(), r.state()?));

@@ -1,78 +1,17 @@
-//! SQLite: limits as stored objects, the claim under flow control, and the fair turns of new
-//! runs. The rules are in [`crate::store::limits`]. SQLite has one writer (`BEGIN IMMEDIATE`),
-//! so the claim's counts cannot change under it: no per-key lock is needed.
+//! SQLite: limits: the claim under flow control, and the fair turns of new runs (storing limits
+//! is shared, in `store::writes`). The rules are in [`crate::store::limits`]. SQLite has one
+//! writer (`BEGIN IMMEDIATE`), so the claim's counts cannot change under it: no per-key lock is
+//! needed.
 
 use super::*;
-use crate::domain::limit::{LimitBounds, LimitDef, LimitKey};
 use crate::flow::KeyUse;
 use crate::store::limits::{
-    bound_columns, defs_of, fair_key_of, scan_budget, turns, window_floor_us, Candidate, ClaimState, LimitRow,
-    CANDIDATE_COLUMNS, ENDED_KEPT_US, LIMIT_COLUMNS,
+    defs_of, fair_key_of, scan_budget, turns, window_floor_us, Candidate, ClaimState, LimitRow, CANDIDATE_COLUMNS,
+    ENDED_KEPT_US, LIMIT_COLUMNS,
 };
 
 fn json(v: &impl serde::Serialize) -> String {
     serde_json::to_string(v).expect("serializes")
-}
-
-/// [`Store::limit_put`].
-pub(super) async fn put(s: &SqliteStore, key: &LimitKey, bounds: LimitBounds, now: Timestamp) -> Result<LimitDef> {
-    let (max_running, rate_count, rate_per_us) = bound_columns(&bounds);
-    let mut tx = s.begin().await?;
-    let row: LimitRow = sqlx::query_as(&format!(
-        "INSERT INTO limits (key, pattern, max_running, rate_count, rate_per_us, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) ON CONFLICT (key) DO UPDATE SET max_running = excluded.max_running, \
-         rate_count = excluded.rate_count, rate_per_us = excluded.rate_per_us, updated_at = excluded.updated_at \
-         RETURNING {LIMIT_COLUMNS}"
-    ))
-    .bind(key.as_string())
-    .bind(key.is_pattern())
-    .bind(max_running)
-    .bind(rate_count)
-    .bind(rate_per_us)
-    .bind(us(now))
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(db_err)?;
-    tx.commit().await.map_err(db_err)?;
-    row.into_def()
-}
-
-/// [`Store::limit_defs`].
-pub(super) async fn defs(s: &SqliteStore) -> Result<Vec<LimitDef>> {
-    let rows =
-        sqlx::query_as(&format!("SELECT {LIMIT_COLUMNS} FROM limits")).fetch_all(&s.read).await.map_err(db_err)?;
-    defs_of(rows)
-}
-
-/// [`Store::limit_delete`].
-pub(super) async fn delete(s: &SqliteStore, key: &LimitKey) -> Result<()> {
-    let mut tx = s.begin().await?;
-    let done = sqlx::query("DELETE FROM limits WHERE key = ?")
-        .bind(key.as_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-    tx.commit().await.map_err(db_err)?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::NotFound(format!("limit {}", key.as_string())));
-    }
-    Ok(())
-}
-
-/// [`Store::limit_running`].
-pub(super) async fn running(s: &SqliteStore, keys: &[String]) -> Result<HashMap<String, u64>> {
-    if keys.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT key, COUNT(*) FROM run_limits WHERE key IN (SELECT value FROM json_each(?)) AND ended_at IS NULL \
-         GROUP BY key",
-    )
-    .bind(json(&keys))
-    .fetch_all(&s.read)
-    .await
-    .map_err(db_err)?;
-    Ok(rows.into_iter().map(|(k, n)| (k, n.max(0) as u64)).collect())
 }
 
 /// Claims up to `p.max` due pending runs of `handlers` under flow control, in fair order, and

@@ -7,18 +7,14 @@
 
 use super::fire::{fire_actions, JobSnapshot, NewRun, JOB_SNAPSHOT_COLUMNS};
 use super::plan::{
-    holds, lease_of, operator_retry, settle_row, streak_write, submission_vs_existing, update_conflict, JobStreak,
-    Taken, NOTE_THEN,
+    holds, lease_of, operator_retry, settle_row, streak_write, submission_vs_existing, JobStreak, Taken, NOTE_THEN,
 };
 use super::reads::Reader;
-use super::rows::{
-    dur_us, fresh_job, jobs_with_triggers, trigger_spec_json, ts, us, AttemptRow, JobRow, RunRow, TriggerRow,
-    WorkerScope, ATTEMPT_COLUMNS, RUN_COLUMNS, TRIGGER_COLUMNS,
-};
+use super::rows::{dur_us, fresh_job, trigger_spec_json, ts, us, JobRow, RunRow, WorkerScope, RUN_COLUMNS};
+use super::writes::{Dialect, OneWrite, Writes};
 use super::*;
 use crate::attempt::{attempt_outcome, Ended};
 use crate::domain::{new_id, Lease, Overlap, Trigger};
-use crate::overlap::{decide, superseded_reason, ActiveRuns, Decision};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
 use std::collections::HashMap;
@@ -29,17 +25,17 @@ mod jobs;
 mod leases;
 mod limits;
 mod runs;
-mod stats;
 mod triggers;
 mod workers;
 
-use runs::{
-    active_runs, cancel_pending, insert_runs, insert_untriggered, request_cancel, run_row, unblock_next, INSERT_CHUNK,
-};
+use runs::{cancel_pending, insert_runs, INSERT_CHUNK};
 use triggers::{insert_triggers, new_triggers};
 use workers::touch_worker;
 
 type Tx = Transaction<'static, Sqlite>;
+
+/// The statements written once for both dialects.
+type Shared = Writes<Sqlite>;
 
 /// The SQLite-backed [`Store`].
 #[derive(Debug, Clone)]
@@ -94,31 +90,67 @@ impl SqliteStore {
         self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)
     }
 
-    /// The shared reads, on `pool` (the reader pool, or the writer where a read must see the
-    /// writer's last commit at once).
-    fn reader<'a>(&'a self, pool: &'a SqlitePool) -> Reader<'a, Sqlite> {
-        Reader { pool, err: db_err, param1: "?", is_false: |c| format!("{c} = 0") }
+    /// Other nodes' "runs ready" notice on PostgreSQL; SQLite serves one node, whose in-process
+    /// signals cover every change.
+    async fn notify_ready(&self, _tx: &mut Tx) -> Result<()> {
+        Ok(())
     }
 
-    /// Jobs from their rows, with their triggers.
-    async fn jobs_from_rows(&self, rows: Vec<JobRow>, now: Timestamp) -> Result<Vec<Job>> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-        let triggers: Vec<TriggerRow> = sqlx::query_as(&format!(
-            "SELECT {TRIGGER_COLUMNS} FROM triggers WHERE job_id IN (SELECT value FROM json_each(?)) \
-             ORDER BY job_id, position"
-        ))
-        .bind(serde_json::to_string(&ids).expect("ids serialize"))
-        .fetch_all(&self.read)
-        .await
-        .map_err(db_err)?;
-        jobs_with_triggers(rows, triggers, now)
+    /// Where a write of one statement runs: a transaction, queued behind the other writers.
+    async fn one_write(&self) -> Result<OneWrite<Sqlite>> {
+        Ok(OneWrite::Tx(self.begin().await?))
+    }
+
+    /// The shared reads, on the reader pool.
+    fn reader(&self) -> Reader<'_, Sqlite> {
+        Reader { pool: &self.read }
+    }
+
+    /// The shared reads on the writer, for a read that must see the writer's last commit at once
+    /// (a worker just registered).
+    fn fresh_reader(&self) -> Reader<'_, Sqlite> {
+        Reader { pool: &self.write }
     }
 }
 
-store_by_noun!(SqliteStore {
+/// The lock order's first step on PostgreSQL; SQLite's one writer needs no row locks.
+async fn lock_triggers_of(_tx: &mut Tx, _job_id: &str) -> Result<()> {
+    Ok(())
+}
+
+/// SQLite's side of the SQL written once (`store::writes`, `store::reads`).
+impl Dialect for Sqlite {
+    fn err(e: sqlx::Error) -> StoreError {
+        db_err(e)
+    }
+
+    fn changed(done: Self::QueryResult) -> u64 {
+        done.rows_affected()
+    }
+
+    type List<'a> = String;
+    const ROW_LOCKS: bool = false;
+    const WORKER_HANDLERS: &'static str =
+        "SELECT h.value, COUNT(*) FROM workers w, json_each(w.handlers) h WHERE w.state = 'active' GROUP BY h.value";
+
+    fn is_false(column: &str) -> String {
+        format!("{column} = 0")
+    }
+
+    fn list(items: &[String]) -> String {
+        serde_json::to_string(items).expect("strings serialize")
+    }
+
+    fn in_list(column: &str, param: &str) -> String {
+        format!("{column} IN (SELECT value FROM json_each({param}))")
+    }
+
+    fn names_calendar(param: &str) -> String {
+        format!("EXISTS (SELECT 1 FROM json_each(triggers.spec, '$.calendars') WHERE value = {param})")
+    }
+}
+
+store_by_noun!(SqliteStore, Sqlite {
     fn capabilities(&self) -> Capabilities {
         Capabilities { multi_node: false }
     }
