@@ -50,20 +50,33 @@ pub(super) async fn claim_rows(tx: &mut Tx, p: &ClaimParams, scope: &WorkerScope
             .await
             .map_err(db_err)?;
             let governed = st.resolve(unknown, &defs_of(rows)?);
-            let mut held = Vec::with_capacity(governed.len());
-            for (k, b) in governed {
-                let (r, s): (i64, i64) = sqlx::query_as(
-                    "SELECT (SELECT COUNT(*) FROM run_limits WHERE key = ?1 AND (ended_at IS NULL OR ended_at > ?3)), \
-                     (SELECT COUNT(*) FROM limit_starts WHERE key = ?1 AND started_at > ?2)",
-                )
-                .bind(&k)
-                .bind(window_floor_us(&b, p.now))
-                .bind(us(p.now))
-                .fetch_one(&mut **tx)
-                .await
-                .map_err(db_err)?;
-                held.push((k, b, KeyUse { running: r.max(0) as u64, recent_starts: s.max(0) as u64 }));
-            }
+            // One statement for all the page's governed keys (`floors[i]` is key i's window).
+            let keys: Vec<&str> = governed.iter().map(|(k, _)| k.as_str()).collect();
+            let floors: Vec<i64> = governed.iter().map(|(_, b)| window_floor_us(b, p.now)).collect();
+            let counts: Vec<(String, i64, i64)> = sqlx::query_as(
+                "SELECT k.value, \
+                 (SELECT COUNT(*) FROM run_limits WHERE key = k.value AND (ended_at IS NULL OR ended_at > ?3)), \
+                 (SELECT COUNT(*) FROM limit_starts WHERE key = k.value \
+                  AND started_at > json_extract(?2, '$[' || k.key || ']')) \
+                 FROM json_each(?1) AS k",
+            )
+            .bind(json(&keys))
+            .bind(json(&floors))
+            .bind(us(p.now))
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db_err)?;
+            let counts: HashMap<String, KeyUse> = counts
+                .into_iter()
+                .map(|(k, r, s)| (k, KeyUse { running: r.max(0) as u64, recent_starts: s.max(0) as u64 }))
+                .collect();
+            let held = governed
+                .into_iter()
+                .map(|(k, b)| {
+                    let u = counts.get(&k).copied().unwrap_or_default();
+                    (k, b, u)
+                })
+                .collect();
             st.counted(held, Vec::new());
         }
         let claimed = st.admit_page(&page, p.max) as usize;
@@ -111,9 +124,10 @@ async fn write_plan(tx: &mut Tx, st: &ClaimState, p: &ClaimParams) -> Result<Vec
             .await
             .map_err(db_err)?;
     }
-    for key in st.locked_keys() {
-        sqlx::query("DELETE FROM run_limits WHERE key = ? AND ended_at <= ?")
-            .bind(key)
+    let locked = st.locked_keys();
+    if !locked.is_empty() {
+        sqlx::query("DELETE FROM run_limits WHERE key IN (SELECT value FROM json_each(?1)) AND ended_at <= ?2")
+            .bind(json(&locked))
             .bind(us(p.now) - ENDED_KEPT_US)
             .execute(&mut **tx)
             .await
