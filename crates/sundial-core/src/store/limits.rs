@@ -4,9 +4,10 @@
 //!
 //! # Where the counters live, and why a claim's check is exact
 //! * `running` per key is the table `run_limits(key, run_id, ended_at)`: one row per key of each
-//!   `running` run, kept by a database trigger on `runs.state` (in on the claim, `ended_at` set
-//!   by whatever ends the running state: completion, reaping, a dead worker's recovery). No code
-//!   path can forget it, and a reaped run stops counting in the very transaction that reaps it,
+//!   `running` run, kept by a database trigger on `runs` (in on the claim, `ended_at` set by
+//!   whatever ends the running state: completion, reaping, a dead worker's recovery; on
+//!   PostgreSQL one call per statement over its transition table, always by the index: see
+//!   migration 0010 for why both matter to speed). No code path can forget it, and a reaped run stops counting in the very transaction that reaps it,
 //!   not before. A claim at `now` counts the rows still open or ended after `now`, so even with
 //!   `now` taken before the transaction, stored `[started_at, finished_at)` intervals of a key
 //!   never overlap more than its `max_running`.
