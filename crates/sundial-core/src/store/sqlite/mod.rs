@@ -86,8 +86,18 @@ impl SqliteStore {
         Ok(Self { write, read })
     }
 
+    /// Starts a write transaction, in a task of its own: sqlx's SQLite `begin_with` runs
+    /// `BEGIN` and then awaits once more before it hands out the transaction, and a caller dropped
+    /// in between (a claim whose caller timed out, a client gone) left the one write connection
+    /// inside a transaction nobody could end, so every later write failed. A spawned begin
+    /// always completes; when its caller is gone, the transaction is dropped, and so rolled back,
+    /// in the task.
     async fn begin(&self) -> Result<Tx> {
-        self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)
+        let write = self.write.clone();
+        tokio::spawn(async move { write.begin_with("BEGIN IMMEDIATE").await })
+            .await
+            .map_err(|e| StoreError::Internal(format!("starting a write transaction: {e}")))?
+            .map_err(db_err)
     }
 
     /// Other nodes' "runs ready" notice on PostgreSQL; SQLite serves one node, whose in-process
