@@ -385,6 +385,7 @@ macro_rules! store_conformance {
                 current rate_window_is_exact_at_its_edges,
                 current an_expired_lease_counts_until_it_is_reaped,
                 current claims_take_turns_across_first_keys,
+                current plain_runs_take_the_floor_turn_beside_a_backlog,
                 multi concurrent_claims_on_two_handles_never_exceed_max_running,
             }
             stats {
