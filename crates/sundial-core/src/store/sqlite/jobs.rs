@@ -2,7 +2,6 @@
 //! pauses, deletes, manual runs).
 
 use super::*;
-use crate::store::limits::fair_key_of;
 
 pub(super) async fn find_existing(
     tx: &mut Tx,
@@ -134,56 +133,7 @@ pub(super) async fn insert_staged(tx: &mut Tx, staged: &[StagedJob], now: Timest
         .filter(|s| s.job.triggers.is_empty())
         .map(|s| NewRun::untriggered(s.snap.clone(), now, s.job.paused, false))
         .collect();
-    if runs.iter().any(|r| !fair_key_of(&r.job.limits).is_empty()) {
-        insert_runs(tx, &runs.iter().collect::<Vec<_>>()).await?;
-    } else {
-        insert_floor_runs(tx, &runs).await?;
-    }
-    Ok(())
-}
-
-/// Inserts new due-now runs that name no limit key, so all take the floor turn
-/// ([`crate::flow::assign_turns`]): read in the insert itself (an uncorrelated subquery SQLite
-/// evaluates once, before the first row goes in), which saves the group commit a statement.
-async fn insert_floor_runs(tx: &mut Tx, runs: &[NewRun]) -> Result<()> {
-    for chunk in runs.chunks(INSERT_CHUNK) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO runs (id, job_id, trigger_id, fire_time, namespace, handler, payload, priority, timeout_us, \
-             max_attempts, initial_delay_us, max_delay_us, overlap, scheduled_for, state, reason, note, finished_at, \
-             manual, held, blocked, created_at, limits, fair_key, turn) \
-             SELECT v.*, '', COALESCE((SELECT turn FROM runs INDEXED BY runs_ready WHERE state = 'pending' \
-             AND held = 0 AND blocked = 0 ORDER BY priority DESC, turn LIMIT 1), 0) FROM (",
-        );
-        q.push_values(chunk, |mut b, r| {
-            debug_assert!(fair_key_of(&r.job.limits).is_empty());
-            b.push_bind(r.id.clone())
-                .push_bind(r.job.id.clone())
-                .push_bind(r.trigger_id.clone())
-                .push_bind(r.fire_time)
-                .push_bind(r.job.namespace.clone())
-                .push_bind(r.job.handler.clone())
-                .push_bind(r.job.payload.clone())
-                .push_bind(r.job.priority)
-                .push_bind(r.job.timeout_us)
-                .push_bind(r.job.max_attempts)
-                .push_bind(r.job.initial_delay_us)
-                .push_bind(r.job.max_delay_us)
-                .push_bind(r.job.overlap.clone())
-                .push_bind(r.scheduled_for)
-                .push_bind(r.state.as_str())
-                .push_bind(r.reason.clone())
-                .push_bind(r.note.clone())
-                .push_bind(r.finished_at())
-                .push_bind(r.manual)
-                .push_bind(r.held)
-                .push_bind(r.blocked)
-                .push_bind(r.created_at)
-                .push_bind(r.job.limits.clone());
-        });
-        // `WHERE true`: an upsert's SELECT needs a WHERE to parse.
-        q.push(") AS v WHERE true ON CONFLICT (trigger_id, fire_time) DO NOTHING");
-        q.build().execute(&mut **tx).await.map_err(db_err)?;
-    }
+    insert_runs(tx, &runs.iter().collect::<Vec<_>>()).await?;
     Ok(())
 }
 
