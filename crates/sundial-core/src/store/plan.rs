@@ -75,6 +75,14 @@ pub(crate) fn stored_fingerprint(spec: &crate::domain::JobSpec, key: Option<&str
     }
 }
 
+/// Whether a new job's submission stands alone: no name and no stored key (so no earlier
+/// submission can be its replay or conflict with it: it is never looked up), and no trigger (so
+/// no calendar to read `FOR SHARE`). Such a job and its due-now run need no lookup before they
+/// are inserted, and no transaction beyond the insert itself.
+pub(crate) fn stands_alone(spec: &crate::domain::JobSpec, key: Option<&str>) -> bool {
+    spec.name.is_none() && key.is_none() && spec.triggers.is_empty()
+}
+
 /// The conflict of an update that gives a job a key or name another job holds.
 pub(crate) fn update_conflict(taken: Taken<'_>) -> StoreError {
     match taken {
@@ -409,6 +417,22 @@ mod tests {
         assert_eq!(stored_fingerprint(&named, None), named.fingerprint());
         // A submission naming the anonymous job by a generated name never matched it anyway.
         assert_ne!(spec(Some("generated")).fingerprint(), anonymous.fingerprint());
+    }
+
+    #[test]
+    fn only_unnamed_unkeyed_untriggered_submissions_stand_alone() {
+        use crate::domain::job::JobRequest;
+        use crate::domain::JobSpec;
+        let spec = |r: JobRequest| JobSpec::from_request(JobRequest { handler: "echo".into(), ..r }).unwrap();
+        let plain = spec(JobRequest::default());
+        assert!(stands_alone(&plain, None));
+        assert!(!stands_alone(&plain, Some("k")), "a key (the client's or a derived one) is looked up");
+        assert!(!stands_alone(&spec(JobRequest { name: Some("n".into()), ..Default::default() }), None));
+        let triggered: JobRequest = serde_json::from_value(
+            serde_json::json!({"handler": "echo", "triggers": [{"kind": "interval", "every": "60s"}]}),
+        )
+        .unwrap();
+        assert!(!stands_alone(&JobSpec::from_request(triggered).unwrap(), None), "triggers may name calendars");
     }
 
     fn t(secs: i64) -> Timestamp {

@@ -174,6 +174,52 @@ pub async fn job_without_triggers_gets_one_run_due_now(h: Harness) {
     assert_eq!(h.runs(&j.id).await.len(), 1);
 }
 
+/// Plain submissions (no name, key or trigger) need no lookup: a batch of only those, and one
+/// mixing them with named and triggered ones, store each job with exactly its own run (none for
+/// a triggered job, a held one for a paused job), committed when the call returns; a named
+/// item still replays an earlier item of its batch. Claims then go by priority, then order.
+pub async fn plain_and_named_submissions_in_one_batch_each_store_their_own_run(h: Harness) {
+    let plain = |i: i64| submission(JobRequest { payload: Some(json!({"i": i})), ..job("echo") });
+    let out = h.store.job_create_many((0..3).map(plain).collect(), h.now).await.expect("plain batch");
+    let plain_ids: Vec<String> = out.into_iter().map(|r| r.expect("created").job.id).collect();
+    let items = vec![
+        plain(3),
+        submission(JobRequest { name: Some("n".into()), ..job("echo") }),
+        submission(JobRequest { paused: Some(true), ..job("echo") }),
+        submission(JobRequest { triggers: Some(vec![every(60)]), ..job("echo") }),
+        submission(JobRequest { name: Some("n".into()), ..job("echo") }),
+        submission(JobRequest { priority: Some(5), limits: Some(vec!["k".into()]), ..job("echo") }),
+    ];
+    let out = h.store.job_create_many(items, h.t(1.0)).await.expect("mixed batch");
+    let jobs: Vec<JobCreated> = out.into_iter().map(|r| r.expect("stored")).collect();
+    assert_eq!(jobs.iter().map(|c| c.created).collect::<Vec<_>>(), [true, true, true, true, false, true]);
+    assert_eq!(jobs[4].job.id, jobs[1].job.id, "the second \"n\" replays the first");
+    for id in &plain_ids {
+        let f = RunFilter { job_id: Some(id.clone()), limit: 10, ..Default::default() };
+        let runs = h.other.run_list(&f).await.expect("run_list").items;
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        assert_eq!((runs[0].state, runs[0].scheduled_for), (RunState::Pending, h.now));
+    }
+    let run_counts: Vec<usize> =
+        futures::future::join_all(jobs.iter().map(|c| h.runs(&c.job.id))).await.iter().map(Vec::len).collect();
+    assert_eq!(run_counts, [1, 1, 1, 0, 1, 1], "one run per job without trigger");
+    assert_eq!(h.all_jobs().await.len(), 3 + 5);
+    let w = h.worker(&["echo"], h.now).await;
+    let mut claimed = Vec::new();
+    for _ in 0..7 {
+        claimed.extend(h.claim(&w.id, 1, h.t(2.0)).await.into_iter().map(|c| c.job_id));
+    }
+    assert_eq!(claimed.len(), 6, "the paused job's run is held: {claimed:?}");
+    assert_eq!(claimed[0], jobs[5].job.id, "priority first");
+    let sorted = |v: &[String]| {
+        let mut v = v.to_vec();
+        v.sort();
+        v
+    };
+    assert_eq!(sorted(&claimed[1..4]), sorted(&plain_ids), "then the oldest");
+    assert_eq!(sorted(&claimed[4..]), sorted(&[jobs[0].job.id.clone(), jobs[1].job.id.clone()]));
+}
+
 /// A job created paused with no trigger has its due-now run, but it is held (not claimable)
 /// until the job is resumed.
 pub async fn job_created_paused_without_triggers_holds_its_run_until_resume(h: Harness) {

@@ -189,6 +189,35 @@ pub async fn claims_take_turns_across_first_keys(h: Harness) {
     }
 }
 
+/// A run naming no key takes the floor turn (beside the oldest waiting run), so a plain job
+/// submitted behind a key's backlog is claimed right after the backlog's (older) head, neither
+/// before it nor behind the rest: whether submitted alone or in a batch with a named job.
+pub async fn plain_runs_take_the_floor_turn_beside_a_backlog(h: Harness) {
+    due(&h, &["A"], 100, h.now).await;
+    let w = h.worker(&["echo"], h.now).await;
+    assert_eq!(h.claim(&w.id, 20, h.t(1.0)).await.len(), 20);
+    let alone = h.store.job_create_many(vec![submission(job("echo"))], h.t(2.0)).await.expect("create");
+    let alone = alone.into_iter().next().unwrap().expect("created").job.id;
+    let named = submission(JobRequest { name: Some("n".into()), ..job("echo") });
+    let mixed = h.store.job_create_many(vec![submission(job("echo")), named], h.t(2.0)).await.expect("create");
+    let mut plain: Vec<String> = mixed.into_iter().map(|r| r.expect("created").job.id).collect();
+    plain.push(alone);
+    let mut a_claimed = 0;
+    while !plain.is_empty() {
+        for c in h.claim(&w.id, 1, h.t(3.0)).await {
+            match plain.iter().position(|id| *id == c.job_id) {
+                Some(i) => {
+                    plain.remove(i);
+                }
+                None => a_claimed += 1,
+            }
+        }
+        assert!(a_claimed <= 1, "plain runs wait behind {a_claimed} of A's backlog");
+    }
+    // The floor is the turn of A's head, which is older: it goes first, then the plain runs.
+    assert_eq!(a_claimed, 1, "plain runs took a turn below the floor");
+}
+
 /// Two handles (two nodes) racing claims on one key never have more than `max_running` running.
 pub async fn concurrent_claims_on_two_handles_never_exceed_max_running(h: Harness) {
     h.store.limit_put(&key("hot"), max_running(2), h.now).await.expect("put");

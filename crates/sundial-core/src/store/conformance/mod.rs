@@ -314,6 +314,7 @@ macro_rules! store_conformance {
                 current batch_items_stand_alone,
                 current job_without_triggers_gets_one_run_due_now,
                 current job_created_paused_without_triggers_holds_its_run_until_resume,
+                current plain_and_named_submissions_in_one_batch_each_store_their_own_run,
                 current list_is_newest_first_with_cursor_pagination_covering_all,
                 current list_filters_namespace_handler_paused,
                 current list_narrowed_to_a_set_of_namespaces_has_full_pages_and_follows_cursors,
@@ -384,6 +385,7 @@ macro_rules! store_conformance {
                 current rate_window_is_exact_at_its_edges,
                 current an_expired_lease_counts_until_it_is_reaped,
                 current claims_take_turns_across_first_keys,
+                current plain_runs_take_the_floor_turn_beside_a_backlog,
                 multi concurrent_claims_on_two_handles_never_exceed_max_running,
             }
             stats {

@@ -28,6 +28,16 @@ impl PostgresStore {
                 Item { fingerprint, explicit_key: c.spec.idempotency_key.is_some(), key }
             })
             .collect();
+        if jobs.iter().zip(&items).all(|(c, item)| crate::store::plan::stands_alone(&c.spec, item.key.as_deref())) {
+            return self.create_alone(jobs, &items, now).await;
+        }
+        self.create_general(jobs, &items, now).await
+    }
+
+    /// [`Self::create_batch`] in a transaction: calendars read `FOR SHARE`, names and keys looked
+    /// up and decided in submission order, inserts that lost a race to a concurrent transaction
+    /// decided again.
+    async fn create_general(&self, jobs: &[JobCreate], items: &[Item], now: Timestamp) -> Result<Vec<Staged>> {
         let mut staged: Vec<Option<Staged>> = vec![None; jobs.len()];
         let mut created: Vec<(usize, String, String)> = Vec::new(); // (item, id, name)
         let mut todo: Vec<usize> = (0..jobs.len()).collect();
@@ -47,7 +57,7 @@ impl PostgresStore {
             if todo.is_empty() {
                 break;
             }
-            let (mut by_key, mut by_name) = lookup_existing(&mut tx, jobs, &items, &todo).await?;
+            let (mut by_key, mut by_name) = lookup_existing(&mut tx, jobs, items, &todo).await?;
             // Decide in submission order: an item sees the items before it (as on SQLite).
             let mut round_new: HashMap<String, usize> = HashMap::new(); // new job id -> item
             let mut depends: Vec<(usize, String)> = Vec::new(); // item -> new job id it resolved to
@@ -74,7 +84,7 @@ impl PostgresStore {
                     }
                 }
             }
-            let inserted = insert_jobs(&mut tx, jobs, &items, &inserts, now).await?;
+            let inserted = self.insert_jobs(&mut tx, jobs, items, &inserts, now).await?;
             let mut lost: HashSet<String> = HashSet::new();
             for (i, id, name) in inserts {
                 if inserted.contains(&id) {
@@ -96,25 +106,50 @@ impl PostgresStore {
         }
         let specs: Vec<(&str, &JobSpec)> = created.iter().map(|(i, id, _)| (id.as_str(), &jobs[*i].spec)).collect();
         let mut triggers = insert_triggers(&mut tx, &specs, now).await?;
-        let once: Vec<NewRun> = created
-            .iter()
-            .filter(|(i, _, _)| jobs[*i].spec.triggers.is_empty())
-            .map(|(i, id, _)| {
-                let spec = &jobs[*i].spec;
-                // No trigger: one run, due now (held until resume when created paused).
-                NewRun::untriggered(JobSnapshot::from_spec(id, spec), now, spec.paused, false)
-            })
-            .collect();
-        insert_runs(&mut tx, once.iter()).await?;
-        if once.iter().any(|r| !r.held) {
-            self.notify_ready(&mut tx).await?;
-        }
         tx.commit().await.map_err(db_err)?;
         for (i, id, name) in created {
             let mut spec = jobs[i].spec.clone();
             spec.idempotency_key = items[i].key.clone();
             let t = triggers.remove(&id).unwrap_or_default();
             staged[i] = Some(Staged::Created(Box::new(fresh_job(&id, &name, &spec, t, now))));
+        }
+        staged.into_iter().map(|s| s.ok_or_else(|| StoreError::Internal("unresolved submission".into()))).collect()
+    }
+
+    /// [`Self::create_batch`] of submissions that each stand alone
+    /// ([`crate::store::plan::stands_alone`]): nothing to look up, lock or decide, so after the
+    /// read of the runs' fair turns, the jobs, their runs and the runs-ready notice are one
+    /// statement that commits by itself (durable before it answers, so before this returns). An
+    /// item whose generated name happens to be taken (a job was given that name by hand) goes
+    /// through the full path again.
+    async fn create_alone(&self, jobs: &[JobCreate], items: &[Item], now: Timestamp) -> Result<Vec<Staged>> {
+        let inserts: Vec<(usize, String, String)> = (0..jobs.len())
+            .map(|i| {
+                let id = new_id();
+                (i, id.clone(), id)
+            })
+            .collect();
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        let inserted = self.insert_jobs(&mut conn, jobs, items, &inserts, now).await?;
+        drop(conn);
+        let mut staged: Vec<Option<Staged>> = vec![None; jobs.len()];
+        let mut again = Vec::new();
+        for (i, id, name) in inserts {
+            if inserted.contains(&id) {
+                let mut spec = jobs[i].spec.clone();
+                spec.idempotency_key = items[i].key.clone();
+                staged[i] = Some(Staged::Created(Box::new(fresh_job(&id, &name, &spec, Vec::new(), now))));
+            } else {
+                again.push(i);
+            }
+        }
+        if !again.is_empty() {
+            let rest: Vec<JobCreate> = again.iter().map(|&i| jobs[i].clone()).collect();
+            let rest_items: Vec<Item> = again.iter().map(|&i| items[i].clone()).collect();
+            let rest = self.create_general(&rest, &rest_items, now).await?;
+            for (i, s) in again.into_iter().zip(rest) {
+                staged[i] = Some(s);
+            }
         }
         staged.into_iter().map(|s| s.ok_or_else(|| StoreError::Internal("unresolved submission".into()))).collect()
     }
@@ -130,6 +165,7 @@ pub(super) enum Staged {
     Invalid(String),
 }
 
+#[derive(Clone)]
 pub(super) struct Item {
     fingerprint: String,
     explicit_key: bool,
@@ -206,72 +242,113 @@ pub(super) async fn lookup_existing(
     Ok((by_key, by_name))
 }
 
-/// Inserts the jobs in one statement; returns the ids actually inserted (a row whose name or
-/// key a concurrent transaction took first is left out).
-pub(super) async fn insert_jobs(
-    tx: &mut Tx,
-    jobs: &[JobCreate],
-    items: &[Item],
-    inserts: &[(usize, String, String)],
-    now: Timestamp,
-) -> Result<HashSet<String>> {
-    if inserts.is_empty() {
-        return Ok(HashSet::new());
+impl PostgresStore {
+    /// Inserts the jobs `inserts` and, for those with no trigger, their one run due now (held
+    /// while the job is paused; its fair turn as [`limits::turns_for`] gives it), and queues the
+    /// runs-ready notice, all in one statement. Returns the ids of the jobs actually inserted: a
+    /// job whose name or key a concurrent transaction took first is left out, and so is its run.
+    async fn insert_jobs(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        jobs: &[JobCreate],
+        items: &[Item],
+        inserts: &[(usize, String, String)],
+        now: Timestamp,
+    ) -> Result<HashSet<String>> {
+        if inserts.is_empty() {
+            return Ok(HashSet::new());
+        }
+        // Sorted by name, so concurrent batches take the unique-index entries in one order.
+        let mut order: Vec<&(usize, String, String)> = inserts.iter().collect();
+        order.sort_by(|a, b| (&jobs[a.0].spec.namespace, &a.2).cmp(&(&jobs[b.0].spec.namespace, &b.2)));
+        let mut c = JobCols::default();
+        let mut runs: Vec<(usize, NewRun)> = Vec::new(); // (row, run)
+        for (row, (i, id, name)) in order.into_iter().enumerate() {
+            let spec = &jobs[*i].spec;
+            let snap = JobSnapshot::from_spec(id, spec);
+            if spec.triggers.is_empty() {
+                // No trigger: one run, due now (held until resume when created paused).
+                runs.push((row, NewRun::untriggered(snap.clone(), now, spec.paused, false)));
+            }
+            c.id.push(id.clone());
+            c.namespace.push(snap.namespace);
+            c.name.push(name.clone());
+            c.handler.push(snap.handler);
+            c.payload.push(snap.payload);
+            c.priority.push(snap.priority);
+            c.max_attempts.push(snap.max_attempts);
+            c.initial_delay_us.push(snap.initial_delay_us);
+            c.max_delay_us.push(snap.max_delay_us);
+            c.timeout_us.push(snap.timeout_us);
+            c.overlap.push(snap.overlap);
+            c.limits.push(snap.limits);
+            c.paused.push(spec.paused);
+            c.key.push(items[*i].key.clone());
+            c.fingerprint.push(items[*i].fingerprint.clone());
+            c.pause_after_failures.push(spec.pause_after_failures.map(i64::from));
+            c.run_id.push(None);
+            c.fair_key.push(None);
+            c.turn.push(None);
+        }
+        let refs: Vec<&NewRun> = runs.iter().map(|(_, r)| r).collect();
+        let turns = limits::turns_for(&mut *conn, &refs).await?;
+        for ((row, r), (fair_key, turn)) in runs.iter().zip(turns) {
+            c.run_id[*row] = Some(r.id.clone());
+            c.fair_key[*row] = Some(fair_key);
+            c.turn[*row] = Some(turn);
+        }
+        // A run due now that is not held makes runs ready (the notice goes out at commit).
+        let notify = runs.iter().any(|(_, r)| !r.held);
+        let ids: Vec<Option<String>> = sqlx::query_scalar(
+            "WITH u AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+             $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::text[], $12::bool[], $13::text[], \
+             $14::text[], $15::text[], $17::int8[], $18::text[], $19::text[], $20::int8[]) \
+             AS u(id, namespace, name, handler, payload, priority, max_attempts, initial_delay_us, max_delay_us, \
+             timeout_us, overlap, paused, idempotency_key, fingerprint, limits, pause_after_failures, run_id, \
+             fair_key, turn)), \
+             j AS (INSERT INTO jobs (id, namespace, name, handler, payload, priority, max_attempts, \
+             initial_delay_us, max_delay_us, timeout_us, overlap, paused, idempotency_key, fingerprint, limits, \
+             pause_after_failures, created_at, updated_at) \
+             SELECT id, namespace, name, handler, payload, priority, max_attempts, initial_delay_us, max_delay_us, \
+             timeout_us, overlap, paused, idempotency_key, fingerprint, limits, pause_after_failures, $16, $16 \
+             FROM u ON CONFLICT DO NOTHING RETURNING id), \
+             r AS (INSERT INTO runs (id, job_id, trigger_id, fire_time, namespace, handler, payload, priority, \
+             timeout_us, max_attempts, initial_delay_us, max_delay_us, overlap, scheduled_for, state, reason, note, \
+             finished_at, manual, held, blocked, created_at, limits, fair_key, turn) \
+             SELECT u.run_id, u.id, NULL::text, $16, u.namespace, u.handler, u.payload, u.priority, u.timeout_us, \
+             u.max_attempts, u.initial_delay_us, u.max_delay_us, u.overlap, $16, 'pending', NULL::text, \
+             NULL::text, NULL::int8, false, u.paused, false, $16, u.limits, u.fair_key, u.turn FROM u \
+             WHERE u.run_id IS NOT NULL AND u.id IN (SELECT id FROM j)) \
+             SELECT id FROM j UNION ALL SELECT NULL::text FROM (SELECT pg_notify($21, $22) WHERE $23) AS n",
+        )
+        .bind(c.id)
+        .bind(c.namespace)
+        .bind(c.name)
+        .bind(c.handler)
+        .bind(c.payload)
+        .bind(c.priority)
+        .bind(c.max_attempts)
+        .bind(c.initial_delay_us)
+        .bind(c.max_delay_us)
+        .bind(c.timeout_us)
+        .bind(c.overlap)
+        .bind(c.paused)
+        .bind(c.key)
+        .bind(c.fingerprint)
+        .bind(c.limits)
+        .bind(us(now))
+        .bind(c.pause_after_failures)
+        .bind(c.run_id)
+        .bind(c.fair_key)
+        .bind(c.turn)
+        .bind(READY_CHANNEL)
+        .bind(self.schema.as_deref().unwrap_or_default())
+        .bind(notify)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        Ok(ids.into_iter().flatten().collect())
     }
-    // Sorted by name, so concurrent batches take the unique-index entries in one order.
-    let mut order: Vec<&(usize, String, String)> = inserts.iter().collect();
-    order.sort_by(|a, b| (&jobs[a.0].spec.namespace, &a.2).cmp(&(&jobs[b.0].spec.namespace, &b.2)));
-    let mut c = JobCols::default();
-    for (i, id, name) in order {
-        let spec = &jobs[*i].spec;
-        let snap = JobSnapshot::from_spec(id, spec);
-        c.id.push(id.clone());
-        c.namespace.push(snap.namespace);
-        c.name.push(name.clone());
-        c.handler.push(snap.handler);
-        c.payload.push(snap.payload);
-        c.priority.push(snap.priority);
-        c.max_attempts.push(snap.max_attempts);
-        c.initial_delay_us.push(snap.initial_delay_us);
-        c.max_delay_us.push(snap.max_delay_us);
-        c.timeout_us.push(snap.timeout_us);
-        c.overlap.push(snap.overlap);
-        c.limits.push(snap.limits);
-        c.paused.push(spec.paused);
-        c.key.push(items[*i].key.clone());
-        c.fingerprint.push(items[*i].fingerprint.clone());
-        c.pause_after_failures.push(spec.pause_after_failures.map(i64::from));
-    }
-    let ids: Vec<String> = sqlx::query_scalar(
-        "INSERT INTO jobs (id, namespace, name, handler, payload, priority, max_attempts, initial_delay_us, \
-         max_delay_us, timeout_us, overlap, paused, idempotency_key, fingerprint, limits, pause_after_failures, \
-         created_at, updated_at) \
-         SELECT u.*, $16, $16 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], \
-         $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::text[], $12::bool[], $13::text[], $14::text[], \
-         $15::text[], $17::int8[]) AS u \
-         ON CONFLICT DO NOTHING RETURNING id",
-    )
-    .bind(c.id)
-    .bind(c.namespace)
-    .bind(c.name)
-    .bind(c.handler)
-    .bind(c.payload)
-    .bind(c.priority)
-    .bind(c.max_attempts)
-    .bind(c.initial_delay_us)
-    .bind(c.max_delay_us)
-    .bind(c.timeout_us)
-    .bind(c.overlap)
-    .bind(c.paused)
-    .bind(c.key)
-    .bind(c.fingerprint)
-    .bind(c.limits)
-    .bind(us(now))
-    .bind(c.pause_after_failures)
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(db_err)?;
-    Ok(ids.into_iter().collect())
 }
 
 #[derive(Default)]
@@ -292,6 +369,10 @@ pub(super) struct JobCols {
     fingerprint: Vec<String>,
     limits: Vec<String>,
     pause_after_failures: Vec<Option<i64>>,
+    /// The run of a job with no trigger.
+    run_id: Vec<Option<String>>,
+    fair_key: Vec<Option<String>>,
+    turn: Vec<Option<i64>>,
 }
 
 /// [`Store::job_create_many`].

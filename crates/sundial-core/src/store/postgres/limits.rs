@@ -175,8 +175,10 @@ async fn write_plan(tx: &mut Tx, st: &ClaimState, p: &ClaimParams) -> Result<Vec
 }
 
 /// Each run's fair key and turn, for runs about to be inserted, in order (see
-/// [`crate::flow::assign_turns`]): two index probes per distinct first key, whatever the backlog.
-pub(super) async fn turns_for(tx: &mut Tx, runs: &[&NewRun]) -> Result<Vec<(String, i64)>> {
+/// [`crate::flow::assign_turns`]): two index probes per distinct first key, whatever the backlog;
+/// runs naming no key need only the floor. On a transaction's connection or, for a statement
+/// that commits alone, any.
+pub(super) async fn turns_for(conn: &mut sqlx::PgConnection, runs: &[&NewRun]) -> Result<Vec<(String, i64)>> {
     if runs.is_empty() {
         return Ok(Vec::new());
     }
@@ -184,7 +186,7 @@ pub(super) async fn turns_for(tx: &mut Tx, runs: &[&NewRun]) -> Result<Vec<(Stri
         "SELECT (SELECT turn FROM runs WHERE state = 'pending' AND NOT held AND NOT blocked \
          ORDER BY priority DESC, turn LIMIT 1)",
     )
-    .fetch_one(&mut **tx)
+    .fetch_one(&mut *conn)
     .await
     .map_err(db_err)?;
     let fair: Vec<String> = runs.iter().map(|r| fair_key_of(&r.job.limits)).collect();
@@ -192,14 +194,18 @@ pub(super) async fn turns_for(tx: &mut Tx, runs: &[&NewRun]) -> Result<Vec<(Stri
     let mut keys: Vec<String> = fair.iter().filter(|k| !k.is_empty()).cloned().collect();
     keys.sort_unstable();
     keys.dedup();
-    let last: Vec<(String, Option<i64>)> = sqlx::query_as(
-        "SELECT k, (SELECT turn FROM runs WHERE state = 'pending' AND fair_key = k ORDER BY turn DESC LIMIT 1) \
-         FROM UNNEST($1::text[]) AS k",
-    )
-    .bind(&keys)
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(db_err)?;
+    let last: Vec<(String, Option<i64>)> = if keys.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_as(
+            "SELECT k, (SELECT turn FROM runs WHERE state = 'pending' AND fair_key = k ORDER BY turn DESC LIMIT 1) \
+             FROM UNNEST($1::text[]) AS k",
+        )
+        .bind(&keys)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?
+    };
     let last = last.into_iter().filter_map(|(k, t)| t.map(|t| (k, t))).collect();
     let turns = turns(floor.0.unwrap_or(0), last, fair.iter().map(String::as_str));
     Ok(fair.into_iter().zip(turns).collect())
