@@ -145,6 +145,29 @@ impl ClaimState {
         self.busy.extend(busy);
     }
 
+    /// Records the governed keys this transaction locked (`mine`) with their counts as the
+    /// backend read them (`(key, running, recent starts)` rows), and those another claimer holds
+    /// (`busy`).
+    pub(crate) fn counted_rows(
+        &mut self,
+        mine: Vec<(String, LimitBounds)>,
+        rows: Vec<(String, i64, i64)>,
+        busy: Vec<String>,
+    ) {
+        let counts: HashMap<String, KeyUse> = rows
+            .into_iter()
+            .map(|(k, r, s)| (k, KeyUse { running: r.max(0) as u64, recent_starts: s.max(0) as u64 }))
+            .collect();
+        let held = mine
+            .into_iter()
+            .map(|(k, b)| {
+                let u = counts.get(&k).copied().unwrap_or_default();
+                (k, b, u)
+            })
+            .collect();
+        self.counted(held, busy);
+    }
+
     /// Decides a page: claims while there is room, holds what a limit bars, leaves runs of busy
     /// keys alone. Returns how many were claimed so far.
     pub(crate) fn admit_page(&mut self, page: &[Candidate], max: u32) -> u32 {

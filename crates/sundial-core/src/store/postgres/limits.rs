@@ -4,7 +4,6 @@
 
 use super::*;
 use crate::domain::limit::LimitBounds;
-use crate::flow::KeyUse;
 use crate::store::limits::{
     defs_of, fair_key_of, scan_budget, turns, window_floor_us, Candidate, ClaimState, LimitRow, CANDIDATE_COLUMNS,
     ENDED_KEPT_US, LIMIT_COLUMNS,
@@ -95,18 +94,7 @@ async fn count_governed(
     .fetch_all(&mut **tx)
     .await
     .map_err(db_err)?;
-    let counts: HashMap<String, KeyUse> = counts
-        .into_iter()
-        .map(|(k, r, s)| (k, KeyUse { running: r.max(0) as u64, recent_starts: s.max(0) as u64 }))
-        .collect();
-    let held = mine
-        .into_iter()
-        .map(|(k, b)| {
-            let u = counts.get(&k).copied().unwrap_or_default();
-            (k, b, u)
-        })
-        .collect();
-    st.counted(held, busy.into_iter().map(|(k, _)| k).collect());
+    st.counted_rows(mine, counts, busy.into_iter().map(|(k, _)| k).collect());
     Ok(())
 }
 

@@ -4,7 +4,6 @@
 //! needed.
 
 use super::*;
-use crate::flow::KeyUse;
 use crate::store::limits::{
     defs_of, fair_key_of, scan_budget, turns, window_floor_us, Candidate, ClaimState, LimitRow, CANDIDATE_COLUMNS,
     ENDED_KEPT_US, LIMIT_COLUMNS,
@@ -66,18 +65,7 @@ pub(super) async fn claim_rows(tx: &mut Tx, p: &ClaimParams, scope: &WorkerScope
             .fetch_all(&mut **tx)
             .await
             .map_err(db_err)?;
-            let counts: HashMap<String, KeyUse> = counts
-                .into_iter()
-                .map(|(k, r, s)| (k, KeyUse { running: r.max(0) as u64, recent_starts: s.max(0) as u64 }))
-                .collect();
-            let held = governed
-                .into_iter()
-                .map(|(k, b)| {
-                    let u = counts.get(&k).copied().unwrap_or_default();
-                    (k, b, u)
-                })
-                .collect();
-            st.counted(held, Vec::new());
+            st.counted_rows(governed, counts, Vec::new());
         }
         let claimed = st.admit_page(&page, p.max) as usize;
         if claimed >= p.max as usize || exhausted || st.seen.len() >= budget {
