@@ -78,6 +78,15 @@ pub(crate) fn scan_budget(max: u32) -> usize {
     (max as usize) * 4 + 64
 }
 
+/// The size of the claim's next page once `claimed` of `max` are chosen and `seen` rows were
+/// read: twice the room left and some slack, within the budget. Sized by the room left, not by
+/// `max`: a held run or two at the head of a big claim (a full key's next turn) costs a short
+/// second read, not one of `2 × max` rows, each locked until the claim commits.
+pub(crate) fn next_page_size(max: u32, claimed: usize, seen: usize) -> usize {
+    let room = (max as usize).saturating_sub(claimed);
+    (room * 2 + 16).min(scan_budget(max).saturating_sub(seen))
+}
+
 /// Turns for new runs (see [`flow::assign_turns`]): `floor` is the lowest turn waiting, `last`
 /// each fair key's highest waiting turn. Returns one turn per key given, in order.
 pub(crate) fn turns<'a>(
@@ -302,6 +311,16 @@ mod tests {
     use super::*;
     use crate::domain::limit::{LimitKey, Rate};
     use std::time::Duration;
+
+    #[test]
+    fn a_later_page_is_sized_by_the_room_left_within_the_budget() {
+        // One held run in a claim of 100: the next read is short.
+        assert_eq!(next_page_size(100, 99, 100), 18);
+        assert_eq!(next_page_size(100, 0, 100), 216);
+        // Never past the budget (4 × max + 64 rows in all).
+        assert_eq!(next_page_size(100, 0, 400), 64);
+        assert_eq!(next_page_size(100, 0, 464), 0);
+    }
 
     fn cand(id: &str, keys: &[&str], note: Option<&str>, reason: Option<&str>) -> Candidate {
         let keys: Vec<String> = keys.iter().map(|s| s.to_string()).collect();

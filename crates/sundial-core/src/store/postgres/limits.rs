@@ -5,8 +5,8 @@
 use super::*;
 use crate::domain::limit::LimitBounds;
 use crate::store::limits::{
-    defs_of, fair_key_of, scan_budget, turns, window_floor_us, Candidate, ClaimState, LimitRow, CANDIDATE_COLUMNS,
-    ENDED_KEPT_US, LIMIT_COLUMNS,
+    defs_of, fair_key_of, next_page_size, scan_budget, turns, window_floor_us, Candidate, ClaimState, LimitRow,
+    CANDIDATE_COLUMNS, ENDED_KEPT_US, LIMIT_COLUMNS,
 };
 
 /// The first key of the two-key advisory lock form: sundial's limit keys (the second is the hash
@@ -56,7 +56,7 @@ pub(super) async fn claim_rows(tx: &mut Tx, p: &ClaimParams, scope: &WorkerScope
         if claimed >= p.max as usize || exhausted || st.seen.len() >= budget {
             break;
         }
-        size = (p.max as usize * 2 + 16).min(budget - st.seen.len());
+        size = next_page_size(p.max, claimed, st.seen.len());
     }
     write_plan(tx, &st, p).await
 }

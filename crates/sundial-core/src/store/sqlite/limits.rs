@@ -5,8 +5,8 @@
 
 use super::*;
 use crate::store::limits::{
-    defs_of, fair_key_of, scan_budget, turns, window_floor_us, Candidate, ClaimState, LimitRow, CANDIDATE_COLUMNS,
-    ENDED_KEPT_US, LIMIT_COLUMNS,
+    defs_of, fair_key_of, next_page_size, scan_budget, turns, window_floor_us, Candidate, ClaimState, LimitRow,
+    CANDIDATE_COLUMNS, ENDED_KEPT_US, LIMIT_COLUMNS,
 };
 
 fn json(v: &impl serde::Serialize) -> String {
@@ -71,7 +71,7 @@ pub(super) async fn claim_rows(tx: &mut Tx, p: &ClaimParams, scope: &WorkerScope
         if claimed >= p.max as usize || exhausted || st.seen.len() >= budget {
             break;
         }
-        size = (p.max as usize * 2 + 16).min(budget - st.seen.len());
+        size = next_page_size(p.max, claimed, st.seen.len());
     }
     write_plan(tx, &st, p).await
 }
