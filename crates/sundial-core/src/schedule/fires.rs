@@ -189,34 +189,9 @@ pub fn due_times(
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{cron, every, spec, ts};
     use super::*;
-    use crate::domain::Misfire;
     use serde_json::json;
-    use std::time::Duration;
-
-    fn ts(s: &str) -> Timestamp {
-        s.parse().unwrap()
-    }
-
-    fn spec(kind: TriggerKind) -> TriggerSpec {
-        TriggerSpec {
-            kind,
-            start_at: None,
-            end_at: None,
-            max_fires: None,
-            misfire: Misfire::FireOnce,
-            catch_up_limit: None,
-            calendars: vec![],
-        }
-    }
-
-    fn cron(expr: &str, tz: &str) -> TriggerKind {
-        TriggerKind::Cron { expr: expr.into(), timezone: tz.into() }
-    }
-
-    fn every(secs: u64) -> TriggerKind {
-        TriggerKind::Interval { every: Duration::from_secs(secs) }
-    }
 
     fn trigger(id: &str, spec: TriggerSpec, next_fire_at: Option<&str>, fires: u64) -> Trigger {
         Trigger { id: id.into(), spec, next_fire_at: next_fire_at.map(ts), fires }

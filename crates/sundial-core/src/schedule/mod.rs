@@ -235,11 +235,11 @@ mod tests {
     use super::*;
     use crate::domain::Misfire;
 
-    fn ts(s: &str) -> Timestamp {
+    pub(super) fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
     }
 
-    fn spec(kind: TriggerKind) -> TriggerSpec {
+    pub(super) fn spec(kind: TriggerKind) -> TriggerSpec {
         TriggerSpec {
             kind,
             start_at: None,
@@ -251,11 +251,11 @@ mod tests {
         }
     }
 
-    fn cron(expr: &str, tz: &str) -> TriggerKind {
+    pub(super) fn cron(expr: &str, tz: &str) -> TriggerKind {
         TriggerKind::Cron { expr: expr.into(), timezone: tz.into() }
     }
 
-    fn every(secs: u64) -> TriggerKind {
+    pub(super) fn every(secs: u64) -> TriggerKind {
         TriggerKind::Interval { every: Duration::from_secs(secs) }
     }
 
