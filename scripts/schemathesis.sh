@@ -13,7 +13,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=target/schemathesis-venv
-if [ ! -x "$venv/bin/schemathesis" ]; then
+# A venv that cannot run (missing, or moved with its target/: its scripts name their old path)
+# is made again.
+if ! "$venv/bin/schemathesis" --version >/dev/null 2>&1; then
+  rm -rf "$venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q 'schemathesis>=4,<5'
 fi
