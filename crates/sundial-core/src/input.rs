@@ -120,7 +120,9 @@ impl From<StoreError> for Rejection {
 }
 
 /// Parses bytes as JSON then as `T`, naming the failing field by its path. An empty (or
-/// all-whitespace) body reads as `{}`.
+/// all-whitespace) body reads as `{}`. Every body is an object: serde would otherwise read a
+/// JSON array as a struct's fields in order, so `[]` passed for a request whose fields all
+/// have defaults.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Rejection> {
     let value: serde_json::Value = if bytes.iter().all(u8::is_ascii_whitespace) {
         serde_json::Value::Object(Default::default())
@@ -128,6 +130,9 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Rejection> {
         serde_json::from_slice(bytes)
             .map_err(|e| Rejection::malformed(format!("request body is not valid JSON: {e}")))?
     };
+    if !value.is_object() {
+        return Err(Rejection::invalid("the request body must be a JSON object"));
+    }
     typed(value)
 }
 
@@ -173,6 +178,21 @@ fn join(path: &str, field: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_body_that_is_not_an_object_is_422_even_when_every_field_has_a_default() {
+        #[derive(serde::Deserialize, Debug)]
+        struct AllDefaults {
+            #[serde(default)]
+            _zone: Option<String>,
+        }
+        for body in [&b"[]"[..], b"[null]", b"1", b"\"x\"", b"null"] {
+            let e = parse::<AllDefaults>(body).expect_err("not an object");
+            assert_eq!((e.status, e.message.as_str()), (422, "the request body must be a JSON object"));
+        }
+        assert!(parse::<AllDefaults>(b"{}").is_ok());
+        assert!(parse::<AllDefaults>(b"  ").is_ok(), "an empty body reads as {{}}");
+    }
 
     #[test]
     fn payload_over_the_limit_is_413_and_short_intervals_are_422() {
