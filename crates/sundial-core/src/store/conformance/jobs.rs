@@ -801,3 +801,27 @@ pub async fn list_narrowed_to_a_set_of_namespaces_has_full_pages_and_follows_cur
     let none = RunFilter { namespaces: Some(Vec::new()), limit: 10, ..Default::default() };
     assert!(h.store.run_list(&none).await.expect("run_list").items.is_empty());
 }
+
+/// A write dropped part-way (a claim whose caller timed out, a client that went away) never
+/// leaves the store unable to write: every later write still commits. Drops land at every point
+/// of the call, the start of its transaction included, across timeouts from 0 to ~2 ms, for a
+/// submission and a single-statement write alike.
+pub async fn create_dropped_part_way_leaves_the_store_writable(h: Harness) {
+    use crate::domain::{LimitBounds, LimitKey};
+    let key = LimitKey::parse("k").expect("key");
+    let bounds = LimitBounds { max_running: Some(1), rate: None };
+    for i in 0..400u64 {
+        let wait = Duration::from_micros((i * 37) % 2000);
+        if i % 2 == 0 {
+            let _ = tokio::time::timeout(wait, h.store.job_create_many(vec![submission(job("echo"))], h.now)).await;
+        } else {
+            let _ = tokio::time::timeout(wait, h.store.limit_put(&key, bounds, h.now)).await;
+        }
+        let next = tokio::time::timeout(Duration::from_secs(10), h.store.limit_put(&key, bounds, h.now)).await;
+        match next {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("write {i} after a dropped one failed: {e}"),
+            Err(_) => panic!("write {i} after a dropped one did not finish in 10 s"),
+        }
+    }
+}

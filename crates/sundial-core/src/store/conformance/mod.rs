@@ -315,6 +315,7 @@ macro_rules! store_conformance {
                 current job_without_triggers_gets_one_run_due_now,
                 current job_created_paused_without_triggers_holds_its_run_until_resume,
                 current plain_and_named_submissions_in_one_batch_each_store_their_own_run,
+                current create_dropped_part_way_leaves_the_store_writable,
                 current list_is_newest_first_with_cursor_pagination_covering_all,
                 current list_filters_namespace_handler_paused,
                 current list_narrowed_to_a_set_of_namespaces_has_full_pages_and_follows_cursors,
