@@ -10,6 +10,7 @@
 //! scans read the finished runs and the attempts of the window through their time indexes
 //! (`runs_finished`, `run_attempts_started`) and the active runs through `runs_active_handler`.
 
+use super::listing::in_namespaces;
 use super::rows::{dur_us, us};
 use super::{RunStatsQuery, Timestamp};
 use sqlx::{Database, Encode, QueryBuilder, Type};
@@ -25,33 +26,12 @@ fn bounds(f: &RunStatsQuery) -> (i64, i64, i64) {
     (from, from.saturating_add(step.saturating_mul(i64::from(f.buckets))), step)
 }
 
-/// ` AND <column> IN (…)` for a namespace list (`None`: every namespace; empty: none).
-fn push_namespaces<'a, DB: Database>(q: &mut QueryBuilder<'a, DB>, column: &str, namespaces: Option<&[String]>)
-where
-    String: Encode<'a, DB> + Type<DB>,
-{
-    match namespaces {
-        None => {}
-        Some([]) => {
-            q.push(" AND 1 = 0");
-        }
-        Some(list) => {
-            q.push(format!(" AND {column} IN ("));
-            let mut sep = q.separated(", ");
-            for ns in list {
-                sep.push_bind(ns.clone());
-            }
-            q.push(")");
-        }
-    }
-}
-
 /// The filters of a stats query on the `runs` row aliased `r`.
 fn push_filters<'a, DB: Database>(q: &mut QueryBuilder<'a, DB>, f: &RunStatsQuery)
 where
     String: Encode<'a, DB> + Type<DB>,
 {
-    push_namespaces(q, "r.namespace", f.namespaces.as_deref());
+    in_namespaces(q, "r.namespace", f.namespaces.as_deref());
     if let Some(j) = &f.job_id {
         q.push(" AND r.job_id = ").push_bind(j.clone());
     }
@@ -138,7 +118,7 @@ where
     q.push(" THEN 1 ELSE 0 END), SUM(CASE WHEN r.state = 'running' THEN 1 ELSE 0 END), MIN(CASE WHEN ");
     push_due(&mut q, is_false, now);
     q.push(" THEN r.scheduled_for END) FROM runs r WHERE r.state IN ('pending', 'running')");
-    push_namespaces(&mut q, "r.namespace", namespaces);
+    in_namespaces(&mut q, "r.namespace", namespaces);
     q.push(" GROUP BY r.handler");
     q
 }

@@ -71,7 +71,7 @@ where
 
 /// ` AND column IN (…)` for a set of namespaces (nothing matches an empty set), so a page of a
 /// namespace-bound token's list is full and its cursor continues where it ends.
-fn in_namespaces<'a, DB: Database>(q: &mut QueryBuilder<'a, DB>, column: &str, namespaces: Option<&[String]>)
+pub(crate) fn in_namespaces<'a, DB: Database>(q: &mut QueryBuilder<'a, DB>, column: &str, namespaces: Option<&[String]>)
 where
     String: Encode<'a, DB> + Type<DB>,
 {
