@@ -39,13 +39,25 @@ enum Kind {
 pub(super) struct BenchDb {
     kind: Kind,
     durability: Vec<(String, Value)>,
+    /// The private cluster of `--db private`, stopped when the benchmark ends.
+    _cluster: Option<super::cluster::Cluster>,
 }
 
 impl BenchDb {
-    /// Parses `--db` (default: a SQLite file in a new temporary directory) and reads the
+    /// Parses `--db` (default: a SQLite file in a new temporary directory; `private`: a
+    /// PostgreSQL cluster of the benchmark's own, see [`super::cluster`]) and reads the
     /// durability settings.
     pub(super) async fn new(url: Option<&str>) -> anyhow::Result<Self> {
         let url = url.map(str::trim).filter(|u| !u.is_empty());
+        if url == Some("private") {
+            let cluster = tokio::task::spawn_blocking(super::cluster::Cluster::create)
+                .await?
+                .context("--db private: starting a private PostgreSQL cluster")?;
+            let mut db = Box::pin(Self::new(Some(&cluster.url("sundial_bench")))).await?;
+            db.durability.push(("private_cluster".into(), Value::Bool(true)));
+            db._cluster = Some(cluster);
+            return Ok(db);
+        }
         match url {
             None => {
                 let tmp = tempfile::Builder::new().prefix("sundial-bench-").tempdir()?;
@@ -83,7 +95,7 @@ impl BenchDb {
                 let admin = opts.clone().database("postgres");
                 let mut conn = admin.connect().await.with_context(|| format!("connecting to {}", mask(u)))?;
                 let mut durability = Vec::new();
-                for setting in ["synchronous_commit", "fsync", "server_version"] {
+                for setting in ["synchronous_commit", "fsync", "server_version", "autovacuum", "shared_buffers"] {
                     let v: String = sqlx::query_scalar(&format!("SHOW {setting}")).fetch_one(&mut conn).await?;
                     durability.push((setting.to_string(), Value::String(v)));
                 }
@@ -91,6 +103,7 @@ impl BenchDb {
                 Ok(Self {
                     kind: Kind::Postgres { url: u.to_string(), name, admin: Box::new(admin), opts: Box::new(opts) },
                     durability,
+                    _cluster: None,
                 })
             }
             Some(u) => bail!("--db {u}: use sqlite:///path.db or postgres://…/NAME"),
@@ -102,7 +115,7 @@ impl BenchDb {
         // another process cannot read back), WAL journal (persistent; read from the file).
         let durability =
             vec![("synchronous".to_string(), Value::String("FULL".into())), ("journal_mode".to_string(), Value::Null)];
-        Self { kind: Kind::Sqlite { path, _tmp: tmp }, durability }
+        Self { kind: Kind::Sqlite { path, _tmp: tmp }, durability, _cluster: None }
     }
 
     /// `sqlite` or `postgres`.
@@ -248,6 +261,82 @@ impl BenchDb {
         }
         parts.sort_by_key(|(s, _)| *s);
         Ok(parts.into_iter().flat_map(|(_, ids)| ids).collect())
+    }
+}
+
+/// What the store recorded of one run, for the scenarios that read their results from the
+/// database itself (`steady`, `pinned`: a million runs are too many to page through the API).
+#[derive(sqlx::FromRow)]
+pub(super) struct RunTimes {
+    pub job_id: String,
+    pub state: String,
+    pub attempt: i64,
+    /// Microseconds since the epoch, as stored.
+    pub created_at: i64,
+    pub scheduled_for: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+const RUN_TIMES: &str = "SELECT job_id, state, attempt, created_at, scheduled_for, started_at, finished_at FROM runs";
+const ATTEMPTS: &str = "SELECT count(*) FROM run_attempts";
+
+/// An open transaction that took a transaction id and idles, so that vacuum can reclaim nothing
+/// newer than it (PostgreSQL's "pinned snapshot"); [`PinnedSnapshot::release`] ends it.
+pub(super) struct PinnedSnapshot(sqlx::PgConnection);
+
+impl PinnedSnapshot {
+    /// Rolls the idle transaction back.
+    pub(super) async fn release(mut self) -> anyhow::Result<()> {
+        sqlx::query("ROLLBACK").execute(&mut self.0).await?;
+        let _ = self.0.close().await;
+        Ok(())
+    }
+}
+
+impl BenchDb {
+    /// Every run's times (see [`RunTimes`]) and how many attempts were recorded.
+    pub(super) async fn run_times(&self) -> anyhow::Result<(Vec<RunTimes>, i64)> {
+        match &self.kind {
+            Kind::Sqlite { path, .. } => {
+                let mut c = SqliteConnectOptions::new().filename(path).read_only(true).connect().await?;
+                let rows = sqlx::query_as(RUN_TIMES).fetch_all(&mut c).await?;
+                let attempts = sqlx::query_scalar(ATTEMPTS).fetch_one(&mut c).await?;
+                Ok((rows, attempts))
+            }
+            Kind::Postgres { opts, .. } => {
+                let mut c = opts.connect().await?;
+                let rows = sqlx::query_as(RUN_TIMES).fetch_all(&mut c).await?;
+                let attempts = sqlx::query_scalar(ATTEMPTS).fetch_one(&mut c).await?;
+                Ok((rows, attempts))
+            }
+        }
+    }
+
+    /// `BEGIN; SELECT txid_current();` on a connection of its own (PostgreSQL only).
+    pub(super) async fn pin_snapshot(&self) -> anyhow::Result<PinnedSnapshot> {
+        let Kind::Postgres { opts, .. } = &self.kind else {
+            bail!("a pinned snapshot needs PostgreSQL (--db private or --db postgres://…)")
+        };
+        let mut c = opts.connect().await?;
+        sqlx::query("BEGIN").execute(&mut c).await?;
+        sqlx::query("SELECT txid_current()").execute(&mut c).await?;
+        Ok(PinnedSnapshot(c))
+    }
+
+    /// PostgreSQL: `runs`' dead tuples and size with its indexes (MB), from the statistics
+    /// collector; `None` on SQLite, which has no dead tuples.
+    pub(super) async fn runs_table_health(&self) -> Option<(i64, f64)> {
+        let Kind::Postgres { opts, .. } = &self.kind else { return None };
+        let mut c = opts.connect().await.ok()?;
+        let row: (i64, i64) = sqlx::query_as(
+            "SELECT n_dead_tup, pg_total_relation_size(relid) FROM pg_stat_user_tables WHERE relname = 'runs'",
+        )
+        .fetch_optional(&mut c)
+        .await
+        .ok()??;
+        let _ = c.close().await;
+        Some((row.0, row.1 as f64 / 1_048_576.0))
     }
 }
 

@@ -16,8 +16,15 @@
 //! * `schedule` — M stored triggers, K of them due in the same second; start lag, idle CPU.
 //! * `limits` — N due runs over 1,000 limit keys (`max_running` 2) behind a hot key's 10,000
 //!   (`max_running` 1), drained by the in-process pool; compare its `jobs_per_s` with `execute`.
+//! * `steady` (only when named) — `--duration-secs` of open-loop load at `--load-rate`; rate,
+//!   lag and backlog over time (`series`, plotted by `scripts/plot-steady.py`).
+//! * `pinned` (only when named; PostgreSQL) — the same load before, during and after an idle
+//!   transaction that pins vacuum's horizon; completion rate in each phase and the drain time.
+//!
+//! `--db private` runs on a PostgreSQL cluster the benchmark starts itself (see [`cluster`]).
 
 mod api;
+pub(crate) mod cluster;
 mod db;
 mod execute;
 mod latency;
@@ -25,6 +32,7 @@ mod limits;
 mod procs;
 mod report;
 mod schedule;
+mod steady;
 mod submit;
 
 use clap::{Args, ValueEnum};
@@ -47,6 +55,10 @@ pub enum Scenario {
     Schedule,
     /// Draining runs under per-key limits beside a hot, limited key.
     Limits,
+    /// Minutes of steady offered load: rate, lag and backlog over time.
+    Steady,
+    /// Steady load while an idle transaction pins vacuum's horizon (PostgreSQL).
+    Pinned,
 }
 
 impl Scenario {
@@ -67,6 +79,8 @@ impl Scenario {
             Scenario::Latency => "latency",
             Scenario::Schedule => "schedule",
             Scenario::Limits => "limits",
+            Scenario::Steady => "steady",
+            Scenario::Pinned => "pinned",
         }
     }
 }
@@ -74,12 +88,13 @@ impl Scenario {
 /// `sundial bench` flags.
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Database: `sqlite:///path.db` (must not exist yet; recreated for every phase) or
-    /// `postgres://…/NAME` (database NAME is DROPPED and created again for every phase).
-    /// Default: a fresh SQLite file in a temporary directory.
+    /// Database: `sqlite:///path.db` (must not exist yet; recreated for every phase),
+    /// `postgres://…/NAME` (database NAME is DROPPED and created again for every phase), or
+    /// `private` (a PostgreSQL cluster of its own: initdb in a temporary directory, autovacuum
+    /// on, deleted at the end). Default: a fresh SQLite file in a temporary directory.
     #[arg(long)]
     pub db: Option<String>,
-    /// Scenarios to run (repeatable or comma-separated; default all).
+    /// Scenarios to run (repeatable or comma-separated; default all but `steady` and `pinned`).
     #[arg(long = "scenario", value_enum, value_delimiter = ',')]
     pub scenarios: Vec<Scenario>,
     /// Jobs per throughput scenario.
@@ -115,6 +130,28 @@ pub struct BenchArgs {
     /// Seconds over which the idle server's CPU use is sampled in `schedule`.
     #[arg(long, default_value_t = 5.0)]
     pub idle_secs: f64,
+    /// Offered jobs per second for `steady` and `pinned` (open loop, a batch every 100 ms).
+    #[arg(long, default_value_t = 1000.0)]
+    pub load_rate: f64,
+    /// Length of `steady`, seconds.
+    #[arg(long, default_value_t = 600.0)]
+    pub duration_secs: f64,
+    /// `pinned`: seconds of load before the snapshot is pinned.
+    #[arg(long, default_value_t = 60.0)]
+    pub pin_before_secs: f64,
+    /// `pinned`: seconds the snapshot stays pinned.
+    #[arg(long, default_value_t = 240.0)]
+    pub pin_secs: f64,
+    /// `pinned`: seconds of load after the pinning transaction ends.
+    #[arg(long, default_value_t = 180.0)]
+    pub pin_after_secs: f64,
+    /// Width of one point of `series` in `steady` and `pinned`, seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub window_secs: f64,
+    /// The `sundial` binary whose `serve` and `worker` are measured (default: this one), to
+    /// compare two builds in one sitting.
+    #[arg(long)]
+    pub server_exe: Option<std::path::PathBuf>,
     /// One JSON object per scenario on stdout (the table goes to stderr).
     #[arg(long)]
     pub json: bool,
@@ -153,6 +190,10 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         Scenario::ALL.into_iter().filter(|s| args.scenarios.contains(s)).collect()
     };
+    if let Some(exe) = &args.server_exe {
+        anyhow::ensure!(exe.is_file(), "--server-exe {}: no such file", exe.display());
+        let _ = procs::SERVER_EXE.set(std::path::absolute(exe)?);
+    }
     let db = db::BenchDb::new(args.db.as_deref()).await?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(usize::MAX)
@@ -183,6 +224,8 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Scenario::Latency => latency::run(&ctx, &mut report).await,
             Scenario::Schedule => schedule::run(&ctx, &mut report).await,
             Scenario::Limits => limits::run(&ctx, &mut report).await,
+            Scenario::Steady => steady::steady(&ctx, &mut report).await,
+            Scenario::Pinned => steady::pinned(&ctx, &mut report).await,
         };
         report.set("elapsed_s", report::round(started.elapsed().as_secs_f64(), 2));
         report.set("loadavg_before", load);

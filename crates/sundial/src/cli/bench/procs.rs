@@ -119,8 +119,11 @@ impl WorkerProc {
 }
 
 /// This binary, with no `SUNDIAL_*` settings leaking in from the environment.
+/// The `sundial` binary the benchmark starts (`--server-exe`; default: itself).
+pub(super) static SERVER_EXE: OnceLock<std::path::PathBuf> = OnceLock::new();
+
 fn sundial_command() -> Command {
-    let exe = std::env::current_exe().unwrap_or_else(|_| "sundial".into());
+    let exe = SERVER_EXE.get().cloned().or_else(|| std::env::current_exe().ok()).unwrap_or_else(|| "sundial".into());
     let mut cmd = Command::new(exe);
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("SUNDIAL_") {

@@ -25,6 +25,12 @@
 //!   (last start after the due second), `idle_cpu_pct`, `idle_secs`, `rss_mb`, `startup_ms`,
 //!   `insert_jobs_per_s` (direct store inserts, not a server figure), `workers`, `warning`
 //!   (only when the server came up less than 0.5 s before the due second).
+//! * `steady`, `pinned`: `load_rate`, `offered_jobs_per_s`, `phases`, and per phase
+//!   `{phase}_completed_per_s`, `{phase}_p99_lag_ms`, `{phase}_end_backlog`; `steady` also
+//!   `completed_per_s`, `p50_lag_ms`, `p99_lag_ms`, `max_lag_ms`; `pinned` also `pinned_ratio`,
+//!   `max_backlog`, `drain_s`; both `series` (per `window_s`: `t_s`, `submitted_per_s`,
+//!   `completed_per_s`, `p50_lag_ms`, `p99_lag_ms`, `backlog`), `runs_dead_tuples` and
+//!   `runs_total_mb` (PostgreSQL), `server_cpu_pct`, `rss_mb`.
 
 use super::Ctx;
 use serde_json::Value;
@@ -73,6 +79,9 @@ impl Report {
         r.set("db_url", ctx.db.display());
         r.set("n", Value::Null);
         r.set("git_rev", ctx.git_rev.as_str());
+        if let Some(exe) = &ctx.args.server_exe {
+            r.set("server_exe", exe.display().to_string());
+        }
         for (k, v) in ctx.db.durability() {
             r.set(k, v.clone());
         }
@@ -187,6 +196,19 @@ impl Report {
                 ("rss_mb", "rss ", " MB"),
             ],
             "limits" => &[("jobs_per_s", "in-process ", " jobs/s"), ("hot_runs_done_meanwhile", "hot key ran ", "")],
+            "steady" => &[
+                ("first_completed_per_s", "first third ", " jobs/s"),
+                ("last_completed_per_s", "last third ", " jobs/s"),
+                ("first_p99_lag_ms", "lag p99 ", " ms"),
+                ("last_p99_lag_ms", "→ ", " ms"),
+            ],
+            "pinned" => &[
+                ("before_completed_per_s", "before ", " jobs/s"),
+                ("pinned_completed_per_s", "pinned ", " jobs/s"),
+                ("pinned_ratio", "ratio ", ""),
+                ("max_backlog", "backlog ", ""),
+                ("drain_s", "drained in ", " s"),
+            ],
             _ => &[],
         };
         let mut parts = Vec::new();

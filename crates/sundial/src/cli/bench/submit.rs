@@ -103,7 +103,8 @@ pub(super) async fn batch(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> 
     stopped
 }
 
-fn batch_body(range: std::ops::Range<u64>) -> Vec<u8> {
+/// A `POST /v1/jobs/batch` body of `echo` jobs numbered by `range`.
+pub(super) fn batch_body(range: std::ops::Range<u64>) -> Vec<u8> {
     let mut body = String::with_capacity(12 + (range.end - range.start) as usize * 48);
     body.push_str(r#"{"jobs":["#);
     for i in range.clone() {
