@@ -72,7 +72,7 @@ impl Dispatcher {
         let mut wake = poll.min(deadline);
         // A retry due later wakes us exactly then; a due run of a handler we don't serve
         // (next <= now) must not make us spin.
-        if let Some(next) = self.store.run_next_pending().await? {
+        if let Some(next) = self.store.run_next_pending(now).await? {
             if next > now && next < wake {
                 wake = next;
             }

@@ -250,3 +250,60 @@ async fn run_limits_trigger_never_scans_the_whole_table_even_with_empty_table_st
     assert_eq!(scans, 0, "the trigger scanned run_limits sequentially {scans} times");
     tx.rollback().await.unwrap();
 }
+
+/// With a snapshot pinned (an idle transaction that took a transaction id, so vacuum can reclaim
+/// nothing newer), claims start at their cursor instead of walking the index entries of every
+/// run claimed since: 3,000 runs claimed 10 at a time read a few entries of `runs_ready_order`
+/// each, where claims from the head would read about 450,000 (1,500 dead entries a claim on
+/// average). Counted in the index's statistics once the store's connections are closed (a
+/// backend reports its counts when it exits); the pin keeps the dead entries from being skipped.
+#[tokio::test]
+async fn claims_under_a_pinned_snapshot_read_what_is_due_not_what_was_claimed() {
+    let (a, b) = open_pg().await;
+    drop(b);
+    let schema = a.schema().unwrap().to_string();
+    let opts: PgConnectOptions = url().parse().unwrap();
+    let mut pin = opts.connect().await.unwrap();
+    sqlx::query("BEGIN").execute(&mut pin).await.unwrap();
+    sqlx::query("SELECT txid_current()").execute(&mut pin).await.unwrap();
+
+    const RUNS: usize = 3000;
+    for chunk in 0..RUNS / 500 {
+        let jobs = (0..500).map(|i| spec(None, vec![], serde_json::json!({ "i": chunk * 500 + i }))).collect();
+        for r in a.job_create_many(jobs, t0()).await.unwrap() {
+            r.unwrap();
+        }
+    }
+    let w = a.worker_register("w", &["echo".to_string()], 10, None, t0()).await.unwrap();
+    let mut claimed = std::collections::HashSet::new();
+    loop {
+        let p = ClaimParams { worker_id: w.id.clone(), max: 10, lease: Duration::from_secs(60), now: secs(1) };
+        let got = a.run_claim(&p).await.unwrap();
+        if got.is_empty() {
+            break;
+        }
+        for c in got {
+            assert!(claimed.insert(c.run_id.clone()), "run {} claimed twice", c.run_id);
+        }
+    }
+    assert_eq!(claimed.len(), RUNS, "every run claimed once");
+    a.close().await;
+
+    let read = sundial_core::testing::eventually("the closed connections' index counts", Duration::from_secs(30), || {
+        let (opts, schema) = (opts.clone(), schema.clone());
+        async move {
+            let mut check = opts.connect().await.ok()?;
+            let n: i64 = sqlx::query_scalar(
+                "SELECT idx_tup_read FROM pg_stat_user_indexes WHERE schemaname = $1 AND indexrelname = 'runs_ready_order'",
+            )
+            .bind(schema)
+            .fetch_one(&mut check)
+            .await
+            .ok()?;
+            (n >= RUNS as i64).then_some(n)
+        }
+    })
+    .await;
+    assert!(read <= 20_000, "claims read {read} entries of the ready order for {RUNS} runs");
+    sqlx::query("ROLLBACK").execute(&mut pin).await.unwrap();
+}

@@ -34,6 +34,7 @@
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub(crate) mod counts;
+pub(crate) mod cursor;
 pub(crate) mod fire;
 pub(crate) mod limits;
 mod listing;
@@ -439,9 +440,10 @@ pub trait Store: Send + Sync + 'static {
     async fn run_complete_many(&self, completions: Vec<Completion>, now: Timestamp) -> Result<Vec<Result<Run>>>;
     /// Expired leases, overrun timeouts and silent workers: retry or finish, with a reason.
     async fn run_reap(&self, params: &ReapParams) -> Result<ReapReport>;
-    /// The earliest `scheduled_for` among pending unheld runs (future ones included), so idle
-    /// claimers know when to look again.
-    async fn run_next_pending(&self) -> Result<Option<Timestamp>>;
+    /// The earliest `scheduled_for` later than `after` among pending unheld runs, so idle
+    /// claimers know when to look again. (Only later ones: the index entries of runs claimed
+    /// already sort before `after`, and on PostgreSQL they stay until vacuum.)
+    async fn run_next_pending(&self, after: Timestamp) -> Result<Option<Timestamp>>;
     /// Deletes finished runs that finished before `before`, at most `limit`.
     async fn run_prune(&self, before: Timestamp, limit: u32) -> Result<u64>;
 
@@ -529,7 +531,7 @@ pub(crate) fn only_item(batch: Result<Vec<Result<Run>>>) -> Result<Run> {
 /// * the single-statement writes, the job writes other than submissions, the backfill and the
 ///   calendar writes: the shared statements (`writes::Writes`, as `Shared`) in the backend's
 ///   transaction (`begin()`, or `one_write()`), with its few hooks of the same name for what
-///   differs (`lock_triggers_of`, `notify_ready`, `cancel_pending`, `jobs::store_triggers`,
+///   differs (`lock_triggers_of`, `notify_ready`, `ready_anywhere`, `cancel_pending`, `jobs::store_triggers`,
 ///   `runs::insert_all`, `calendars::move_triggers`; SQLite's locks and notices are no-ops).
 ///
 /// The rest is delegated to the per-noun module of the backend's folder (`jobs`, `triggers`,
@@ -566,6 +568,9 @@ macro_rules! store_by_noun {
                     Shared::hold_runs(&mut tx, &[id.to_string()], spec.paused).await?;
                 }
                 tx.commit().await.map_err(db_err)?;
+                if was_paused && !spec.paused {
+                    self.ready_anywhere();
+                }
                 self.job_get(id, now).await
             }
 
@@ -584,6 +589,9 @@ macro_rules! store_by_noun {
                     self.notify_ready(&mut tx).await?;
                 }
                 tx.commit().await.map_err(db_err)?;
+                if !paused {
+                    self.ready_anywhere();
+                }
                 self.job_get(id, now).await
             }
 
@@ -601,6 +609,7 @@ macro_rules! store_by_noun {
                 }
                 let row = Shared::run_row(&mut tx, &run.id, false).await?;
                 tx.commit().await.map_err(db_err)?;
+                self.ready_anywhere();
                 row.ok_or_else(|| StoreError::Internal("run vanished".into()))?.into_run()
             }
 
@@ -666,8 +675,8 @@ macro_rules! store_by_noun {
                 leases::reap(self, p).await
             }
 
-            async fn run_next_pending(&self) -> Result<Option<Timestamp>> {
-                self.reader().next_pending().await
+            async fn run_next_pending(&self, after: Timestamp) -> Result<Option<Timestamp>> {
+                self.reader().next_pending(after).await
             }
 
             async fn run_prune(&self, before: Timestamp, limit: u32) -> Result<u64> {
@@ -793,6 +802,7 @@ macro_rules! store_by_noun {
                     self.notify_ready(&mut tx).await?;
                 }
                 tx.commit().await.map_err(db_err)?;
+                self.ready_anywhere();
                 Ok(BackfillOutcome { created, existing: due - created })
             }
         }

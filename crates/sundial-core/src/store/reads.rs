@@ -130,9 +130,10 @@ where
     }
 
     /// [`Store::run_next_pending`](super::Store::run_next_pending).
-    pub(crate) async fn next_pending(&self) -> Result<Option<Timestamp>> {
-        let sql = format!("SELECT MIN(scheduled_for) FROM runs WHERE {}", self.ready());
-        let (next,): (Option<i64>,) = sqlx::query_as(&sql).fetch_one(self.pool).await.map_err(DB::err)?;
+    pub(crate) async fn next_pending(&self, after: Timestamp) -> Result<Option<Timestamp>> {
+        let sql = format!("SELECT MIN(scheduled_for) FROM runs WHERE {} AND scheduled_for > $1", self.ready());
+        let (next,): (Option<i64>,) =
+            sqlx::query_as(&sql).bind(us(after)).fetch_one(self.pool).await.map_err(DB::err)?;
         Ok(next.map(ts))
     }
 

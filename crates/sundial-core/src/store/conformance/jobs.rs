@@ -476,7 +476,11 @@ pub async fn pause_stops_triggers_and_claims_manual_run_still_runs(h: Harness) {
     assert_eq!(h.fire(h.t(35.0)).await, FireReport::default(), "a paused job's trigger does not fire");
     assert_eq!(h.runs(&j.id).await.len(), 1);
     assert_eq!(h.store.trigger_next_due().await.expect("trigger_next_due"), None, "paused triggers are not due");
-    assert_eq!(h.store.run_next_pending().await.expect("run_next_pending"), None, "held runs are not pending work");
+    assert_eq!(
+        h.store.run_next_pending(h.t(-1.0)).await.expect("run_next_pending"),
+        None,
+        "held runs are not pending work"
+    );
 
     let manual = h.store.job_run_now(&j.id, h.t(36.0)).await.expect("job_run_now");
     assert_eq!(

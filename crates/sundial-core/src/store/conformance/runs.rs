@@ -42,7 +42,8 @@ pub async fn claim_only_returns_due_runs_of_the_workers_handlers(h: Harness) {
     let w2 = h.worker(&["h2"], h.now).await;
     let w0 = h.worker(&[], h.now).await;
 
-    assert_eq!(h.store.run_next_pending().await.expect("run_next_pending"), Some(h.now));
+    assert_eq!(h.store.run_next_pending(h.t(-1.0)).await.expect("run_next_pending"), Some(h.now));
+    assert_eq!(h.store.run_next_pending(h.now).await.expect("run_next_pending"), Some(later), "only later ones");
     let got = h.claim(&w1.id, 10, h.t(50.0)).await;
     assert_eq!(claimed_jobs(&got), vec![j1.id.clone()], "only the due run of the worker's handler");
     assert!(h.claim(&w0.id, 10, h.t(50.0)).await.is_empty(), "a worker with no handlers gets nothing");
@@ -50,13 +51,13 @@ pub async fn claim_only_returns_due_runs_of_the_workers_handlers(h: Harness) {
     assert_eq!(claimed_jobs(&got), vec![j2.id.clone()]);
     assert_eq!(got[0].handler, "h2");
 
-    assert_eq!(h.store.run_next_pending().await.expect("run_next_pending"), Some(later));
+    assert_eq!(h.store.run_next_pending(h.t(50.0)).await.expect("run_next_pending"), Some(later));
     assert!(h.claim(&w1.id, 10, h.t(99.0)).await.is_empty(), "not due yet");
     assert!(h.claim(&w2.id, 10, later).await.is_empty(), "not this worker's handler");
     let got = h.claim(&w1.id, 10, later).await;
     assert_eq!(claimed_jobs(&got), vec![j3.id.clone()]);
     assert_eq!(got[0].scheduled_for, later);
-    assert_eq!(h.store.run_next_pending().await.expect("run_next_pending"), None);
+    assert_eq!(h.store.run_next_pending(h.t(-1.0)).await.expect("run_next_pending"), None);
 }
 
 /// Every claim makes `attempt` + 1, sets the lease and hands over the run's snapshot; it is the

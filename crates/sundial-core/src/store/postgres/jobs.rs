@@ -41,6 +41,7 @@ impl PostgresStore {
         let mut staged: Vec<Option<Staged>> = vec![None; jobs.len()];
         let mut created: Vec<(usize, String, String)> = Vec::new(); // (item, id, name)
         let mut todo: Vec<usize> = (0..jobs.len()).collect();
+        let mut ready: Vec<ReadyKey> = Vec::new();
         let mut tx = self.begin().await?;
         // An item naming no stored calendar is refused alone; the calendars named are read FOR
         // SHARE here, so none of them can be deleted before this transaction ends.
@@ -84,7 +85,8 @@ impl PostgresStore {
                     }
                 }
             }
-            let inserted = self.insert_jobs(&mut tx, jobs, items, &inserts, now).await?;
+            let (inserted, keys) = self.insert_jobs(&mut tx, jobs, items, &inserts, now).await?;
+            ready.extend(keys);
             let mut lost: HashSet<String> = HashSet::new();
             for (i, id, name) in inserts {
                 if inserted.contains(&id) {
@@ -107,6 +109,7 @@ impl PostgresStore {
         let specs: Vec<(&str, &JobSpec)> = created.iter().map(|(i, id, _)| (id.as_str(), &jobs[*i].spec)).collect();
         let mut triggers = insert_triggers(&mut tx, &specs, now).await?;
         tx.commit().await.map_err(db_err)?;
+        self.cursors.note_ready(&ready, us(now));
         for (i, id, name) in created {
             let mut spec = jobs[i].spec.clone();
             spec.idempotency_key = items[i].key.clone();
@@ -130,8 +133,9 @@ impl PostgresStore {
             })
             .collect();
         let mut conn = self.pool.acquire().await.map_err(db_err)?;
-        let inserted = self.insert_jobs(&mut conn, jobs, items, &inserts, now).await?;
+        let (inserted, ready) = self.insert_jobs(&mut conn, jobs, items, &inserts, now).await?;
         drop(conn);
+        self.cursors.note_ready(&ready, us(now));
         let mut staged: Vec<Option<Staged>> = vec![None; jobs.len()];
         let mut again = Vec::new();
         for (i, id, name) in inserts {
@@ -245,8 +249,9 @@ pub(super) async fn lookup_existing(
 impl PostgresStore {
     /// Inserts the jobs `inserts` and, for those with no trigger, their one run due now (held
     /// while the job is paused; its fair turn as [`limits::turns_for`] gives it), and queues the
-    /// runs-ready notice, all in one statement. Returns the ids of the jobs actually inserted: a
-    /// job whose name or key a concurrent transaction took first is left out, and so is its run.
+    /// runs-ready notice, all in one statement. Returns the ids of the jobs actually inserted (a
+    /// job whose name or key a concurrent transaction took first is left out, and so is its
+    /// run), and where the ready runs sort, for the claim cursors once they are committed.
     async fn insert_jobs(
         &self,
         conn: &mut sqlx::PgConnection,
@@ -254,9 +259,9 @@ impl PostgresStore {
         items: &[Item],
         inserts: &[(usize, String, String)],
         now: Timestamp,
-    ) -> Result<HashSet<String>> {
+    ) -> Result<(HashSet<String>, Vec<ReadyKey>)> {
         if inserts.is_empty() {
-            return Ok(HashSet::new());
+            return Ok((HashSet::new(), Vec::new()));
         }
         // Sorted by name, so concurrent batches take the unique-index entries in one order.
         let mut order: Vec<&(usize, String, String)> = inserts.iter().collect();
@@ -291,8 +296,12 @@ impl PostgresStore {
             c.turn.push(None);
         }
         let refs: Vec<&NewRun> = runs.iter().map(|(_, r)| r).collect();
-        let turns = limits::turns_for(&mut *conn, &refs).await?;
+        let turns = limits::turns_for(&mut *conn, &refs, self.cursors.lowest().as_ref()).await?;
+        let mut ready = Vec::with_capacity(runs.len());
         for ((row, r), (fair_key, turn)) in runs.iter().zip(turns) {
+            if !r.held {
+                ready.push(ReadyKey { neg_priority: -r.job.priority, turn, scheduled_for: us(now), id: r.id.clone() });
+            }
             c.run_id[*row] = Some(r.id.clone());
             c.fair_key[*row] = Some(fair_key);
             c.turn[*row] = Some(turn);
@@ -347,7 +356,7 @@ impl PostgresStore {
         .fetch_all(&mut *conn)
         .await
         .map_err(db_err)?;
-        Ok(ids.into_iter().flatten().collect())
+        Ok((ids.into_iter().flatten().collect(), ready))
     }
 }
 

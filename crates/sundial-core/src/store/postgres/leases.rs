@@ -229,10 +229,16 @@ pub(super) async fn lock_jobs_or_skip(tx: &mut Tx, rows: &mut Vec<RunRow>, ended
 pub(super) async fn claim(s: &PostgresStore, p: &ClaimParams) -> Result<Vec<ClaimedRun>> {
     let mut tx = s.begin().await?;
     let scope = touch_worker(&mut tx, &p.worker_id, p.now).await?;
-    let rows: Vec<RunRow> =
-        if p.max == 0 || scope.claims_nothing() { Vec::new() } else { limits::claim_rows(&mut tx, p, &scope).await? };
+    if p.max == 0 || scope.claims_nothing() {
+        tx.commit().await.map_err(db_err)?;
+        return Ok(Vec::new());
+    }
+    let scope_key = format!("{:?}/{:?}", scope.handlers, scope.namespaces);
+    let start = s.cursors.start(&scope_key, us(p.now));
+    let (rows, read) = limits::claim_rows(&mut tx, p, &scope, start.from.as_ref()).await?;
     record_claims(&mut tx, &rows).await?;
     tx.commit().await.map_err(db_err)?;
+    s.cursors.after_claim(&scope_key, start, read, us(p.now));
     let mut claimed: Vec<ClaimedRun> = rows.into_iter().map(RunRow::into_claimed).collect::<Result<_>>()?;
     claimed.sort_by_key(|c| c.scheduled_for);
     Ok(claimed)
@@ -372,6 +378,7 @@ pub(super) async fn complete_many(
         out.push(None);
     }
     let mut updated = settle_rows(&mut tx, &settles, now).await?;
+    let ready = made_ready(updated.values(), us(now));
     let finished: Vec<&RunRow> = settled_at.iter().filter_map(|(_, id)| updated.get(id)).collect();
     jobs::count_settled(&mut tx, &streaks, &finished, now).await?;
     for (i, id) in settled_at {
@@ -381,22 +388,37 @@ pub(super) async fn complete_many(
         });
     }
     tx.commit().await.map_err(db_err)?;
+    s.cursors.ready_at(ready, us(now));
     Ok(out.into_iter().map(|o| o.expect("every completion answered")).collect())
+}
+
+/// When the settled `rows` made runs ready, for the claim cursors once committed: a retry at its
+/// due time; a `buffer_one` run's end now (its job's waiting run may go).
+fn made_ready<'a>(rows: impl IntoIterator<Item = &'a RunRow>, now: i64) -> Vec<i64> {
+    rows.into_iter()
+        .filter_map(|r| match r.state.as_str() {
+            "pending" => Some(r.scheduled_for),
+            _ if r.overlap == Overlap::BufferOne.as_str() => Some(now),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Settles the runs the reaper picked, ended so: their jobs locked first, or the rows passed
 /// over ([`lock_jobs_or_skip`]), then counted toward `pause_after_failures`. Returns each settled
-/// run's id and new state, in pick order.
+/// run's id and new state, in pick order; adds to `ready` when runs became ready ([`made_ready`]).
 async fn settle_picked(
     tx: &mut Tx,
     mut picked: Vec<RunRow>,
     ended: Ended,
     now: Timestamp,
+    ready: &mut Vec<i64>,
 ) -> Result<Vec<(String, RunState)>> {
     let streaks = lock_jobs_or_skip(tx, &mut picked, ended).await?;
     let order: Vec<String> = picked.iter().map(|r| r.id.clone()).collect();
     let items: Vec<Settle> = picked.into_iter().map(|row| Settle { row, ended, output: None, error: None }).collect();
     let mut done = settle_rows(tx, &items, now).await?;
+    ready.extend(made_ready(done.values(), us(now)));
     let finished: Vec<&RunRow> = order.iter().filter_map(|id| done.get(id)).collect();
     jobs::count_settled(tx, &streaks, &finished, now).await?;
     let mut out = Vec::with_capacity(order.len());
@@ -414,10 +436,12 @@ pub(super) async fn reap(s: &PostgresStore, p: &ReapParams) -> Result<ReapReport
     let now = us(p.now);
     // Every pick skips rows another node's reaper holds.
     let workers_dead = Shared::reap_workers(&mut tx, now - dur_us(p.dead_after)).await?;
+    let mut ready = Vec::new();
     let picked = Shared::expired_runs(&mut tx, now, p.limit).await?;
-    let expired = settle_picked(&mut tx, picked, Ended::LeaseExpired, p.now).await?;
+    let expired = settle_picked(&mut tx, picked, Ended::LeaseExpired, p.now, &mut ready).await?;
     let picked = Shared::overrun_runs(&mut tx, dur_us(p.timeout_grace), now, p.limit).await?;
-    let timed_out = settle_picked(&mut tx, picked, Ended::TimeoutOverrun, p.now).await?;
+    let timed_out = settle_picked(&mut tx, picked, Ended::TimeoutOverrun, p.now, &mut ready).await?;
     tx.commit().await.map_err(db_err)?;
+    s.cursors.ready_at(ready, now);
     Ok(ReapReport { expired, timed_out, workers_dead })
 }

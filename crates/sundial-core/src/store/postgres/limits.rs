@@ -19,25 +19,48 @@ const LIMIT_LOCK_CLASS: i32 = 0x5344_4c4b;
 /// leases them. Runs another claimer has locked are skipped (`SKIP LOCKED`), and so are runs of
 /// a key another claimer is counting (a tried advisory lock). Only runs of `scope`'s namespaces
 /// when it names some.
-pub(super) async fn claim_rows(tx: &mut Tx, p: &ClaimParams, scope: &WorkerScope) -> Result<Vec<RunRow>> {
+///
+/// Reading starts at `from` in the ready order when given (see [`crate::store::cursor`]); what
+/// the claim read is returned for the cursor to move.
+pub(super) async fn claim_rows(
+    tx: &mut Tx,
+    p: &ClaimParams,
+    scope: &WorkerScope,
+    from: Option<&ReadyKey>,
+) -> Result<(Vec<RunRow>, ClaimRead)> {
     let mut st = ClaimState::default();
     let budget = scan_budget(p.max);
     let mut size = p.max as usize;
+    // A row comparison on the columns of `runs_ready_order`: the index scan starts at the cursor.
+    let after = if from.is_some() { "AND (-priority, turn, scheduled_for, id) >= ($6, $7, $8, $9)" } else { "" };
+    let sql = format!(
+        "SELECT {CANDIDATE_COLUMNS}, -priority AS neg_priority, turn, scheduled_for, \
+         (SELECT MIN(scheduled_for) FROM runs WHERE state = 'pending' AND NOT held AND NOT blocked \
+         AND scheduled_for > $1) AS next_due \
+         FROM runs WHERE state = 'pending' AND NOT held AND NOT blocked \
+         AND scheduled_for <= $1 AND handler = ANY($2) AND NOT (id = ANY($3)) \
+         AND ($5::text[] IS NULL OR namespace = ANY($5)) {after} \
+         ORDER BY -priority, turn, scheduled_for, id LIMIT $4 FOR UPDATE SKIP LOCKED"
+    );
+    let mut read: Vec<ReadyKey> = Vec::new();
+    let mut next_due = None;
     loop {
-        let page: Vec<Candidate> = sqlx::query_as(&format!(
-            "SELECT {CANDIDATE_COLUMNS} FROM runs WHERE state = 'pending' AND NOT held AND NOT blocked \
-             AND scheduled_for <= $1 AND handler = ANY($2) AND NOT (id = ANY($3)) \
-             AND ($5::text[] IS NULL OR namespace = ANY($5)) \
-             ORDER BY priority DESC, turn, scheduled_for, id LIMIT $4 FOR UPDATE SKIP LOCKED"
-        ))
-        .bind(us(p.now))
-        .bind(&scope.handlers)
-        .bind(&st.seen)
-        .bind(size as i64)
-        .bind(&scope.namespaces)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(db_err)?;
+        let mut q = sqlx::query_as::<_, PageRow>(&sql)
+            .bind(us(p.now))
+            .bind(&scope.handlers)
+            .bind(&st.seen)
+            .bind(size as i64)
+            .bind(&scope.namespaces);
+        if let Some(k) = from {
+            q = q.bind(k.neg_priority).bind(k.turn).bind(k.scheduled_for).bind(&k.id);
+        }
+        let rows: Vec<PageRow> = q.fetch_all(&mut **tx).await.map_err(db_err)?;
+        let mut page = Vec::with_capacity(rows.len());
+        for r in rows {
+            next_due = r.next_due;
+            read.push(r.key);
+            page.push(r.candidate);
+        }
         let exhausted = page.len() < size;
         let unknown = st.unknown_keys(&page);
         if !unknown.is_empty() {
@@ -58,7 +81,19 @@ pub(super) async fn claim_rows(tx: &mut Tx, p: &ClaimParams, scope: &WorkerScope
         }
         size = next_page_size(p.max, claimed, st.seen.len());
     }
-    write_plan(tx, &st, p).await
+    let rows = write_plan(tx, &st, p).await?;
+    Ok((rows, ClaimRead::of(read, &st.plan.claim, next_due)))
+}
+
+/// A candidate of a claim's page with its place in the ready order, and the earliest due time
+/// of a ready run not yet due.
+#[derive(sqlx::FromRow)]
+struct PageRow {
+    #[sqlx(flatten)]
+    candidate: Candidate,
+    #[sqlx(flatten)]
+    key: ReadyKey,
+    next_due: Option<i64>,
 }
 
 /// Tries each governed key's lock, then counts the locked ones in a statement of its own (so
@@ -166,17 +201,29 @@ async fn write_plan(tx: &mut Tx, st: &ClaimState, p: &ClaimParams) -> Result<Vec
 /// [`crate::flow::assign_turns`]): two index probes per distinct first key, whatever the backlog;
 /// runs naming no key need only the floor. On a transaction's connection or, for a statement
 /// that commits alone, any.
-pub(super) async fn turns_for(conn: &mut sqlx::PgConnection, runs: &[&NewRun]) -> Result<Vec<(String, i64)>> {
+pub(super) async fn turns_for(
+    conn: &mut sqlx::PgConnection,
+    runs: &[&NewRun],
+    from: Option<&ReadyKey>,
+) -> Result<Vec<(String, i64)>> {
     if runs.is_empty() {
         return Ok(Vec::new());
     }
-    let floor: (Option<i64>,) = sqlx::query_as(
-        "SELECT (SELECT turn FROM runs WHERE state = 'pending' AND NOT held AND NOT blocked \
-         ORDER BY priority DESC, turn LIMIT 1)",
-    )
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(db_err)?;
+    // The head from the lowest claim cursor: the entries before it are of runs claimed already
+    // (or, when a write just moved the cursor back, of a few runs a later floor will see).
+    let (after, key) = match from {
+        Some(k) => ("AND (-priority, turn, scheduled_for, id) >= ($1, $2, $3, $4)", k.clone()),
+        None => ("", ReadyKey { neg_priority: 0, turn: 0, scheduled_for: 0, id: String::new() }),
+    };
+    let sql = format!(
+        "SELECT (SELECT turn FROM runs WHERE state = 'pending' AND NOT held AND NOT blocked {after} \
+         ORDER BY -priority, turn, scheduled_for, id LIMIT 1)"
+    );
+    let mut q = sqlx::query_as::<_, (Option<i64>,)>(&sql);
+    if from.is_some() {
+        q = q.bind(key.neg_priority).bind(key.turn).bind(key.scheduled_for).bind(key.id);
+    }
+    let floor = q.fetch_one(&mut *conn).await.map_err(db_err)?;
     let fair: Vec<String> = runs.iter().map(|r| fair_key_of(&r.job.limits)).collect();
     // Runs naming no key take the floor: nothing to look up for them.
     let mut keys: Vec<String> = fair.iter().filter(|k| !k.is_empty()).cloned().collect();

@@ -16,6 +16,7 @@
 //! Tests isolate themselves in a schema of their own: [`PostgresStore::connect_with_schema`], or
 //! `?schema=NAME` in the URL given to [`PostgresStore::connect`].
 
+use super::cursor::{ClaimCursors, ClaimRead, ReadyKey};
 use super::fire::{fire_actions, JobSnapshot, NewRun, JOB_SNAPSHOT_COLUMNS};
 use super::plan::{
     holds, lease_of, operator_retry, settle_row, streak_write, submission_vs_existing, Conflict, JobStreak, Taken,
@@ -64,6 +65,8 @@ const RETRYABLE: &str = "transient conflict with a concurrent transaction";
 pub struct PostgresStore {
     pool: PgPool,
     schema: Option<String>,
+    /// Where this node's claims start reading the ready order (see [`super::cursor`]).
+    cursors: std::sync::Arc<ClaimCursors>,
 }
 
 /// Maps driver errors to domain errors (the one place that knows sqlx's error kinds).
@@ -193,7 +196,12 @@ impl PostgresStore {
             }
         }
         sqlx::migrate!("src/store/postgres/migrations").run(&pool).await.map_err(migrate_err)?;
-        Ok(Self { pool, schema })
+        Ok(Self { pool, schema, cursors: Default::default() })
+    }
+
+    /// Closes every pooled connection (waiting for those in use to come back).
+    pub async fn close(&self) {
+        self.pool.close().await;
     }
 
     /// The schema this store lives in, when it was given one.
@@ -229,6 +237,12 @@ impl PostgresStore {
 
     async fn begin(&self) -> Result<Tx> {
         self.pool.begin().await.map_err(db_err)
+    }
+
+    /// After a commit that made runs ready wherever they sort (a resume, a manual run, a
+    /// backfill): this node's claims read from the head next.
+    fn ready_anywhere(&self) {
+        self.cursors.invalidate();
     }
 
     /// The shared reads.

@@ -36,7 +36,7 @@ pub(super) struct RunCols {
 /// Returns how many were inserted.
 pub(super) async fn insert_runs<'a>(tx: &mut Tx, runs: impl IntoIterator<Item = &'a NewRun>) -> Result<u64> {
     let runs: Vec<&NewRun> = runs.into_iter().collect();
-    let turns = limits::turns_for(tx, &runs).await?;
+    let turns = limits::turns_for(tx, &runs, None).await?;
     let mut c = RunCols::default();
     for (r, (fair_key, turn)) in runs.into_iter().zip(turns) {
         c.limits.push(r.job.limits.clone());
@@ -184,6 +184,7 @@ pub(super) async fn cancel_many(s: &PostgresStore, ids: &[String], now: Timestam
     }
     let mut now_rows = rows_now(&mut tx, ids).await?;
     tx.commit().await.map_err(db_err)?;
+    s.ready_anywhere();
     ids.iter()
         .zip(outcome)
         .map(|(id, o)| {
@@ -225,6 +226,7 @@ pub(super) async fn retry_many(s: &PostgresStore, ids: &[String], now: Timestamp
         out.push(row.into_run());
     }
     tx.commit().await.map_err(db_err)?;
+    s.ready_anywhere();
     Ok(out)
 }
 

@@ -109,9 +109,13 @@ pub(super) async fn fire_due(s: &PostgresStore, now: Timestamp, limit: u32, misf
     }
     cancel_pending(&mut tx, &actions.cancel_pending, us(now)).await?;
     Shared::request_cancel(&mut tx, &actions.cancel_running).await?;
-    if actions.inserts.iter().any(|r| r.state == RunState::Pending && !r.blocked) {
+    let ready = actions.inserts.iter().any(|r| r.state == RunState::Pending && !r.blocked);
+    if ready {
         s.notify_ready(&mut tx).await?;
     }
     tx.commit().await.map_err(db_err)?;
+    if ready {
+        s.ready_anywhere();
+    }
     Ok(actions.report())
 }

@@ -1,0 +1,269 @@
+//! Where a PostgreSQL claim starts reading the ready order.
+//!
+//! PostgreSQL keeps the index entry of a claimed run until vacuum removes it, and vacuum can
+//! remove nothing newer than the oldest open snapshot. Claims read the ready order from its head,
+//! where the entries of the runs claimed most recently sit; with a snapshot held open for minutes
+//! every claim would walk all of them, so a claim's cost would grow with what was ever claimed,
+//! not with what is due. A claim therefore starts at a cursor: the position in the ready order
+//! (`-priority, turn, scheduled_for, id`) where the previous claim stopped.
+//!
+//! The cursor is a hint, never a filter that can lose a run: a run that becomes ready before it
+//! (a higher priority, an earlier turn, a lease given back, a resumed job) is only delayed, and
+//! every such write this node makes moves the cursor back to the head at once ([`ClaimCursors::note_ready`],
+//! [`ClaimCursors::invalidate`]). What other nodes do is caught by a scan from the head at least
+//! every [`RESCAN_US`], and a run that was not yet due when the cursor moved puts the cursor back
+//! when it falls due ([`ClaimCursor::lapses_at`]). SQLite updates its indexes in place and needs none
+//! of this.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+/// At least this often (microseconds of the claims' clock) a claim reads from the head.
+pub(crate) const RESCAN_US: i64 = 1_000_000;
+
+/// A position in the ready order, compared as the claim query's `ORDER BY`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, sqlx::FromRow)]
+pub(crate) struct ReadyKey {
+    /// `-priority`: the order is by priority, highest first.
+    pub neg_priority: i64,
+    pub turn: i64,
+    pub scheduled_for: i64,
+    pub id: String,
+}
+
+/// The cursor of one claim scope (a set of handlers and namespaces).
+#[derive(Debug, Default)]
+struct ClaimCursor {
+    at: Option<ReadyKey>,
+    /// When a claim last read from the head.
+    rescanned_at: i64,
+    /// The earliest due time of a ready run that was not due yet when the cursor moved.
+    lapses_at: Option<i64>,
+    /// Bumped by every write that may put a run before the cursor; a claim that started under
+    /// an older generation does not move it.
+    generation: u64,
+}
+
+/// Where a claim that starts at `now` reads from (`None`: the head), and the generation to
+/// hand back to [`ClaimCursors::after_claim`].
+#[derive(Debug)]
+pub(crate) struct ClaimStart {
+    pub from: Option<ReadyKey>,
+    generation: u64,
+}
+
+/// What a claim read: the runs it looked at in order, the first it left ready (held back by a
+/// limit), and the earliest due time of a ready run not due at the claim's `now`.
+#[derive(Debug, Default)]
+pub(crate) struct ClaimRead {
+    pub last_read: Option<ReadyKey>,
+    pub first_left: Option<ReadyKey>,
+    pub next_due: Option<i64>,
+}
+
+impl ClaimRead {
+    /// From the runs a claim read (`read`, in any order) and the ids it claimed.
+    pub(crate) fn of(read: Vec<ReadyKey>, claimed: &[String], next_due: Option<i64>) -> Self {
+        let claimed: HashSet<&str> = claimed.iter().map(String::as_str).collect();
+        let first_left = read.iter().filter(|k| !claimed.contains(k.id.as_str())).min().cloned();
+        Self { last_read: read.into_iter().max(), first_left, next_due }
+    }
+}
+
+/// The cursors of one store, by claim scope.
+#[derive(Debug, Default)]
+pub(crate) struct ClaimCursors {
+    by_scope: Mutex<HashMap<String, ClaimCursor>>,
+}
+
+impl ClaimCursors {
+    /// Where a claim of `scope` at `now` starts.
+    pub(crate) fn start(&self, scope: &str, now: i64) -> ClaimStart {
+        let mut all = self.by_scope.lock().expect("cursor lock");
+        let c = all.entry(scope.to_string()).or_default();
+        let stale = now >= c.rescanned_at.saturating_add(RESCAN_US) || c.lapses_at.is_some_and(|l| now >= l);
+        if stale {
+            c.at = None;
+        }
+        ClaimStart { from: c.at.clone(), generation: c.generation }
+    }
+
+    /// Moves the cursor of `scope` after a claim that started at `start` read `read`: to the
+    /// first run it left ready, else to the last run it read (which it claimed).
+    pub(crate) fn after_claim(&self, scope: &str, start: ClaimStart, read: ClaimRead, now: i64) {
+        let mut all = self.by_scope.lock().expect("cursor lock");
+        let c = all.entry(scope.to_string()).or_default();
+        if c.generation != start.generation {
+            return;
+        }
+        if start.from.is_none() {
+            c.rescanned_at = now;
+        }
+        // A claim that read nothing learnt nothing of what is due later.
+        if read.last_read.is_some() {
+            c.lapses_at = read.next_due;
+        }
+        c.at = read.first_left.or(read.last_read).or(start.from);
+    }
+
+    /// Runs became ready at these positions, due at these times: a cursor past one that is due
+    /// goes back to the head; one not yet due makes every cursor lapse when it falls due.
+    pub(crate) fn note_ready<'a>(&self, ready: impl IntoIterator<Item = &'a ReadyKey>, now: i64) {
+        let ready: Vec<&ReadyKey> = ready.into_iter().collect();
+        if ready.is_empty() {
+            return;
+        }
+        let mut all = self.by_scope.lock().expect("cursor lock");
+        for c in all.values_mut() {
+            for k in &ready {
+                if k.scheduled_for > now {
+                    c.lapses_at = Some(c.lapses_at.map_or(k.scheduled_for, |l| l.min(k.scheduled_for)));
+                } else if c.at.as_ref().is_some_and(|at| *k < at) {
+                    c.at = None;
+                    c.generation += 1;
+                }
+            }
+        }
+    }
+
+    /// Runs became ready, due at these times, wherever they sort: one due already sends every
+    /// claim to the head; one not yet due makes every cursor lapse when it falls due.
+    pub(crate) fn ready_at(&self, due: impl IntoIterator<Item = i64>, now: i64) {
+        let mut later: Option<i64> = None;
+        for d in due {
+            if d <= now {
+                return self.invalidate();
+            }
+            later = Some(later.map_or(d, |l| l.min(d)));
+        }
+        let Some(later) = later else { return };
+        let mut all = self.by_scope.lock().expect("cursor lock");
+        for c in all.values_mut() {
+            c.lapses_at = Some(c.lapses_at.map_or(later, |l| l.min(later)));
+        }
+    }
+
+    /// The earliest cursor of any scope (`None` when one reads from the head): where the first
+    /// ready run is looked for when new runs take their fair turn.
+    pub(crate) fn lowest(&self) -> Option<ReadyKey> {
+        let all = self.by_scope.lock().expect("cursor lock");
+        let mut low: Option<&ReadyKey> = None;
+        for c in all.values() {
+            let at = c.at.as_ref()?;
+            low = Some(low.map_or(at, |l| l.min(at)));
+        }
+        low.cloned()
+    }
+
+    /// Runs may have become ready anywhere in the order: every claim reads from the head next.
+    pub(crate) fn invalidate(&self) {
+        let mut all = self.by_scope.lock().expect("cursor lock");
+        for c in all.values_mut() {
+            c.at = None;
+            c.generation += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(p: i64, turn: i64, at: i64, id: &str) -> ReadyKey {
+        ReadyKey { neg_priority: -p, turn, scheduled_for: at, id: id.into() }
+    }
+
+    fn claimed(last: &ReadyKey) -> ClaimRead {
+        ClaimRead { last_read: Some(last.clone()), ..Default::default() }
+    }
+
+    #[test]
+    fn a_claim_starts_where_the_last_one_stopped_and_from_the_head_every_rescan_interval() {
+        let cs = ClaimCursors::default();
+        let s = cs.start("echo", 0);
+        assert_eq!(s.from, None, "the first claim reads from the head");
+        cs.after_claim("echo", s, claimed(&key(0, 0, 5, "r5")), 0);
+        assert_eq!(cs.start("echo", RESCAN_US - 1).from, Some(key(0, 0, 5, "r5")));
+        assert_eq!(cs.start("other", 1).from, None, "scopes have cursors of their own");
+        assert_eq!(cs.start("echo", RESCAN_US).from, None, "a rescan is due");
+    }
+
+    #[test]
+    fn a_run_left_ready_by_a_limit_holds_the_cursor_back() {
+        let cs = ClaimCursors::default();
+        let s = cs.start("echo", 0);
+        let read =
+            ClaimRead { last_read: Some(key(0, 0, 9, "r9")), first_left: Some(key(0, 0, 2, "r2")), next_due: None };
+        cs.after_claim("echo", s, read, 0);
+        assert_eq!(cs.start("echo", 1).from, Some(key(0, 0, 2, "r2")));
+    }
+
+    #[test]
+    fn what_a_claim_read_is_summed_up_by_its_last_run_and_the_first_it_left() {
+        let read = vec![key(0, 0, 3, "c"), key(0, 0, 1, "a"), key(0, 0, 2, "b")];
+        let r = ClaimRead::of(read.clone(), &["a".into(), "c".into()], Some(7));
+        assert_eq!(
+            (r.last_read, r.first_left, r.next_due),
+            (Some(key(0, 0, 3, "c")), Some(key(0, 0, 2, "b")), Some(7))
+        );
+        let r = ClaimRead::of(read, &["a".into(), "b".into(), "c".into()], None);
+        assert_eq!(r.first_left, None);
+    }
+
+    #[test]
+    fn an_empty_read_keeps_the_cursor() {
+        let cs = ClaimCursors::default();
+        cs.after_claim("echo", cs.start("echo", 0), claimed(&key(0, 0, 5, "r5")), 0);
+        cs.after_claim("echo", cs.start("echo", 1), ClaimRead::default(), 1);
+        assert_eq!(cs.start("echo", 2).from, Some(key(0, 0, 5, "r5")));
+    }
+
+    #[test]
+    fn a_due_run_made_ready_before_the_cursor_sends_claims_back_to_the_head() {
+        let cs = ClaimCursors::default();
+        cs.after_claim("echo", cs.start("echo", 0), claimed(&key(0, 0, 5, "r5")), 0);
+        cs.note_ready([&key(0, 0, 7, "r7")], 10);
+        assert_eq!(cs.start("echo", 11).from, Some(key(0, 0, 5, "r5")), "after the cursor: kept");
+        cs.note_ready([&key(1, 0, 9, "hi")], 10);
+        assert_eq!(cs.start("echo", 11).from, None, "a higher priority sorts first");
+    }
+
+    #[test]
+    fn a_run_not_yet_due_makes_the_cursor_lapse_when_it_falls_due() {
+        let cs = ClaimCursors::default();
+        let read = ClaimRead { last_read: Some(key(0, 0, 5, "r5")), first_left: None, next_due: Some(500) };
+        cs.after_claim("echo", cs.start("echo", 0), read, 0);
+        assert!(cs.start("echo", 499).from.is_some());
+        assert_eq!(cs.start("echo", 500).from, None, "the run stored as not due is due now");
+
+        cs.after_claim("echo", cs.start("echo", 600), claimed(&key(0, 0, 5, "r5")), 600);
+        cs.ready_at([900], 700);
+        assert!(cs.start("echo", 899).from.is_some());
+        assert_eq!(cs.start("echo", 900).from, None, "a retry written later lapses it too");
+
+        cs.after_claim("echo", cs.start("echo", 1000), claimed(&key(0, 0, 5, "r5")), 1000);
+        cs.ready_at([1000], 1000);
+        assert_eq!(cs.start("echo", 1001).from, None, "a run made ready due now: from the head");
+    }
+
+    #[test]
+    fn the_lowest_cursor_is_none_while_any_scope_reads_from_the_head() {
+        let cs = ClaimCursors::default();
+        assert_eq!(cs.lowest(), None);
+        cs.after_claim("a", cs.start("a", 0), claimed(&key(0, 0, 9, "r9")), 0);
+        cs.after_claim("b", cs.start("b", 0), claimed(&key(0, 0, 5, "r5")), 0);
+        assert_eq!(cs.lowest(), Some(key(0, 0, 5, "r5")));
+        let _ = cs.start("c", 0);
+        assert_eq!(cs.lowest(), None);
+    }
+
+    #[test]
+    fn a_claim_that_raced_a_write_before_the_cursor_does_not_move_it() {
+        let cs = ClaimCursors::default();
+        cs.after_claim("echo", cs.start("echo", 0), claimed(&key(0, 0, 5, "r5")), 0);
+        let racing = cs.start("echo", 1);
+        cs.invalidate();
+        cs.after_claim("echo", racing, claimed(&key(0, 0, 9, "r9")), 1);
+        assert_eq!(cs.start("echo", 2).from, None);
+    }
+}
