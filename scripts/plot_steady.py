@@ -27,7 +27,7 @@ def main(src, out):
         top.plot(t, [p["submitted_per_s"] for p in s], label="submitted/s", color="#999999", lw=1)
         top.plot(t, [p["completed_per_s"] for p in s], label="completed/s", color="#1f6feb", lw=1.5)
         top.set_ylabel("jobs per second")
-        top.set_ylim(bottom=0)
+        top.set_ylim(0, 1.15 * max([p["submitted_per_s"] for p in s] + [p["completed_per_s"] for p in s] + [1]))
         top.legend(loc="lower left")
         settings = ", ".join(
             f"{k}={r[k]}" for k in ("autovacuum", "synchronous_commit", "synchronous") if r.get(k) is not None

@@ -44,6 +44,14 @@ struct ClaimCursor {
     generation: u64,
 }
 
+impl ClaimCursor {
+    /// Due for a read from the head: the rescan interval passed, or a run stored as not yet due
+    /// fell due.
+    fn stale(&self, now: i64) -> bool {
+        now >= self.rescanned_at.saturating_add(RESCAN_US) || self.lapses_at.is_some_and(|l| now >= l)
+    }
+}
+
 /// Where a claim that starts at `now` reads from (`None`: the head), and the generation to
 /// hand back to [`ClaimCursors::after_claim`].
 #[derive(Debug)]
@@ -81,8 +89,7 @@ impl ClaimCursors {
     pub(crate) fn start(&self, scope: &str, now: i64) -> ClaimStart {
         let mut all = self.by_scope.lock().expect("cursor lock");
         let c = all.entry(scope.to_string()).or_default();
-        let stale = now >= c.rescanned_at.saturating_add(RESCAN_US) || c.lapses_at.is_some_and(|l| now >= l);
-        if stale {
+        if c.stale(now) {
             c.at = None;
         }
         ClaimStart { from: c.at.clone(), generation: c.generation }
@@ -143,12 +150,13 @@ impl ClaimCursors {
         }
     }
 
-    /// The earliest cursor of any scope (`None` when one reads from the head): where the first
-    /// ready run is looked for when new runs take their fair turn.
-    pub(crate) fn lowest(&self) -> Option<ReadyKey> {
+    /// The earliest cursor at `now` of the scopes claimed from lately (`None` when one of them
+    /// reads from the head, or none did): where the first ready run is looked for when new runs
+    /// take their fair turn.
+    pub(crate) fn lowest(&self, now: i64) -> Option<ReadyKey> {
         let all = self.by_scope.lock().expect("cursor lock");
         let mut low: Option<&ReadyKey> = None;
-        for c in all.values() {
+        for c in all.values().filter(|c| !c.stale(now)) {
             let at = c.at.as_ref()?;
             low = Some(low.map_or(at, |l| l.min(at)));
         }
@@ -247,14 +255,15 @@ mod tests {
     }
 
     #[test]
-    fn the_lowest_cursor_is_none_while_any_scope_reads_from_the_head() {
+    fn the_lowest_cursor_is_of_the_scopes_claimed_from_lately_and_none_while_one_reads_from_the_head() {
         let cs = ClaimCursors::default();
-        assert_eq!(cs.lowest(), None);
-        cs.after_claim("a", cs.start("a", 0), claimed(&key(0, 0, 9, "r9")), 0);
-        cs.after_claim("b", cs.start("b", 0), claimed(&key(0, 0, 5, "r5")), 0);
-        assert_eq!(cs.lowest(), Some(key(0, 0, 5, "r5")));
-        let _ = cs.start("c", 0);
-        assert_eq!(cs.lowest(), None);
+        assert_eq!(cs.lowest(0), None);
+        cs.after_claim("a", cs.start("a", 0), claimed(&key(0, 0, 2, "r2")), 0);
+        cs.after_claim("b", cs.start("b", 10), claimed(&key(0, 0, 5, "r5")), 10);
+        assert_eq!(cs.lowest(10), Some(key(0, 0, 2, "r2")));
+        assert_eq!(cs.lowest(RESCAN_US + 5), Some(key(0, 0, 5, "r5")), "a scope not claimed from lately is left out");
+        let _ = cs.start("c", 10);
+        assert_eq!(cs.lowest(10), None, "a scope reading from the head");
     }
 
     #[test]

@@ -350,6 +350,7 @@ macro_rules! store_conformance {
             }
             runs {
                 current claim_orders_by_priority_then_scheduled_for,
+                current claims_take_runs_made_ready_behind_the_last_claim_at_once,
                 current claim_only_returns_due_runs_of_the_workers_handlers,
                 current claim_bumps_attempt_and_sets_lease,
                 multi concurrent_claims_on_two_handles_hand_each_run_out_once,

@@ -29,6 +29,36 @@ pub async fn claim_orders_by_priority_then_scheduled_for(h: Harness) {
     assert_eq!(h.claim_one(&w.id, h.t(10.0)).await.job_id, e.id);
 }
 
+/// Runs that become ready where claims have already passed (a resumed job's run, an operator's
+/// retry, a higher priority) go to the very next claim, in order. PostgreSQL's claims start where
+/// the last one stopped (`store::cursor`); each of these writes sends them back to the head.
+pub async fn claims_take_runs_made_ready_behind_the_last_claim_at_once(h: Harness) {
+    let early = h.create(JobRequest { priority: Some(5), retry: Some(retry(1, 1, 1)), ..job("echo") }, h.t(0.1)).await;
+    let paused = h.create(JobRequest { paused: Some(true), ..job("echo") }, h.t(0.2)).await;
+    let mut rest = Vec::new();
+    for i in 0..3 {
+        rest.push(h.create(job("echo"), h.t(0.3 + 0.1 * f64::from(i))).await);
+    }
+    let w = h.worker(&["echo"], h.now).await;
+    let at = h.t(1.0);
+    let first = h.claim_one(&w.id, at).await;
+    assert_eq!(first.job_id, early.id);
+    assert_eq!(h.claim_one(&w.id, at).await.job_id, rest[0].id);
+
+    h.store.job_set_paused(&paused.id, false, at).await.expect("resume");
+    assert_eq!(h.claim_one(&w.id, at).await.job_id, paused.id, "the resumed run, due before rest[0]");
+
+    h.complete(completion(&first, &w.id, RunState::Failed), at).await.expect("complete");
+    h.store.run_retry(&first.run_id, at).await.expect("run_retry");
+    assert_eq!(h.claim_one(&w.id, at).await.job_id, early.id, "the retried run, of priority 5");
+
+    let urgent = h.create(JobRequest { priority: Some(9), ..job("echo") }, at).await;
+    assert_eq!(h.claim_one(&w.id, at).await.job_id, urgent.id, "a new run of priority 9");
+    assert_eq!(h.claim_one(&w.id, at).await.job_id, rest[1].id);
+    assert_eq!(h.claim_one(&w.id, at).await.job_id, rest[2].id);
+    assert!(h.claim(&w.id, 10, at).await.is_empty());
+}
+
 /// A claim returns only pending runs that are due (`scheduled_for <= now`) and whose handler
 /// the worker serves; `run_next_pending` tells idle claimers when to look again.
 pub async fn claim_only_returns_due_runs_of_the_workers_handlers(h: Harness) {

@@ -296,7 +296,7 @@ impl PostgresStore {
             c.turn.push(None);
         }
         let refs: Vec<&NewRun> = runs.iter().map(|(_, r)| r).collect();
-        let turns = limits::turns_for(&mut *conn, &refs, self.cursors.lowest().as_ref()).await?;
+        let turns = limits::turns_for(&mut *conn, &refs, self.cursors.lowest(us(now)).as_ref()).await?;
         let mut ready = Vec::with_capacity(runs.len());
         for ((row, r), (fair_key, turn)) in runs.iter().zip(turns) {
             if !r.held {

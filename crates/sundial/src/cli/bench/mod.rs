@@ -62,6 +62,7 @@ pub enum Scenario {
 }
 
 impl Scenario {
+    /// What runs when no scenario is named (`steady` and `pinned` take minutes: only by name).
     const ALL: [Scenario; 6] = [
         Scenario::Submit,
         Scenario::SubmitBatch,
@@ -188,7 +189,11 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let scenarios: Vec<Scenario> = if args.scenarios.is_empty() {
         Scenario::ALL.to_vec()
     } else {
-        Scenario::ALL.into_iter().filter(|s| args.scenarios.contains(s)).collect()
+        Scenario::ALL
+            .into_iter()
+            .chain([Scenario::Steady, Scenario::Pinned])
+            .filter(|s| args.scenarios.contains(s))
+            .collect()
     };
     if let Some(exe) = &args.server_exe {
         anyhow::ensure!(exe.is_file(), "--server-exe {}: no such file", exe.display());
