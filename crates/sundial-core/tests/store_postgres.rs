@@ -307,3 +307,73 @@ async fn claims_under_a_pinned_snapshot_read_what_is_due_not_what_was_claimed() 
     assert!(read <= 20_000, "claims read {read} entries of the ready order for {RUNS} runs");
     sqlx::query("ROLLBACK").execute(&mut pin).await.unwrap();
 }
+
+/// Claims and completions go by their indexes however the tables looked when a connection first
+/// ran them. A plan cached from the statistics of empty tables (a node started on a new
+/// database) would read `runs`, `jobs` and `run_attempts` sequentially in every claim and
+/// completion, a cost that grows with history, until the next ANALYZE (with autovacuum off,
+/// never). Tuples read by sequential scans are counted in the tables' statistics once the
+/// store's connections are closed. (`run_attempts`, keyed by run and attempt, is left out: while
+/// it is small, a hash join over it is the planner's cheaper choice, whatever the cache.)
+#[tokio::test]
+async fn claims_and_completions_do_not_scan_history_even_when_first_run_on_empty_tables() {
+    let (a, b) = open_pg().await;
+    drop(b);
+    let schema = a.schema().unwrap().to_string();
+    let w = a.worker_register("w", &["echo".to_string()], 10, None, t0()).await.unwrap();
+    let claim = |max| ClaimParams { worker_id: w.id.clone(), max, lease: Duration::from_secs(60), now: secs(1) };
+    let done = |c: &sundial_core::store::ClaimedRun| Completion {
+        lease: Lease { run_id: c.run_id.clone(), worker_id: w.id.clone(), attempt: c.attempt },
+        state: RunState::Succeeded,
+        output: None,
+        error: None,
+        no_retry: false,
+    };
+    // On empty tables, one run at a time: enough executions for cached plans to settle.
+    for i in 0..20 {
+        a.job_create_many(vec![spec(None, vec![], serde_json::json!({ "warm": i }))], t0()).await.unwrap();
+        let got = a.run_claim(&claim(1)).await.unwrap();
+        a.run_complete_many(got.iter().map(done).collect(), secs(1)).await.unwrap();
+    }
+    const RUNS: usize = 4000;
+    for chunk in 0..RUNS / 500 {
+        let jobs = (0..500).map(|i| spec(None, vec![], serde_json::json!({ "i": chunk * 500 + i }))).collect();
+        a.job_create_many(jobs, t0()).await.unwrap();
+    }
+    let mut finished = 0;
+    loop {
+        // Ten at a time: an index is the cheaper way to ten rows of 4,000 by any estimate.
+        let got = a.run_claim(&claim(10)).await.unwrap();
+        if got.is_empty() {
+            break;
+        }
+        for r in a.run_complete_many(got.iter().map(done).collect(), secs(1)).await.unwrap() {
+            assert_eq!(r.unwrap().state, RunState::Succeeded);
+            finished += 1;
+        }
+    }
+    assert_eq!(finished, RUNS);
+    a.close().await;
+
+    let opts: PgConnectOptions = url().parse().unwrap();
+    let seq_read =
+        sundial_core::testing::eventually("the closed connections' table counts", Duration::from_secs(30), || {
+            let (opts, schema) = (opts.clone(), schema.clone());
+            async move {
+                let mut check = opts.connect().await.ok()?;
+                let (updated, seq_read): (i64, i64) = sqlx::query_as(
+                    "SELECT COALESCE(SUM(n_tup_upd) FILTER (WHERE relname = 'runs'), 0)::int8, \
+                 COALESCE(SUM(seq_tup_read), 0)::int8 FROM pg_stat_user_tables \
+                 WHERE schemaname = $1 AND relname IN ('runs', 'jobs')",
+                )
+                .bind(schema)
+                .fetch_one(&mut check)
+                .await
+                .ok()?;
+                // Every claim and every completion updated its runs.
+                (updated >= 2 * RUNS as i64).then_some(seq_read)
+            }
+        })
+        .await;
+    assert!(seq_read <= 20_000, "claims and completions read {seq_read} rows in sequential scans");
+}

@@ -21,7 +21,7 @@ pub(super) async fn move_triggers(tx: &mut Tx, moved: Vec<(String, Option<i64>)>
     }
     let (ids, nexts): (Vec<String>, Vec<Option<i64>>) = moved.into_iter().unzip();
     let sql = "UPDATE triggers SET next_fire_at = u.next FROM UNNEST($1::text[], $2::int8[]) AS u(id, next) \
-               WHERE triggers.id = u.id";
+               WHERE triggers.id = ANY($1) AND triggers.id = u.id";
     sqlx::query(sql).bind(ids).bind(nexts).execute(&mut **tx).await.map_err(db_err)?;
     Ok(())
 }

@@ -470,7 +470,7 @@ pub(super) async fn count_settled(
         "UPDATE jobs SET failure_streak = u_streak, paused = paused OR u_reason IS NOT NULL, \
          paused_reason = COALESCE(u_reason, paused_reason), \
          updated_at = CASE WHEN u_reason IS NULL THEN updated_at ELSE $4 END \
-         FROM UNNEST($1::text[], $2::int8[], $3::text[]) AS u(u_id, u_streak, u_reason) WHERE id = u_id",
+         FROM UNNEST($1::text[], $2::int8[], $3::text[]) AS u(u_id, u_streak, u_reason) WHERE id = ANY($1) AND id = u_id",
     )
     .bind(ids)
     .bind(counts)

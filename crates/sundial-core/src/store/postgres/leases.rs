@@ -64,7 +64,7 @@ pub(super) async fn settle_rows(tx: &mut Tx, items: &[Settle<'_>], now: Timestam
          FROM UNNEST($2::text[], $3::text[], $4::int8[], $5::int8[], $6::text[], $7::text[], $8::text[], \
          $9::text[], $10::text[]) AS u(u_id, u_state, u_retry_at, u_finished, u_output, u_error, u_reason, \
          u_worker, u_key) \
-         WHERE runs.id = u_id AND {} RETURNING {RUN_COLUMNS}",
+         WHERE runs.id = ANY($2) AND runs.id = u_id AND {} RETURNING {RUN_COLUMNS}",
         fence("u_worker", "= u_key")
     ))
     .bind(us(now))

@@ -156,7 +156,8 @@ async fn write_plan(tx: &mut Tx, st: &ClaimState, p: &ClaimParams) -> Result<Vec
     if !plan.held_reasons.is_empty() {
         let (ids, reasons): (Vec<String>, Vec<String>) = plan.held_reasons.iter().cloned().unzip();
         sqlx::query(
-            "UPDATE runs SET reason = u.r FROM UNNEST($1::text[], $2::text[]) AS u(id, r) WHERE runs.id = u.id",
+            "UPDATE runs SET reason = u.r FROM UNNEST($1::text[], $2::text[]) AS u(id, r) \
+             WHERE runs.id = ANY($1) AND runs.id = u.id",
         )
         .bind(ids)
         .bind(reasons)

@@ -162,9 +162,14 @@ impl PostgresStore {
     }
 
     async fn connect_inner(url: &str, schema: Option<String>) -> Result<Self> {
+        // Every statement is planned for its own arguments and the tables as they are now. A
+        // cached generic plan is made once, from the statistics of the moment: a node started
+        // on empty tables would keep sequential scans that grow with history until the next
+        // ANALYZE (with autovacuum off, never). Planning these small statements costs little.
         let mut opts = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Internal(format!("bad postgres URL: {e}")))?
-            .application_name("sundial");
+            .application_name("sundial")
+            .options([("plan_cache_mode", "force_custom_plan")]);
         if let Some(s) = &schema {
             if !valid_schema(s) {
                 return Err(StoreError::Invalid(format!(

@@ -117,7 +117,8 @@ pub(super) async fn cancel_pending(tx: &mut Tx, runs: &[(String, String)], now: 
     let (ids, reasons): (Vec<String>, Vec<String>) = runs.iter().cloned().unzip();
     let done = sqlx::query(&format!(
         "UPDATE runs SET state = 'cancelled', reason = {NOTE_THEN} u.reason, finished_at = $3 \
-         FROM UNNEST($1::text[], $2::text[]) AS u(run_id, reason) WHERE runs.id = u.run_id AND runs.state = 'pending'"
+         FROM UNNEST($1::text[], $2::text[]) AS u(run_id, reason) WHERE runs.id = ANY($1) AND runs.id = u.run_id \
+         AND runs.state = 'pending'"
     ))
     .bind(ids)
     .bind(reasons)

@@ -89,7 +89,8 @@ pub(super) async fn fire_due(s: &PostgresStore, now: Timestamp, limit: u32, misf
         let advanced: Vec<String> = sqlx::query_scalar(
             "UPDATE triggers SET next_fire_at = u.new_next, fires = fires + u.added \
              FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::int8[]) AS u(trigger_id, old_next, new_next, added) \
-             WHERE triggers.id = u.trigger_id AND triggers.next_fire_at = u.old_next RETURNING triggers.id",
+             WHERE triggers.id = ANY($1) AND triggers.id = u.trigger_id AND triggers.next_fire_at = u.old_next \
+             RETURNING triggers.id",
         )
         .bind(ids)
         .bind(old)
