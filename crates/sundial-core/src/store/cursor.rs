@@ -60,8 +60,9 @@ pub(crate) struct ClaimStart {
     generation: u64,
 }
 
-/// What a claim read: the runs it looked at in order, the first it left ready (held back by a
-/// limit), and the earliest due time of a ready run not due at the claim's `now`.
+/// What a claim read: the last run it looked at, the first it left ready (held back by a
+/// limit), and the earliest due time of a ready run not due at the claim's `now` that sorts
+/// before where the cursor moves (a higher priority or an earlier turn).
 #[derive(Debug, Default)]
 pub(crate) struct ClaimRead {
     pub last_read: Option<ReadyKey>,
@@ -70,11 +71,17 @@ pub(crate) struct ClaimRead {
 }
 
 impl ClaimRead {
-    /// From the runs a claim read (`read`, in any order) and the ids it claimed.
-    pub(crate) fn of(read: Vec<ReadyKey>, claimed: &[String], next_due: Option<i64>) -> Self {
+    /// From the runs a claim read (`read`, in any order) and the ids it claimed; `next_due` is
+    /// for the store to fill in for the position the cursor [`moves_to`](Self::moves_to).
+    pub(crate) fn of(read: Vec<ReadyKey>, claimed: &[String]) -> Self {
         let claimed: HashSet<&str> = claimed.iter().map(String::as_str).collect();
         let first_left = read.iter().filter(|k| !claimed.contains(k.id.as_str())).min().cloned();
-        Self { last_read: read.into_iter().max(), first_left, next_due }
+        Self { last_read: read.into_iter().max(), first_left, next_due: None }
+    }
+
+    /// Where the cursor goes: the first run left ready, else the last run read.
+    pub(crate) fn moves_to(&self) -> Option<&ReadyKey> {
+        self.first_left.as_ref().or(self.last_read.as_ref())
     }
 }
 
@@ -209,13 +216,12 @@ mod tests {
     #[test]
     fn what_a_claim_read_is_summed_up_by_its_last_run_and_the_first_it_left() {
         let read = vec![key(0, 0, 3, "c"), key(0, 0, 1, "a"), key(0, 0, 2, "b")];
-        let r = ClaimRead::of(read.clone(), &["a".into(), "c".into()], Some(7));
-        assert_eq!(
-            (r.last_read, r.first_left, r.next_due),
-            (Some(key(0, 0, 3, "c")), Some(key(0, 0, 2, "b")), Some(7))
-        );
-        let r = ClaimRead::of(read, &["a".into(), "b".into(), "c".into()], None);
+        let r = ClaimRead::of(read.clone(), &["a".into(), "c".into()]);
+        assert_eq!((&r.last_read, &r.first_left), (&Some(key(0, 0, 3, "c")), &Some(key(0, 0, 2, "b"))));
+        assert_eq!(r.moves_to(), Some(&key(0, 0, 2, "b")), "to the first run left ready");
+        let r = ClaimRead::of(read, &["a".into(), "b".into(), "c".into()]);
         assert_eq!(r.first_left, None);
+        assert_eq!(r.moves_to(), Some(&key(0, 0, 3, "c")), "past the last run read");
     }
 
     #[test]

@@ -57,6 +57,15 @@ pub async fn claims_take_runs_made_ready_behind_the_last_claim_at_once(h: Harnes
     assert_eq!(h.claim_one(&w.id, at).await.job_id, rest[1].id);
     assert_eq!(h.claim_one(&w.id, at).await.job_id, rest[2].id);
     assert!(h.claim(&w.id, 10, at).await.is_empty());
+
+    // A run of priority 7 stored ahead, not yet due when a claim passes its place.
+    let ahead = JobRequest { priority: Some(7), triggers: Some(vec![once(h.t(1.5))]), ..job("echo") };
+    let ahead = h.create(ahead, at).await;
+    assert_eq!(h.fire(h.t(1.5)).await.runs_pending, 1);
+    let late = [h.create(job("echo"), at).await, h.create(job("echo"), h.t(1.01)).await];
+    assert_eq!(h.claim_one(&w.id, h.t(1.1)).await.job_id, late[0].id);
+    assert_eq!(h.claim_one(&w.id, h.t(1.5)).await.job_id, ahead.id, "the run stored ahead, once due");
+    assert_eq!(h.claim_one(&w.id, h.t(1.5)).await.job_id, late[1].id);
 }
 
 /// A claim returns only pending runs that are due (`scheduled_for <= now`) and whose handler

@@ -34,16 +34,13 @@ pub(super) async fn claim_rows(
     // A row comparison on the columns of `runs_ready_order`: the index scan starts at the cursor.
     let after = if from.is_some() { "AND (-priority, turn, scheduled_for, id) >= ($6, $7, $8, $9)" } else { "" };
     let sql = format!(
-        "SELECT {CANDIDATE_COLUMNS}, -priority AS neg_priority, turn, scheduled_for, \
-         (SELECT MIN(scheduled_for) FROM runs WHERE state = 'pending' AND NOT held AND NOT blocked \
-         AND scheduled_for > $1) AS next_due \
+        "SELECT {CANDIDATE_COLUMNS}, -priority AS neg_priority, turn, scheduled_for \
          FROM runs WHERE state = 'pending' AND NOT held AND NOT blocked \
          AND scheduled_for <= $1 AND handler = ANY($2) AND NOT (id = ANY($3)) \
          AND ($5::text[] IS NULL OR namespace = ANY($5)) {after} \
          ORDER BY -priority, turn, scheduled_for, id LIMIT $4 FOR UPDATE SKIP LOCKED"
     );
     let mut read: Vec<ReadyKey> = Vec::new();
-    let mut next_due = None;
     loop {
         let mut q = sqlx::query_as::<_, PageRow>(&sql)
             .bind(us(p.now))
@@ -57,7 +54,6 @@ pub(super) async fn claim_rows(
         let rows: Vec<PageRow> = q.fetch_all(&mut **tx).await.map_err(db_err)?;
         let mut page = Vec::with_capacity(rows.len());
         for r in rows {
-            next_due = r.next_due;
             read.push(r.key);
             page.push(r.candidate);
         }
@@ -82,18 +78,32 @@ pub(super) async fn claim_rows(
         size = next_page_size(p.max, claimed, st.seen.len());
     }
     let rows = write_plan(tx, &st, p).await?;
-    Ok((rows, ClaimRead::of(read, &st.plan.claim, next_due)))
+    let mut read = ClaimRead::of(read, &st.plan.claim);
+    if let Some(to) = read.moves_to() {
+        // A run not due yet sorts after the cursor unless its priority is higher or its turn
+        // earlier (its due time is later than any the claim read): only those make it lapse.
+        let (next,): (Option<i64>,) = sqlx::query_as(
+            "SELECT MIN(scheduled_for) FROM runs WHERE state = 'pending' AND NOT held AND NOT blocked \
+             AND scheduled_for > $1 AND (-priority, turn) < ($2, $3)",
+        )
+        .bind(us(p.now))
+        .bind(to.neg_priority)
+        .bind(to.turn)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db_err)?;
+        read.next_due = next;
+    }
+    Ok((rows, read))
 }
 
-/// A candidate of a claim's page with its place in the ready order, and the earliest due time
-/// of a ready run not yet due.
+/// A candidate of a claim's page with its place in the ready order.
 #[derive(sqlx::FromRow)]
 struct PageRow {
     #[sqlx(flatten)]
     candidate: Candidate,
     #[sqlx(flatten)]
     key: ReadyKey,
-    next_due: Option<i64>,
 }
 
 /// Tries each governed key's lock, then counts the locked ones in a statement of its own (so
