@@ -32,9 +32,9 @@ def main(src, out):
         settings = ", ".join(
             f"{k}={r[k]}" for k in ("autovacuum", "synchronous_commit", "synchronous") if r.get(k) is not None
         )
+        build = f"server {r['server_exe'].split('/')[-1]}" if r.get("server_exe") else f"git {r.get('git_rev')}"
         top.set_title(
-            f"sundial bench {r['scenario']} · {r['db']} · {r.get('load_rate')}/s offered · "
-            f"git {r.get('git_rev')}\n{settings}",
+            f"sundial bench {r['scenario']} · {r['db']} · {r.get('load_rate')}/s offered · {build}\n{settings}",
             fontsize=10,
         )
         lag = [p["p99_lag_ms"] if p["p99_lag_ms"] is not None else float("nan") for p in s]

@@ -235,10 +235,12 @@ pub(super) async fn claim(s: &PostgresStore, p: &ClaimParams) -> Result<Vec<Clai
     }
     let scope_key = format!("{:?}/{:?}", scope.handlers, scope.namespaces);
     let start = s.cursors.start(&scope_key, us(p.now));
+    let began = std::time::Instant::now();
     let (rows, read) = limits::claim_rows(&mut tx, p, &scope, start.from.as_ref()).await?;
+    let took_us = i64::try_from(began.elapsed().as_micros()).unwrap_or(i64::MAX);
     record_claims(&mut tx, &rows).await?;
     tx.commit().await.map_err(db_err)?;
-    s.cursors.after_claim(&scope_key, start, read, us(p.now));
+    s.cursors.after_claim(&scope_key, start, read, us(p.now), took_us);
     let mut claimed: Vec<ClaimedRun> = rows.into_iter().map(RunRow::into_claimed).collect::<Result<_>>()?;
     claimed.sort_by_key(|c| c.scheduled_for);
     Ok(claimed)
