@@ -18,12 +18,8 @@ const WARMUP: u64 = 50;
 pub(super) async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     ctx.db.fresh().await?;
     let server = ServerProc::start(&ctx.db.url(), ctx.args.workers).await?;
-    let result = server.explain(measure(ctx, report, &server).await);
-    report.set_f("rss_mb", server.rss_mb().unwrap_or(f64::NAN), 1);
-    report.note_log("server", server.problems());
-    let stopped = server.stop().await;
-    result?;
-    stopped
+    let result = measure(ctx, report, &server).await;
+    server.conclude(report, result).await
 }
 
 async fn measure(ctx: &Ctx, report: &mut Report, server: &ServerProc) -> anyhow::Result<()> {

@@ -86,6 +86,21 @@ impl ServerProc {
     pub(super) async fn stop(self) -> anyhow::Result<()> {
         terminate(self.child, self.pid, "server", &self.log).await
     }
+
+    /// Ends a scenario's server: its peak RSS and logged problems go into `report`, `result`
+    /// gets its last log lines, and it is stopped. The scenario's error comes first.
+    pub(super) async fn conclude(
+        self,
+        report: &mut super::report::Report,
+        result: anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let result = self.explain(result);
+        report.set_f("rss_mb", self.rss_mb().unwrap_or(f64::NAN), 1);
+        report.note_log("server", self.problems());
+        let stopped = self.stop().await;
+        result?;
+        stopped
+    }
 }
 
 /// A `sundial worker` child.

@@ -58,12 +58,8 @@ pub(super) async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
             format!("the server was ready only {margin_ms:.0} ms before the due second; the lag includes start-up"),
         );
     }
-    let result = server.explain(measure(ctx, report, &server, due_at, due_ids.into_iter().collect()).await);
-    report.set_f("rss_mb", server.rss_mb().unwrap_or(f64::NAN), 1);
-    report.note_log("server", server.problems());
-    let stopped = server.stop().await;
-    result?;
-    stopped
+    let result = measure(ctx, report, &server, due_at, due_ids.into_iter().collect()).await;
+    server.conclude(report, result).await
 }
 
 async fn measure(

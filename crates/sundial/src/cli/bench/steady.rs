@@ -53,12 +53,8 @@ async fn run(ctx: &Ctx, report: &mut Report, phases: &[Phase], pin: Option<usize
     anyhow::ensure!(phases.iter().all(|p| p.secs > 0.0), "every phase must last more than 0 s");
     ctx.db.fresh().await?;
     let server = ServerProc::start(&ctx.db.url(), ctx.args.workers).await?;
-    let result = server.explain(measure(ctx, report, &server, phases, pin).await);
-    report.set_f("rss_mb", server.rss_mb().unwrap_or(f64::NAN), 1);
-    report.note_log("server", server.problems());
-    let stopped = server.stop().await;
-    result?;
-    stopped
+    let result = measure(ctx, report, &server, phases, pin).await;
+    server.conclude(report, result).await
 }
 
 async fn measure(

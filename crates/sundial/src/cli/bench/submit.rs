@@ -19,11 +19,8 @@ fn job_json(i: u64) -> String {
 pub(super) async fn single(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     ctx.db.fresh().await?;
     let server = ServerProc::start(&ctx.db.url(), 0).await?;
-    let result = server.explain(single_on(ctx, report, &server).await);
-    report.set_f("rss_mb", server.rss_mb().unwrap_or(f64::NAN), 1);
-    let stopped = server.stop().await;
-    result?;
-    stopped
+    let result = single_on(ctx, report, &server).await;
+    server.conclude(report, result).await
 }
 
 async fn single_on(ctx: &Ctx, report: &mut Report, server: &ServerProc) -> anyhow::Result<()> {
@@ -96,11 +93,8 @@ async fn single_on(ctx: &Ctx, report: &mut Report, server: &ServerProc) -> anyho
 pub(super) async fn batch(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     ctx.db.fresh().await?;
     let server = ServerProc::start(&ctx.db.url(), 0).await?;
-    let result = server.explain(batch_on(ctx, report, &server).await);
-    report.set_f("rss_mb", server.rss_mb().unwrap_or(f64::NAN), 1);
-    let stopped = server.stop().await;
-    result?;
-    stopped
+    let result = batch_on(ctx, report, &server).await;
+    server.conclude(report, result).await
 }
 
 /// A `POST /v1/jobs/batch` body of `echo` jobs numbered by `range`.
