@@ -51,7 +51,8 @@ async fn partitioned_worker_stops_its_run_before_the_lease_ends() {
     let proxied = format!("http://127.0.0.1:{proxy_port}");
     let _worker = worker(&proxied, &["--enable-shell", "--capacity", "1"]);
     let beat = dir.path().join("beat");
-    let cmd = format!("while true; do date +%s%N > {}; sleep 0.1; done", beat.display());
+    // Written aside and renamed: a handler killed mid-write never leaves an empty file behind.
+    let cmd = format!("while true; do date +%s%N > {0}.tmp && mv {0}.tmp {0}; sleep 0.1; done", beat.display());
     let job: Value = http
         .post(format!("{base}/v1/jobs"))
         .json(&json!({"handler": "shell", "payload": {"command": cmd}, "retry": {"max_attempts": 1}}))
